@@ -1,0 +1,3 @@
+from callscribe.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,95 @@
+"""Composition root: builds the ASGI app and starts the background services.
+
+This is the only module that knows every part. The speech model loads in the background after the
+listener is up, so /healthz answers at once and /readyz turns ready when the model is loaded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any, AsyncIterator
+
+from fastapi import FastAPI
+from fastapi.responses import JSONResponse, Response
+
+from callscribe import __version__
+from callscribe.config import ApiKey, Settings
+from callscribe.credentials import load_or_create_api_keys
+from callscribe.metrics import Metrics
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Services:
+    """Everything the routes share. Filled in by the lifespan; read through `app.state.services`."""
+
+    settings: Settings
+    metrics: Metrics
+    api_keys: list[ApiKey]
+    engine: Any = None  # callscribe.asr.engine.SpeechEngine
+    scheduler: Any = None  # callscribe.asr.scheduler.AsrScheduler
+    ready: asyncio.Event = field(default_factory=asyncio.Event)
+    load_error: str | None = None
+
+
+def _load_engine(settings: Settings):
+    from callscribe.asr.engine import SpeechEngine
+
+    return SpeechEngine.from_settings(settings)
+
+
+def create_app(settings: Settings, *, engine: Any = None) -> FastAPI:
+    """Build the app. Pass `engine` to share one loaded model between several apps (tests)."""
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    services = Services(settings=settings, metrics=Metrics(), api_keys=load_or_create_api_keys(settings))
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        loop = asyncio.get_running_loop()
+
+        async def load() -> None:
+            from callscribe.asr.scheduler import AsrScheduler
+
+            try:
+                services.engine = engine if engine is not None else await loop.run_in_executor(None, _load_engine, settings)
+                services.scheduler = AsrScheduler.from_settings(services.engine, settings, metrics=services.metrics)
+                services.scheduler.start()
+                services.ready.set()
+                log.info("speech model loaded: %s", services.engine.description)
+            except Exception as exc:  # the service stays up and says why it is not ready
+                services.load_error = f"{type(exc).__name__}: {exc}"
+                log.exception("speech model failed to load")
+
+        loader = asyncio.create_task(load())
+        try:
+            yield
+        finally:
+            loader.cancel()
+            if services.scheduler is not None:
+                await loop.run_in_executor(None, services.scheduler.stop)
+
+    app = FastAPI(title="callscribe", version=__version__, lifespan=lifespan, docs_url="/docs", redoc_url=None)
+    app.state.services = services
+
+    @app.get("/healthz", include_in_schema=False)
+    async def healthz() -> dict:
+        return {"status": "ok", "version": __version__}
+
+    @app.get("/readyz", include_in_schema=False)
+    async def readyz() -> JSONResponse:
+        if services.ready.is_set():
+            return JSONResponse({"status": "ready", "model": services.engine.description})
+        body = {"status": "loading" if services.load_error is None else "failed"}
+        if services.load_error:
+            body["error"] = services.load_error
+        return JSONResponse(body, status_code=503)
+
+    @app.get("/metrics", include_in_schema=False)
+    async def metrics() -> Response:
+        return Response(services.metrics.render(), media_type="text/plain; version=0.0.4")
+
+    return app

@@ -1,0 +1,266 @@
+"""Settings from the environment (CALLSCRIBE_*) and an optional TOML file.
+
+The TOML file (path in CALLSCRIBE_CONFIG, or --config on the command line) may set the same
+names, lower-case and without the prefix; the environment wins over the file.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+
+class ConfigError(Exception):
+    """A setting has a bad value; the message names the variable and says what is wrong."""
+
+
+@dataclass(frozen=True)
+class ApiKey:
+    id: str
+    secret: str
+    tenant: str = "default"
+
+
+@dataclass(frozen=True)
+class AudioHookKey:
+    api_key: str
+    secret: bytes  # base64-decoded client secret; empty means unsigned requests are allowed
+    tenant: str = "default"
+
+
+@dataclass(frozen=True)
+class SiprecSource:
+    network: ipaddress.IPv4Network | ipaddress.IPv6Network
+    tenant: str = "default"
+
+
+def _split_list(value: str) -> list[str]:
+    return [item.strip() for item in value.split(",") if item.strip()]
+
+
+def parse_api_keys(value: str) -> list[ApiKey]:
+    keys = []
+    for item in _split_list(value):
+        parts = item.split(":")
+        if len(parts) not in (2, 3) or not parts[0] or not parts[1]:
+            raise ValueError(f"expected id:secret[:tenant], got {item!r}")
+        keys.append(ApiKey(parts[0], parts[1], parts[2] if len(parts) == 3 and parts[2] else "default"))
+    return keys
+
+
+def parse_audiohook_keys(value: str) -> list[AudioHookKey]:
+    import base64
+    import binascii
+
+    keys = []
+    for item in _split_list(value):
+        parts = item.split(":")
+        if len(parts) not in (2, 3) or not parts[0]:
+            raise ValueError(f"expected apikey:base64secret[:tenant], got {item!r}")
+        try:
+            secret = base64.b64decode(parts[1], validate=True) if parts[1] else b""
+        except binascii.Error as exc:
+            raise ValueError(f"secret of {parts[0]!r} is not base64") from exc
+        keys.append(AudioHookKey(parts[0], secret, parts[2] if len(parts) == 3 and parts[2] else "default"))
+    return keys
+
+
+def parse_siprec_allow(value: str) -> list[SiprecSource]:
+    sources = []
+    for item in _split_list(value):
+        cidr, _, tenant = item.partition("=")
+        try:
+            network = ipaddress.ip_network(cidr.strip(), strict=False)
+        except ValueError as exc:
+            raise ValueError(f"{cidr!r} is not a CIDR") from exc
+        sources.append(SiprecSource(network, tenant.strip() or "default"))
+    return sources
+
+
+def parse_port_range(value: str) -> tuple[int, int]:
+    low, sep, high = value.partition("-")
+    try:
+        lo, hi = int(low), int(high if sep else low)
+    except ValueError as exc:
+        raise ValueError(f"expected LOW-HIGH, got {value!r}") from exc
+    if not (1 <= lo <= hi <= 65535):
+        raise ValueError(f"expected 1 <= LOW <= HIGH <= 65535, got {value!r}")
+    return lo, hi
+
+
+class _TomlSource(PydanticBaseSettingsSource):
+    """Reads the optional TOML file named by CALLSCRIBE_CONFIG."""
+
+    def __init__(self, settings_cls: type[BaseSettings], path: str | None):
+        super().__init__(settings_cls)
+        self.data: dict[str, Any] = {}
+        if path:
+            try:
+                with open(path, "rb") as fh:
+                    raw = tomllib.load(fh)
+            except OSError as exc:
+                raise ConfigError(f"CALLSCRIBE_CONFIG: cannot read {path}: {exc.strerror}") from exc
+            except tomllib.TOMLDecodeError as exc:
+                raise ConfigError(f"CALLSCRIBE_CONFIG: {path} is not valid TOML: {exc}") from exc
+            section = raw.get("callscribe", raw)
+            self.data = {k.lower().removeprefix("callscribe_"): v for k, v in section.items()}
+
+    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
+        return self.data.get(field_name), field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        return {k: v for k, v in self.data.items() if k in self.settings_cls.model_fields}
+
+
+class Settings(BaseSettings):
+    """Every setting of the service. Names match the CALLSCRIBE_* variables in DESIGN.md."""
+
+    model_config = SettingsConfigDict(env_prefix="CALLSCRIBE_", extra="ignore", populate_by_name=True)
+
+    host: str = "127.0.0.1"
+    port: int = Field(8080, ge=0, le=65535)
+    public_url: str | None = None
+    data_dir: Path = Path("./callscribe-data")
+    database_url: str | None = None
+    api_keys: str = ""
+    webhook_url: str | None = None
+    webhook_secret: str | None = None
+    twilio_auth_token: str | None = None
+    audiohook_keys: str = ""
+    sip_host: str = "127.0.0.1"
+    sip_port: int = Field(5060, ge=0, le=65535)
+    rtp_ports: str = "40000-40999"
+    siprec_allow: str = "127.0.0.0/8"
+    model: str | None = None
+    log_level: str = "info"
+
+    # Engine tuning (not part of the public contract; defaults are the measured best on 2 cores).
+    asr_workers: int = Field(2, ge=1, le=64)
+    asr_threads: int = Field(1, ge=1, le=64)
+    asr_batch_size: int = Field(4, ge=1, le=64)
+    asr_batch_wait_ms: int = Field(60, ge=0, le=2000)
+    asr_beam_size: int = Field(1, ge=1, le=10)
+    compute_type: str = "int8"
+    partial_interval_ms: int = Field(1000, ge=200, le=10000)
+    endpoint_silence_ms: int = Field(600, ge=100, le=5000)
+    max_utterance_ms: int = Field(15000, ge=2000, le=60000)
+    final_deadline_ms: int = Field(1500, ge=200, le=60000)
+
+    # Control-plane limits.
+    max_body_bytes: int = Field(65536, ge=1024)
+    rate_limit_per_minute: int = Field(600, ge=1)
+    start_wait_for_media_s: float = Field(5.0, ge=0, le=60)
+
+    @field_validator("api_keys")
+    @classmethod
+    def _check_api_keys(cls, value: str) -> str:
+        parse_api_keys(value)
+        return value
+
+    @field_validator("audiohook_keys")
+    @classmethod
+    def _check_audiohook_keys(cls, value: str) -> str:
+        parse_audiohook_keys(value)
+        return value
+
+    @field_validator("siprec_allow")
+    @classmethod
+    def _check_siprec_allow(cls, value: str) -> str:
+        parse_siprec_allow(value)
+        return value
+
+    @field_validator("rtp_ports")
+    @classmethod
+    def _check_rtp_ports(cls, value: str) -> str:
+        parse_port_range(value)
+        return value
+
+    @field_validator("public_url", "webhook_url")
+    @classmethod
+    def _check_url(cls, value: str | None) -> str | None:
+        if value in (None, ""):
+            return None
+        if not value.startswith(("http://", "https://", "ws://", "wss://")):
+            raise ValueError("must start with http://, https://, ws:// or wss://")
+        return value.rstrip("/")
+
+    @field_validator("compute_type")
+    @classmethod
+    def _check_compute_type(cls, value: str) -> str:
+        allowed = {"int8", "int8_float32", "int8_float16", "float16", "float32", "default", "auto"}
+        if value not in allowed:
+            raise ValueError(f"must be one of {sorted(allowed)}")
+        return value
+
+    @model_validator(mode="after")
+    def _check_webhook_secret(self) -> "Settings":
+        if self.webhook_secret is not None and self.webhook_secret != "":
+            try:
+                from standardwebhooks.webhooks import Webhook
+
+                Webhook(self.webhook_secret)
+            except Exception as exc:  # the library raises several kinds for a bad secret
+                raise ValueError(f"CALLSCRIBE_WEBHOOK_SECRET is not a valid signing secret: {exc}") from exc
+        return self
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        toml = _TomlSource(settings_cls, os.environ.get("CALLSCRIBE_CONFIG"))
+        return (init_settings, env_settings, toml)
+
+    # Derived values -------------------------------------------------------------------------
+
+    @property
+    def resolved_public_url(self) -> str:
+        if self.public_url:
+            return self.public_url
+        host = self.host if self.host not in ("0.0.0.0", "::") else "127.0.0.1"
+        return f"http://{host}:{self.port}"
+
+    @property
+    def resolved_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.data_dir / 'callscribe.db').resolve()}"
+
+    @property
+    def parsed_api_keys(self) -> list[ApiKey]:
+        return parse_api_keys(self.api_keys)
+
+    @property
+    def parsed_audiohook_keys(self) -> list[AudioHookKey]:
+        return parse_audiohook_keys(self.audiohook_keys)
+
+    @property
+    def parsed_siprec_allow(self) -> list[SiprecSource]:
+        return parse_siprec_allow(self.siprec_allow)
+
+    @property
+    def rtp_port_range(self) -> tuple[int, int]:
+        return parse_port_range(self.rtp_ports)
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Build Settings, turning pydantic's errors into one ConfigError naming each variable."""
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        lines = []
+        for err in exc.errors():
+            name = "CALLSCRIBE_" + str(err["loc"][0]).upper() if err["loc"] else "settings"
+            lines.append(f"{name}: {err['msg']} (got {err.get('input')!r})")
+        raise ConfigError("; ".join(lines)) from None

@@ -1,0 +1,28 @@
+"""Prometheus metrics, one registry per app instance (so several apps can live in one test process)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.active_calls = Gauge("callscribe_active_calls", "Calls with connected media", registry=r)
+        self.active_legs = Gauge("callscribe_active_legs", "Legs being transcribed now", registry=r)
+        self.audio_seconds = Counter("callscribe_audio_seconds_total", "Audio received, seconds", ["namespace"], registry=r)
+        self.finals = Counter("callscribe_finals_total", "Final utterances emitted", registry=r)
+        self.partials = Counter("callscribe_partials_total", "Partial results emitted", registry=r)
+        self.partials_dropped = Counter("callscribe_partials_dropped_total", "Partials dropped or coalesced under load", registry=r)
+        self.final_latency = Histogram(
+            "callscribe_final_latency_seconds", "End of speech to final text",
+            buckets=(0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 2.0, 3.0, 5.0, 10.0), registry=r,
+        )
+        self.asr_queue = Gauge("callscribe_asr_queue_depth", "Jobs waiting for the model", ["kind"], registry=r)
+        self.refused = Counter("callscribe_streams_refused_total", "New streams refused for lack of capacity", registry=r)
+        self.webhook_attempts = Counter("callscribe_webhook_attempts_total", "Webhook POST attempts", ["outcome"], registry=r)
+        self.webhook_backlog = Gauge("callscribe_webhook_backlog", "Webhook deliveries waiting", registry=r)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

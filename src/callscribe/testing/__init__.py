@@ -1,0 +1,1 @@
+"""Helpers for tests and benchmarks: synthesised speech with known text."""
