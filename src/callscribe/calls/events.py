@@ -1,0 +1,125 @@
+"""What the call registry publishes, and the in-process bus that carries it.
+
+The registry is the only publisher. Everything downstream (the SQL store, the webhook outbox, the
+WebSocket fan-out, protocol back-channels such as the ASAPP direct WebSocket) subscribes. Text in
+these events is already redacted as the stream's `redactionOutput` asks: nothing unredacted leaves
+the registry unless the stream asked for it, and then only in `unredacted_text`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any, Callable, Literal, Union
+
+from callscribe.asr.types import Word
+
+log = logging.getLogger(__name__)
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+@dataclass(frozen=True)
+class CallRef:
+    """Identity of a call. `call_id` is ours (unique across tenants); `guid` is the caller's."""
+
+    call_id: str
+    tenant: str
+    namespace: str
+    guid: str
+
+
+@dataclass(frozen=True)
+class UtteranceEvent:
+    """A partial or final transcript of one utterance of one leg.
+
+    `seq` is the per-call sequence number shared by every event of the call (utterances and state
+    changes), starting at 1, with no gaps. `text` is what the stream's redactionOutput allows to be
+    shown (redacted unless the mode is "unredacted"); `unredacted_text` is set only in
+    "redacted_and_unredacted" mode. `words` are set only when the stream asked for detailedToken
+    (and are then unredacted, which is why that combination is refused with a redacting mode).
+    """
+
+    call: CallRef
+    seq: int
+    kind: Literal["partial", "final"]
+    role: str  # "customer" | "agent"
+    external_id: str  # sender.externalId: customerId or agentId from start-streaming
+    stream_id: str  # the per-leg stream id of the streaming interval that produced it
+    utterance: int  # per-leg utterance number
+    start_ms: int  # ms from the start of the leg's media
+    end_ms: int
+    text: str
+    unredacted_text: str | None = None
+    words: tuple[Word, ...] | None = None
+    redaction_output: str = "redacted"
+    created_at: datetime = field(default_factory=utcnow)
+
+
+@dataclass(frozen=True)
+class StreamSummary:
+    """Counters for one leg over one streaming interval (start-streaming to stop-streaming)."""
+
+    total_audio_bytes: int  # counted as 16-bit 8 kHz audio, whatever the codec
+    audio_duration_ms: int
+    streaming_seconds: int
+    transcripts: int
+
+
+@dataclass(frozen=True)
+class CallStateEvent:
+    """A change in a call's life. `state` is one of:
+
+    media-connected, streaming-started, streaming-stopped, media-ended, recording-saved.
+    `data` carries what the state needs: for streaming-started the legs' stream ids and params; for
+    streaming-stopped the per-role StreamSummary objects (as dicts); for recording-saved the role,
+    stream id and file path relative to the data dir.
+    """
+
+    call: CallRef
+    seq: int
+    state: str
+    data: dict[str, Any] = field(default_factory=dict)
+    created_at: datetime = field(default_factory=utcnow)
+
+
+CallEvent = Union[UtteranceEvent, CallStateEvent]
+Subscriber = Callable[[CallEvent], None]
+
+
+class EventBus:
+    """In-process fan-out of call events, in publish order, on the event loop.
+
+    Subscribers are plain callables run synchronously on publish: they must be quick (put the event
+    on their own queue and return). A subscriber that raises is logged and does not stop the others.
+    """
+
+    def __init__(self) -> None:
+        self._subscribers: list[Subscriber] = []
+
+    def subscribe(self, fn: Subscriber) -> Callable[[], None]:
+        self._subscribers.append(fn)
+        return lambda: self._subscribers.remove(fn) if fn in self._subscribers else None
+
+    def publish(self, event: CallEvent) -> None:
+        for fn in list(self._subscribers):
+            try:
+                fn(event)
+            except Exception:
+                log.exception("event subscriber %r failed", fn)
+
+    def queue(self, maxsize: int = 0) -> tuple[asyncio.Queue[CallEvent], Callable[[], None]]:
+        """A queue that receives every event from now on, and the function that unsubscribes it."""
+        q: asyncio.Queue[CallEvent] = asyncio.Queue(maxsize)
+
+        def put(event: CallEvent) -> None:
+            try:
+                q.put_nowait(event)
+            except asyncio.QueueFull:
+                log.warning("event queue full; dropping %s seq %s", type(event).__name__, event.seq)
+
+        return q, self.subscribe(put)
