@@ -16,7 +16,9 @@ from fastapi import FastAPI
 from fastapi.responses import JSONResponse, Response
 
 from callscribe import __version__
+from callscribe.calls.events import EventBus
 from callscribe.config import ApiKey, Settings
+from callscribe.api.errors import install_error_handlers
 from callscribe.credentials import load_or_create_api_keys
 from callscribe.metrics import Metrics
 
@@ -30,8 +32,12 @@ class Services:
     settings: Settings
     metrics: Metrics
     api_keys: list[ApiKey]
+    bus: EventBus = field(default_factory=EventBus)
     engine: Any = None  # callscribe.asr.engine.SpeechEngine
     scheduler: Any = None  # callscribe.asr.scheduler.AsrScheduler
+    registry: Any = None  # callscribe.calls.registry.CallRegistry
+    store: Any = None  # callscribe.store (SQL repositories)
+    webhooks: Any = None  # callscribe.delivery webhook outbox dispatcher
     ready: asyncio.Event = field(default_factory=asyncio.Event)
     load_error: str | None = None
 
@@ -74,6 +80,7 @@ def create_app(settings: Settings, *, engine: Any = None) -> FastAPI:
 
     app = FastAPI(title="callscribe", version=__version__, lifespan=lifespan, docs_url="/docs", redoc_url=None)
     app.state.services = services
+    install_error_handlers(app)
 
     @app.get("/healthz", include_in_schema=False)
     async def healthz() -> dict:
