@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# Installs everything the tests need, starts a throwaway PostgreSQL, and runs the test suite.
+# This is the README's test command and what CI runs. Extra arguments go to pytest.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
+
+# Debian packages: speech synthesis and conversion for test audio, ffmpeg for file decoding,
+# PostgreSQL for the storage tests on a real server, SIPp as a real SIP peer.
+APT_PACKAGES="espeak-ng sox libsox-fmt-all ffmpeg postgresql"
+missing=""
+for pkg in $APT_PACKAGES; do
+  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing="$missing $pkg"
+done
+if [ -n "$missing" ]; then
+  echo "scripts/test.sh: installing Debian packages:$missing"
+  as_root apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq --no-install-recommends $missing >/dev/null
+fi
+
+PYTHON="${PYTHON:-python3}"
+"$PYTHON" -m pip install -q --disable-pip-version-check -e '.[test]'
+
+# A PostgreSQL cluster of our own on a free loopback port, stopped when the tests end.
+if [ -z "${CALLSCRIBE_TEST_PG_URL:-}" ]; then
+  PG_BIN="$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)"
+  if [ -n "$PG_BIN" ]; then
+    PG_DIR="$(mktemp -d /tmp/callscribe-pg.XXXXXX)"
+    PG_PORT="$("$PYTHON" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
+    run_pg() { if [ "$(id -u)" -eq 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi; }
+    [ "$(id -u)" -eq 0 ] && chown postgres "$PG_DIR"
+    run_pg "$PG_BIN/initdb" -D "$PG_DIR/data" -U callscribe -A trust >/dev/null
+    run_pg "$PG_BIN/pg_ctl" -D "$PG_DIR/data" -l "$PG_DIR/log" -w \
+      -o "-k $PG_DIR -c listen_addresses=127.0.0.1 -p $PG_PORT -c fsync=off" start >/dev/null
+    trap 'run_pg "$PG_BIN/pg_ctl" -D "$PG_DIR/data" -m fast stop >/dev/null 2>&1 || true; rm -rf "$PG_DIR"' EXIT
+    run_pg "$PG_BIN/createdb" -h 127.0.0.1 -p "$PG_PORT" -U callscribe callscribe_test
+    export CALLSCRIBE_TEST_PG_URL="postgresql+psycopg://callscribe@127.0.0.1:$PG_PORT/callscribe_test"
+    echo "scripts/test.sh: PostgreSQL on 127.0.0.1:$PG_PORT"
+  fi
+fi
+
+status=0
+"$PYTHON" -m pytest "$@" || status=$?
+exit $status
