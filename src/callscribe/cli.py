@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import signal
 import sys
 
 from callscribe import __version__
@@ -19,7 +20,10 @@ def _serve(args: argparse.Namespace) -> int:
     settings = load_settings(**overrides)
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     app = create_app(settings)
-    # uvicorn installs SIGINT/SIGTERM handlers and runs the lifespan shutdown on either.
+    # uvicorn handles SIGINT/SIGTERM with a graceful shutdown, then re-raises the signal under the
+    # handlers that were there before it; quiet ones make a graceful stop exit with status 0.
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: None)
     uvicorn.run(app, host=settings.host, port=settings.port, log_level=settings.log_level, ws_max_size=1 << 20)
     return 0
 
