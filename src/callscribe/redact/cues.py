@@ -2,7 +2,9 @@
 
 A cue is a short phrase found in an utterance. Sensitive cues name an entity; SAFE cues ("order
 number", "zip code") say that the number near them is not sensitive, which only lifts the guesses
-(a card prefix left at the end of a turn), never ASAPP's digit rules.
+(a card prefix left at the end of a turn), never ASAPP's digit rules. READOUT cues ("last four",
+"ending in") name no entity but say that a number read out follows: it is not a year or a count,
+and the number words inside the cue ("four") are not digits of it.
 """
 
 from __future__ import annotations
@@ -12,12 +14,13 @@ from dataclasses import dataclass
 from .normalize import Token
 
 SAFE = "SAFE"
+READOUT = "READOUT"
 
 _PHRASES: dict[str, tuple[str, ...]] = {
     "CREDIT_CARD_NUMBER": (
         "card", "card number", "credit card", "debit card", "visa", "mastercard", "master card",
         "amex", "american express", "long number", "number on the front", "card ending",
-        "number on the card", "card no",
+        "number on the card", "card no", "card ending in", "card ends in",
     ),
     "CVV": (
         "security code", "cvv", "cvc", "cv2", "cvv2", "c v v", "c v c", "code", "security number",
@@ -51,6 +54,12 @@ _PHRASES: dict[str, tuple[str, ...]] = {
         "account number", "bank account", "checking account", "savings account", "acct",
     ),
     "BANK_ROUTING": ("routing", "routing number", "aba", "sort code"),
+    READOUT: (
+        "last four", "last 4", "last four digits", "last 4 digits", "last three", "last 3",
+        "last three digits", "last 3 digits", "last two", "last two digits", "first four",
+        "first 4", "first four digits", "first six", "first 6", "ending in", "ends in", "ending with",
+        "ends with", "that ends in", "the one ending",
+    ),
     SAFE: (
         "order", "order number", "confirmation", "confirmation number", "reference",
         "reference number", "tracking", "tracking number", "ticket", "ticket number", "case",

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from .cues import SAFE, Cue, cue_tokens, find_cues
+from .cues import READOUT, SAFE, Cue, cue_tokens, find_cues
 from .normalize import ORDINAL_SUFFIXES, ORDINAL_WORDS, TENS, Atom, Run, Token, find_atoms, find_runs, tokenize
 
 CARD_MIN_DIGITS = 12  # PCI: any run this long is masked as a card, Luhn or not (ASR miscounts digits)
@@ -180,7 +180,19 @@ def hard_exempt(u: Utterance, run: Run) -> bool:
     if len(run.atoms) == 2 and run.written_groups and _plain(u, run.atoms[0], run.atoms[1]) == "." \
             and run.atoms[1].end - run.atoms[1].start <= 2:
         return True  # a decimal "2.5", "49.99"
+    if _is_version(run, before):
+        return True
     return _is_time(u, run, before, after)
+
+
+_VERSION_WORDS = {"version", "v", "ios", "android", "windows", "macos", "firmware", "update", "release"}
+
+
+def _is_version(run: Run, before: Token | None) -> bool:
+    """'version 2.3.1', 'iOS 17.4.1': dotted groups of one to three digits after a version word."""
+    g = run.written_groups
+    return before is not None and before.low in _VERSION_WORDS and 2 <= len(g) <= 4 \
+        and all(x <= 3 for x in g) and all(sep == "." for sep in run.seps)
 
 
 def _is_time(u: Utterance, run: Run, before: Token | None, after: Token | None) -> bool:
@@ -209,6 +221,29 @@ def year_like(u: Utterance, run: Run) -> bool:
         return True
     before = u.word_before(run.first)
     return len(run.atoms) <= 2 and before is not None and (before.low in _YEAR_BEFORE or before.low in MONTHS)
+
+
+def year_introduced(u: Utterance, run: Run) -> bool:
+    """Said as a year: after a year word ("since 2019", "back in 1990", "June 2028") that is not
+    part of a cue ("ending in 1940" is a read-out)."""
+    for k in range(run.first - 1, -1, -1):
+        t = u.tokens[k]
+        if t.kind == "punct":
+            continue
+        if t.low not in _YEAR_BEFORE and t.low not in MONTHS:
+            return False
+        return not any(c.first <= k <= c.last for c in u.cues if c.entity != SAFE)
+    return False
+
+
+def _readout_context(candidates: list[str], enabled: frozenset[str]) -> bool:
+    """The context asks for a number read out (a PIN, a CVV, a card's last four...), not a year."""
+    for e in candidates:
+        if e == SAFE:
+            return False
+        if e == READOUT or (e in enabled and e in FITS and e not in ("DOB", "CARD_EXPIRY")):
+            return True
+    return False
 
 
 def thousands_formatted(u: Utterance, run: Run) -> bool:
@@ -276,7 +311,11 @@ def classify_run(u: Utterance, run: Run, candidates: list[str], enabled: frozens
             return "DIGITS"
     if hard_exempt(u, run):
         return None
-    date = u.in_date(run) is not None or _slash_date(run) or year_like(u, run)
+    date = u.in_date(run) is not None or _slash_date(run)
+    if not date and year_like(u, run):
+        # A year-shaped number is kept in ordinary talk, but not where a read-out is expected:
+        # "my PIN is 1984", "the four digits on the front? 2019", "ending in 1940".
+        date = year_introduced(u, run) or not _readout_context(candidates, enabled)
     for e in candidates:
         if e == SAFE:
             break

@@ -10,7 +10,7 @@ from .cues import SAFE
 from .detectors import Utterance, classify_run, hard_exempt, luhn_chains
 from .normalize import TEENS, TENS, UNITS
 from .policy import RedactionPolicy
-from .textual import find_emails, find_passwords, value_after
+from .textual import find_emails, find_passwords, runs_to_open_end, value_after
 
 # A topic named by a cue ("what is the security code?") applies to this many following finals
 # that carry content (backchannels like "okay" or "mm-hm" do not use it up).
@@ -47,7 +47,7 @@ class CallRedactor:
         self.policy = policy
         self._expect: dict[str, int] = {}  # entity (or SAFE) -> finals left; insertion order = recency
         self._tail: dict[str | None, int] = {}  # role -> digits of a read-out left open at the end of its last final
-        self._password_open: tuple[str | None, str] | None = None  # (role that asked, 'other' or 'any')
+        self._password_open: tuple[str | None, str] | None = None  # (role that asked, 'other', 'any' or 'same')
 
     # ---- public -------------------------------------------------------------------------------
 
@@ -128,6 +128,8 @@ class CallRedactor:
         if self._password_open is None:
             return False
         asker, mode = self._password_open
+        if mode == "same":
+            return role is None or asker is None or role == asker
         return mode == "any" or role is None or asker is None or role != asker
 
     def _remember(self, u: Utterance, role: str | None, spans: list[Span], tail: int) -> None:
@@ -146,6 +148,8 @@ class CallRedactor:
         open_for = find_passwords(u)[1] if "PASSWORD" in self.policy.entities else None
         if open_for is not None:
             self._password_open = (role, open_for)
+        elif any(s.entity == "PASSWORD" and runs_to_open_end(u, s.end) for s in spans):
+            self._password_open = (role, "same")  # cut off mid-password: the speaker goes on
         if tail:
             self._tail[role] = tail
         else:

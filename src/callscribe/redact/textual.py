@@ -19,6 +19,13 @@ _WRITTEN_EMAIL = re.compile(r"[A-Za-z0-9._%+\-]+@[A-Za-z0-9\-]+(?:\.[A-Za-z0-9\-
 _PASSWORD_LEAD = {"is", "was", "it's", "its", "it", "be", "would", "will", "should", ":", "=", "-",
                   "'s", "s", "that's", "of", "mine", "my", "password", "yes", "yeah", "sure", "okay",
                   "ok", "um", "uh", "so", "oh", "the", "right", ",", "please", "again"}
+# A verb that asks for the password when only these words stand between it and the cue
+# ("I'll need the password on the account", "please give me your password"), unlike
+# "I need to change my password" or "I can reset the password".
+_REQUEST_WORDS = {"need", "needs", "give", "provide", "tell", "spell", "confirm", "verify", "read",
+                  "say", "what's", "whats", "enter", "type", "share", "get"}
+_REQUEST_GAP = {"me", "us", "the", "your", "that", "this", "account", "online", "current", "account's",
+                "login", "portal", "app", "website", "voicemail", "a"}
 _CLAUSE_NEXT = {"my", "the", "i", "it", "that", "that's", "your", "then", "also", "what", "can", "is", "and"}
 
 
@@ -57,10 +64,14 @@ def find_emails(u: Utterance) -> list[tuple[int, int]]:
                 first -= 1
             else:
                 break
-        p = toks[first - 1] if first > 0 else None
-        if first == i and p is not None and p.kind == "word" and len(p.text) > 1 \
-                and p.low not in _EMAIL_LEFT_STOP:
-            first -= 1  # "jane doe at gmail dot com": a first name before the last
+        # Spoken local parts come in up to three pieces: "jane doe", "j smith 42", "dana 88".
+        pieces = 1
+        while first == i - pieces + 1 and pieces < 3 and first > 0:
+            p = toks[first - 1]
+            if p.kind == "punct" or p.low in _EMAIL_LEFT_STOP or (p.low in ("a", "i") and len(p.text) == 1):
+                break
+            first -= 1
+            pieces += 1
         spans.append((toks[first].start, toks[last_tld].end))
     return spans
 
@@ -92,7 +103,8 @@ def value_after(u: Utterance, k: int) -> tuple[int, int] | None:
 
 def find_passwords(u: Utterance) -> tuple[list[tuple[int, int]], str | None]:
     """Spans said after a password cue, and whether a cue was left open for the next turn:
-    "other" when it was asked ("what is your password?"), "any" after a bare "my password is"."""
+    "other" when it was asked ("what is your password?", "I'll need the password on the
+    account"), "any" after a bare "my password is"."""
     spans: list[tuple[int, int]] = []
     open_for: str | None = None
     for c in u.cues:
@@ -104,6 +116,11 @@ def find_passwords(u: Utterance) -> tuple[list[tuple[int, int]], str | None]:
         end = next((u.tokens[k] for k in range(c.last + 1, len(u.tokens))
                     if _sentence_end(u.tokens, k, u.text)), None)
         asked = end is not None and end.low == "?"
+        if not stated and not asked:
+            k = c.first - 1
+            while k >= 0 and u.tokens[k].low in _REQUEST_GAP:
+                k -= 1
+            asked = k >= 0 and u.tokens[k].low in _REQUEST_WORDS
         span = value_after(u, c.last) if stated or not asked else None
         if span is not None:
             spans.append(span)
@@ -112,3 +129,10 @@ def find_passwords(u: Utterance) -> tuple[list[tuple[int, int]], str | None]:
         elif span is None and stated:
             open_for = "any"
     return spans, open_for
+
+
+def runs_to_open_end(u: Utterance, end: int) -> bool:
+    """A value ending at `end` reaches the end of an utterance cut off without closing punctuation
+    ("um, it's Maple" then "88, then a dollar sign"): the next turn of the speaker may continue it."""
+    rest = u.text[end:].strip()
+    return not rest and not u.text.rstrip().endswith((".", "?", "!"))
