@@ -121,6 +121,64 @@ def test_partial_uses_context_but_never_changes_it() -> None:
     assert r2.redact_final("Ticket 1 2 3 4 5 6 7 8", role="customer").text == "Ticket 1 2 3 4 5 6 7 8"
 
 
+def test_partial_masks_a_dotted_read_out() -> None:
+    """Regression, written after the fact: "4.9" (the recogniser's "four nine") was kept as a decimal."""
+    assert CallRedactor(DEFAULT).mask_partial("Sure, my card number is 4.9.") == "Sure, my card number is #.#."
+    assert CallRedactor(NO_DIGITS).mask_partial("my card number is 4.9") == "my card number is #.#"
+    r = CallRedactor(DEFAULT)
+    r.redact_final("Can I have your card number please.", role="agent")
+    assert r.mask_partial("4.9", role="customer") == "#.#"
+    assert r.mask_partial("3:7", role="customer") == "3:7"  # one digit each: nothing to hide yet
+    fresh = CallRedactor(DEFAULT)
+    assert fresh.mask_partial("the rate is 2.5") == "the rate is 2.5"
+    assert fresh.mask_partial("it's 3:30") == "it's 3:30"
+    assert fresh.mask_partial("at 3:30") == "at 3:30"
+
+
+def test_dotted_and_clock_read_outs_after_a_question() -> None:
+    """Regression, written after the fact: context decides whether '3.71' or '3:71' is a read-out."""
+    for question, answer, masked, entity in [
+        ("What is the security code on the back?", "It's 3.71.", "It's #.##.", "CVV"),
+        ("What is the security code on the back?", "It's 3:71.", "It's #:##.", "CVV"),
+        ("What is your PIN?", "It is 43.21", "It is ##.##", "PIN"),
+        ("What is your PIN?", "12:34", "##:##", "PIN"),
+        ("And the expiry date on the card?", "It expires 04.27.", "It expires ##.##.", "CARD_EXPIRY"),
+    ]:
+        for policy in (DEFAULT, NO_DIGITS):
+            r = CallRedactor(policy)
+            r.redact_final(question, role="agent")
+            res = r.redact_final(answer, role="customer")
+            assert (res.text, [s.entity for s in res.spans]) == (masked, [entity]), (question, answer)
+
+
+def test_dotted_rest_of_a_card_after_an_agent_turn() -> None:
+    """Regression, written after the fact: the rest of a card after 'and', dotted, without the DIGITS rule."""
+    r = CallRedactor(NO_DIGITS)
+    r.redact_final("Card number?", role="agent")
+    assert r.redact_final("4916 3852", role="customer").text == "#### ####"
+    r.redact_final("Okay, go on.", role="agent")
+    assert r.redact_final("7140 and 28.69", role="customer").text == "#### and ##.##"
+
+
+def test_slash_date_after_a_date_of_birth_question_stays_a_date() -> None:
+    """Near miss for the slash-form fix: with DOB off, a date of birth is not a PIN or a CVV,
+    even with a CVV question two turns back."""
+    r = CallRedactor(DEFAULT)
+    r.redact_final("What's the security code?", role="agent")
+    assert r.redact_final("371", role="customer").text == "###"
+    r.redact_final("And your date of birth?", role="agent")
+    assert r.redact_final("3/12/85", role="customer").text == "3/12/85"
+
+
+def test_time_after_a_finished_read_out_stays() -> None:
+    """Near miss: the customer's open number is closed by the agent's own sentence."""
+    r = CallRedactor(DEFAULT)
+    r.redact_final("Can you verify the last four of your social?", role="agent")
+    assert r.redact_final("1120.", role="customer").text == "####."
+    r.redact_final("Thank you. I can book you for Tuesday the 14th at 9:30.", role="agent")
+    assert r.redact_final("Yeah, 9:30 is fine.", role="customer").text == "Yeah, 9:30 is fine."
+
+
 def test_partial_of_a_password() -> None:
     r = CallRedactor(DEFAULT)
     assert r.mask_partial("my password is sun") == "my password is ###"

@@ -79,6 +79,10 @@ class Utterance:
         """Nothing but punctuation or fillers after the run: it may continue in the next turn."""
         return all(t.kind == "punct" or t.low in _FILLERS for t in self.tokens[run.last + 1:])
 
+    def joined_by_fillers(self, a: Run, b: Run) -> bool:
+        """Only punctuation or fillers between two runs ("7140, uh, and 28.69")."""
+        return all(t.kind == "punct" or t.low in _FILLERS for t in self.tokens[a.last + 1: b.first])
+
     def is_leading(self, run: Run) -> bool:
         return all(t.kind == "punct" or t.low in _FILLERS for t in self.tokens[: run.first])
 
@@ -108,6 +112,8 @@ def luhn_chains(u: Utterance, max_gap: int = 4) -> set[int]:
     for i in range(len(runs)):
         acc = runs[i].digits
         for j in range(i + 1, len(runs)):
+            # Only a marked amount or time breaks the chain: Luhn is evidence enough against a
+            # bare decimal ("4111 1111 1111 11.11").
             if runs[j].first - runs[j - 1].last - 1 > max_gap or hard_exempt(u, runs[j]):
                 break
             acc += runs[j].digits
@@ -169,20 +175,103 @@ def _plain(u: Utterance, a: Atom, b: Atom) -> str:
 
 
 # ---- exemptions: numbers that are amounts, times, quantities ---------------------------------
+#
+# Two kinds. A *hard* exemption is marked as an amount or a measure by the words around it
+# ("$3.71", "3.71 dollars", "2.5 percent", "version 2.3", "at 3:30", "5:30 pm") and is kept
+# whatever the context. A *soft* one has only its shape to go on: a dotted "3.71" or "4.9", a
+# clock form "3:30", a time after a weak word ("to 12 34", "7 45 in"). The recogniser writes digit
+# read-outs that way too ("5.5.5867", "4.9" for "four nine"), so a soft exemption holds only where
+# nothing expects a read-out: no sensitive cue in the utterance or carried from earlier turns, and
+# not the continuation of a number left open at the end of the speaker's last turn.
+
+_STRONG_TIME_BEFORE = {"at", "by", "around", "till", "until", "til", "before", "after", "from",
+                       "between"}
+_STRONG_TIME_AFTER = {"am", "pm", "o'clock", "oclock", "sharp", "eastern", "pacific", "central",
+                      "mountain", "est", "pst", "cst", "mst", "edt", "pdt", "cdt", "mdt"}
+
 
 def hard_exempt(u: Utterance, run: Run) -> bool:
-    """Money, percentages, quantities with a unit, clock times, decimals: never digit read-outs."""
+    """Money, percentages, quantities with a unit, versions, marked clock times: never read-outs."""
     before, after = u.word_before(run.first), u.word_after(run.last)
     if before is not None and before.low in _CURRENCY_SIGNS:
         return True
-    if after is not None and after.low in _UNIT_WORDS:
-        return True
-    if len(run.atoms) == 2 and run.written_groups and _plain(u, run.atoms[0], run.atoms[1]) == "." \
-            and run.atoms[1].end - run.atoms[1].start <= 2:
-        return True  # a decimal "2.5", "49.99"
+    if after is not None and after.low in _UNIT_WORDS and u.text[run.end:after.start].strip() in ("", "-"):
+        return True  # "3.5 kilos", "2.5%", "12-month"; not "371, per the back of the card"
     if _is_version(run, before):
         return True
-    return _is_time(u, run, before, after)
+    if _is_decimal(u, run) and _amount_named(u, run):
+        return True  # "my phone bill went up to 49.99", "the card was charged 12.99"
+    return _is_time(u, run, before, after, strong=True)
+
+
+# Words that name a sum of money, and the words that may stand between one and its amount.
+_AMOUNT_WORDS = {"bill", "bills", "charge", "charged", "charges", "cost", "costs", "paid", "pay",
+                 "paying", "fee", "fees", "price", "priced", "total", "balance", "refund", "refunded",
+                 "owe", "owed", "amount", "deposit", "spent", "spend", "tax", "interest", "apr"}
+_AMOUNT_LINK = {"is", "was", "were", "be", "been", "of", "about", "around", "roughly", "like", "just",
+                "only", "to", "up", "down", "by", "went", "goes", "gone", "now", "it's", "its", "it",
+                "me", "us", "you", "for", "an", "a", "extra", "another", "almost", "nearly", "over",
+                "under", "than", "more", "less", "uh", "um"}
+
+
+def _amount_named(u: Utterance, run: Run) -> bool:
+    """A money word shortly before the number, with only linking words between ("bill went up to")."""
+    seen = 0
+    for k in range(run.first - 1, -1, -1):
+        t = u.tokens[k]
+        if t.kind == "punct":
+            continue
+        if t.low in _AMOUNT_WORDS:
+            return True
+        seen += 1
+        if t.low not in _AMOUNT_LINK or seen > 4:
+            return False
+    return False
+
+
+def soft_exempt(u: Utterance, run: Run) -> bool:
+    """Shaped like a decimal or a clock time, with nothing around it to say so for sure."""
+    if _is_decimal(u, run) or _is_clock(run):
+        return True
+    return _is_time(u, run, u.word_before(run.first), u.word_after(run.last), strong=False)
+
+
+def exempt(u: Utterance, run: Run, readout: bool) -> bool:
+    """Kept as an amount or a time: hard exemptions always, soft ones only where no read-out is expected."""
+    return hard_exempt(u, run) or (not readout and soft_exempt(u, run))
+
+
+def expects_readout(candidates: list[str], enabled: frozenset[str], carried: int = 0,
+                    date_ok: bool = False) -> bool:
+    """The context expects digits read out: the nearest cue that bears on it (this utterance first,
+    then earlier turns) names an enabled digit entity or a read-out ("last four"), or the run
+    continues a number left open at the end of the speaker's last turn. A SAFE cue ("order number")
+    ends the search. With `date_ok`, a date-of-birth or expiry cue (enabled or not) means a date is
+    expected, so a date-shaped number is a date."""
+    for e in candidates:
+        if e == SAFE:
+            return False
+        if e == READOUT:
+            return True
+        if date_ok and e in ("DOB", "CARD_EXPIRY"):
+            return False
+        if e in enabled and e in FITS:
+            return True
+    return carried > 0
+
+
+def _is_decimal(u: Utterance, run: Run) -> bool:
+    """'2.5', '49.99', '4.9': two written groups joined by a point, one or two digits after it."""
+    return len(run.atoms) == 2 and bool(run.written_groups) and _plain(u, run.atoms[0], run.atoms[1]) == "." \
+        and run.atoms[1].end - run.atoms[1].start <= 2
+
+
+def _is_clock(run: Run) -> bool:
+    """'3:30', '14:05' as written by the recogniser (normalize joins 'H:MM' into one run)."""
+    if run.seps != (":",):
+        return False
+    hour, minutes = int(run.atoms[0].digits), int(run.atoms[1].digits)
+    return hour <= 23 and minutes < 60
 
 
 _VERSION_WORDS = {"version", "v", "ios", "android", "windows", "macos", "firmware", "update", "release"}
@@ -195,7 +284,16 @@ def _is_version(run: Run, before: Token | None) -> bool:
         and all(x <= 3 for x in g) and all(sep == "." for sep in run.seps)
 
 
-def _is_time(u: Utterance, run: Run, before: Token | None, after: Token | None) -> bool:
+def _am_pm_after(u: Utterance, run: Run) -> bool:
+    """'5:30 a.m.', '7 30 p m': the recogniser splits am/pm into letters."""
+    rest = [t.low for t in u.tokens[run.last + 1: run.last + 5] if t.kind != "punct"]
+    return len(rest) >= 2 and rest[0] in ("a", "p") and rest[1] == "m"
+
+
+def _is_time(u: Utterance, run: Run, before: Token | None, after: Token | None, strong: bool) -> bool:
+    """A clock time ("3:30", "five thirty", "at 7") marked by a word before or after it. `strong`:
+    only by words that leave no doubt ("at", "until", "pm", "o'clock"); otherwise also by weak ones
+    ("to", "about", "in", "today") that a read-out can sit next to ("change my PIN to 12 34")."""
     atoms = run.atoms
     if len(atoms) == 2:
         hour, minutes = atoms[0].digits, atoms[1].digits
@@ -205,8 +303,13 @@ def _is_time(u: Utterance, run: Run, before: Token | None, after: Token | None) 
         hour, minutes = atoms[0].digits, "00"
     else:
         return False
-    if not (hour.isdigit() and 1 <= int(hour) <= 12 and len(minutes) == 2 and int(minutes) < 60):
+    clock = run.seps == (":",)
+    if not (hour.isdigit() and len(minutes) == 2 and int(minutes) < 60
+            and (1 <= int(hour) <= 12 or (clock and int(hour) <= 23))):
         return False
+    if strong:
+        return (before is not None and before.low in _STRONG_TIME_BEFORE) \
+            or (after is not None and after.low in _STRONG_TIME_AFTER) or _am_pm_after(u, run)
     return (before is not None and before.low in _TIME_BEFORE) or (after is not None and after.low in _TIME_AFTER)
 
 
@@ -294,13 +397,25 @@ FITS = {
 }
 
 
+def _open_carry(carried: int, candidates: list[str]) -> int:
+    """Digits carried from the last turn count as an open read-out unless the nearest context is SAFE."""
+    return 0 if candidates[:1] == [SAFE] else carried
+
+
+def run_exempt(u: Utterance, run: Run, candidates: list[str], enabled: frozenset[str], carried: int = 0) -> bool:
+    """`exempt` with the read-out expectation taken from the context, as classify_run decides it."""
+    return exempt(u, run, expects_readout(candidates, enabled, _open_carry(carried, candidates)))
+
+
 def classify_run(u: Utterance, run: Run, candidates: list[str], enabled: frozenset[str],
                  digit_lengths: frozenset[int], long_min: int, carried: int = 0,
-                 guess_prefix: bool = False) -> str | None:
+                 guess_prefix: bool = False, open_seq: int | None = None) -> str | None:
     """The entity a digit run should be masked as, or None to keep it.
 
     `candidates` are context entities nearest first (SAFE stops the context); `carried` is the
     number of digits of the same read-out already seen at the end of the speaker's previous turn.
+    `open_seq` (default: `carried`) is the number of digits of a read-out this run continues, for
+    deciding whether a bare decimal or clock form is one (see `exempt`).
     """
     n = len(run.digits)
     total = n + carried
@@ -309,9 +424,11 @@ def classify_run(u: Utterance, run: Run, candidates: list[str], enabled: frozens
             return "CREDIT_CARD_NUMBER"
         if "DIGITS" in enabled and n >= long_min:
             return "DIGITS"
-    if hard_exempt(u, run):
+    if run_exempt(u, run, candidates, enabled, carried if open_seq is None else open_seq):
         return None
-    date = u.in_date(run) is not None or _slash_date(run)
+    # "12/34" after "what's your PIN?" is the PIN, not a date; after "the expiry?" it is the date.
+    date = u.in_date(run) is not None or (
+        _slash_date(run) and not expects_readout(candidates, enabled, date_ok=True))
     if not date and year_like(u, run):
         # A year-shaped number is kept in ordinary talk, but not where a read-out is expected:
         # "my PIN is 1984", "the four digits on the front? 2019", "ending in 1940".

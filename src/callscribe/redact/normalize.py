@@ -36,7 +36,7 @@ ORDINAL_WORDS = {
 }
 ORDINAL_SUFFIXES = {"st", "nd", "rd", "th"}
 # Tokens allowed between two digit atoms of one run: what recognisers and people put between digits.
-RUN_SEPARATORS = {",", "-", "\u2013", "\u2014", ".", "/", "(", ")"}  # not ":" (times)
+RUN_SEPARATORS = {",", "-", "\u2013", "\u2014", ".", "/", "(", ")"}  # ":" only in "H:MM" (see find_runs)
 RUN_SEPARATOR_WORDS = {"dash", "hyphen", "slash", "uh", "um", "umm", "er", "erm", "ah", "hmm"}
 
 
@@ -254,17 +254,33 @@ def find_atoms(tokens: list[Token], skip: set[int] | None = None) -> list[Atom]:
     return atoms
 
 
+def _clock_join(text: str, prev: Atom, atom: Atom) -> bool:
+    """'3:30', '12:34', '3:71': one to two written digits, a bare colon, two written digits.
+
+    Joined into one run so that detectors see the whole number: after a CVV or PIN question
+    "3:71" is the code read out, elsewhere "3:30" is a clock time (detectors decide which)."""
+    return not prev.spoken and not atom.spoken and text[prev.end:atom.start] == ":" \
+        and 1 <= len(prev.digits) <= 2 and len(atom.digits) == 2
+
+
 def find_runs(text: str, tokens: list[Token], atoms: list[Atom]) -> list[Run]:
-    """Join atoms separated only by whitespace, separator punctuation or fillers into runs."""
+    """Join atoms separated only by whitespace, separator punctuation or fillers into runs.
+
+    A clock form "H:MM" is a run of its own: two atoms joined by ':', nothing else joined to it.
+    """
     runs: list[Run] = []
     cur: list[Atom] = []
     seps: list[str] = []
     for atom in atoms:
         if cur:
+            if len(cur) == 1 and _clock_join(text, cur[0], atom):
+                cur.append(atom)
+                seps.append(":")
+                continue
             prev = cur[-1]
             between = tokens[prev.last + 1: atom.first]
             punct = [t for t in between if t.kind == "punct"]
-            ok = len(between) <= 2 and len(punct) <= 1 and all(
+            ok = ":" not in seps and len(between) <= 2 and len(punct) <= 1 and all(
                 t.low in RUN_SEPARATORS or t.low in RUN_SEPARATOR_WORDS for t in between
             )
             if ok:

@@ -7,7 +7,7 @@ from dataclasses import dataclass, replace
 
 from ..asr.types import Word
 from .cues import SAFE
-from .detectors import Utterance, classify_run, hard_exempt, luhn_chains
+from .detectors import Utterance, classify_run, luhn_chains, run_exempt
 from .normalize import TEENS, TENS, UNITS
 from .policy import RedactionPolicy
 from .textual import find_emails, find_passwords, runs_to_open_end, value_after
@@ -47,6 +47,8 @@ class CallRedactor:
         self.policy = policy
         self._expect: dict[str, int] = {}  # entity (or SAFE) -> finals left; insertion order = recency
         self._tail: dict[str | None, int] = {}  # role -> digits of a read-out left open at the end of its last final
+        self._tail_at: dict[str | None, int] = {}  # role -> _content_finals when that read-out was left open
+        self._content_finals = 0  # finals with content so far (backchannels not counted)
         self._password_open: tuple[str | None, str] | None = None  # (role that asked, 'other', 'any' or 'same')
 
     # ---- public -------------------------------------------------------------------------------
@@ -96,29 +98,52 @@ class CallRedactor:
                     spans.append(Span(e, start, end))
                     break
         carried = self._tail.get(role, 0)
+        # The number left open is still being read out only if no one else has said anything of
+        # substance since (a backchannel does not close it; "I can book you at 9:30" does). It still
+        # counts towards a card's length either way.
+        fresh = carried if self._tail_at.get(role) == self._content_finals else 0
         tail = 0
         chained = luhn_chains(u) if "CREDIT_CARD_NUMBER" in on and len(u.runs) > 1 else set()
+        prev_read: tuple[int, str] | None = None  # (index, entity) of the previous run if masked
         for k, run in enumerate(u.runs):
             covered = any(s.start <= run.start and run.end <= s.end for s in spans)
             lead = k == 0 and carried > 0 and u.is_leading(run)
             trailing = k == len(u.runs) - 1 and u.is_trailing(run)
             entity = None
+            cands = self._candidates(u, run.first, run.last)
+            # Does this run continue a read-out: the speaker's open number from the last turn, or a
+            # masked run just before it in this utterance ("7140, uh, and 28.69")?
+            if lead:
+                open_seq = fresh
+            elif prev_read is not None and u.joined_by_fillers(u.runs[prev_read[0]], run):
+                open_seq = len(u.runs[prev_read[0]].digits)
+            else:
+                open_seq = 0
+            # An amount or a time, in this context: a bare "4.9" or "3:30" is one only where no
+            # read-out is expected (see detectors.exempt).
+            kept = run_exempt(u, run, cands, on, open_seq)
             if not covered and k in chained:
                 entity = "CREDIT_CARD_NUMBER"
                 spans.append(Span(entity, run.start, run.end))
             elif not covered:
-                entity = classify_run(u, run, self._candidates(u, run.first, run.last), on,
-                                      p.digit_run_lengths, p.long_run_min,
-                                      carried=carried if lead else 0, guess_prefix=trailing)
-                if entity is None and partial and trailing and len(run.digits) >= 2 \
-                        and not hard_exempt(u, run):
+                entity = classify_run(u, run, cands, on, p.digit_run_lengths, p.long_run_min,
+                                      carried=carried if lead else 0, guess_prefix=trailing,
+                                      open_seq=open_seq)
+                if entity is None and open_seq and not lead and not kept and prev_read is not None \
+                        and prev_read[1] in _DIGIT_ENTITIES:
+                    entity = prev_read[1]  # "7140 and 28.69": the rest of the same read-out
+                if entity is None and partial and trailing and len(run.digits) >= 2 and not kept:
                     # The read-out may still be growing: hide it until the final decides.
                     entity = next((e for e in _DIGIT_ENTITIES if e in on), None)
                 if entity is not None:
                     spans.append(Span(entity, run.start, run.end))
+            if entity is None and covered:
+                entity = next((s.entity for s in spans if s.start <= run.start and run.end <= s.end), None)
+            # The ASAPP digit rule masks by length alone: it says nothing about a read-out going on.
+            prev_read = (k, entity) if entity is not None and entity != "DIGITS" else None
             # Any read-out left at the end of a turn may continue in the next one (a 9-digit
             # "SSN" may be the first half of a card): only amounts and times are not continued.
-            if trailing and not hard_exempt(u, run):
+            if trailing and not kept:
                 tail = len(run.digits) + (carried if lead and len(u.runs) == 1 else 0)
                 if tail >= 19:
                     tail = 0  # longer than any card: what follows is something else
@@ -135,6 +160,7 @@ class CallRedactor:
     def _remember(self, u: Utterance, role: str | None, spans: list[Span], tail: int) -> None:
         content = bool(u.runs) or sum(t.kind == "word" for t in u.tokens) >= 3
         if content:
+            self._content_finals += 1
             for e in list(self._expect):
                 self._expect[e] -= 1
                 if self._expect[e] <= 0:
@@ -152,8 +178,10 @@ class CallRedactor:
             self._password_open = (role, "same")  # cut off mid-password: the speaker goes on
         if tail:
             self._tail[role] = tail
+            self._tail_at[role] = self._content_finals
         else:
             self._tail.pop(role, None)
+            self._tail_at.pop(role, None)
 
     # ---- output -------------------------------------------------------------------------------
 
