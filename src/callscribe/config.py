@@ -150,7 +150,7 @@ class Settings(BaseSettings):
     compute_type: str = "int8"
     partial_interval_ms: int = Field(1000, ge=200, le=10000)
     endpoint_silence_ms: int = Field(600, ge=100, le=5000)
-    max_utterance_ms: int = Field(15000, ge=2000, le=60000)
+    max_utterance_ms: int = Field(15000, ge=2000, le=27000)  # Whisper sees at most 30 s
     final_deadline_ms: int = Field(1500, ge=200, le=60000)
 
     # Control-plane limits.

@@ -1,0 +1,50 @@
+"""Utterance cutting from VAD probabilities (no model): endpoint, pre-roll, clicks, forced cuts."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from callscribe.asr.segmenter import FRAME, Segmenter, SegmenterConfig
+
+
+def run(probs: list[float], **cfg):
+    seg = Segmenter(SegmenterConfig(**cfg))
+    frames = np.arange(len(probs) * FRAME, dtype=np.float32)  # sample index as the value
+    cuts = seg.push(frames, np.asarray(probs)) + seg.flush()
+    return cuts
+
+
+def test_endpoint_after_the_silence_with_preroll_and_tail():
+    probs = [0.0] * 20 + [0.9] * 30 + [0.0] * 25  # 32 ms frames: 0.96 s speech, then 0.8 s quiet
+    cuts = [c for c in run(probs, endpoint_silence_ms=600, partials=False) if c.kind == "final"]
+    assert len(cuts) == 1
+    cut = cuts[0]
+    assert cut.start_sample == (20 - round(300 / 32)) * FRAME  # 300 ms pre-roll
+    assert cut.audio[0] == cut.start_sample  # the audio is the leg's own samples from there
+    speech_end = 50 * FRAME
+    assert speech_end < cut.start_sample + len(cut.audio) <= speech_end + round(200 / 32) * FRAME
+    assert 0.55 < cut.trailing_silence_s < 0.7
+
+
+def test_short_pauses_do_not_split_and_clicks_are_dropped():
+    probs = [0.9] * 20 + [0.1] * 10 + [0.9] * 20 + [0.0] * 30 + [0.9] * 3 + [0.0] * 30
+    finals = [c for c in run(probs, endpoint_silence_ms=600, partials=False) if c.kind == "final"]
+    assert len(finals) == 1  # the 0.3 s pause is inside the utterance; the 0.1 s click is dropped
+
+
+def test_partials_every_interval_while_speaking():
+    probs = [0.9] * 120 + [0.0] * 30
+    cuts = run(probs, partial_interval_ms=1000, first_partial_ms=700)
+    kinds = [c.kind for c in cuts]
+    assert kinds[-1] == "final" and kinds.count("final") == 1
+    partial_lengths = [len(c.audio) / 16000 for c in cuts if c.kind == "partial"]
+    assert len(partial_lengths) == 4 and partial_lengths == sorted(partial_lengths)
+    assert all(0.9 < b - a < 1.1 for a, b in zip(partial_lengths, partial_lengths[1:]))
+
+
+def test_max_length_cuts_at_the_quietest_recent_frame_and_loses_nothing():
+    probs = ([0.9] * 200 + [0.4] + [0.9] * 100) + [0.0] * 30  # 9.6 s of speech, one dip at frame 200
+    cuts = [c for c in run(probs, max_utterance_ms=8000, partials=False) if c.kind == "final"]
+    assert len(cuts) == 2
+    assert cuts[0].start_sample + len(cuts[0].audio) == cuts[1].start_sample  # contiguous
+    assert cuts[1].start_sample == 201 * FRAME  # right after the dip
