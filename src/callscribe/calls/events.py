@@ -78,6 +78,14 @@ class CallStateEvent:
     `data` carries what the state needs: for streaming-started the legs' stream ids and params; for
     streaming-stopped the per-role StreamSummary objects (as dicts); for recording-saved the role,
     stream id and file path relative to the data dir.
+
+    The registry's shapes (snake_case keys):
+    media-connected {"tracks": [...], "source", "metadata"}; streaming-started {"legs": {role:
+    {"stream_id", "external_id", "track"}}, "params": {"language", "detailed_token",
+    "audio_recording_allowed", "redaction_output", "external_ids", "twilio_track_map",
+    "media_line_order", "amazon_connect"?}}; streaming-stopped {"reason": "stop" | "media-ended" |
+    "no-media", "stream_ids": {role: id}, "summaries": {role: {StreamSummary fields, "stream_id"}}};
+    media-ended {"reason"}; recording-saved {"role", "stream_id", "path", "duration_ms", "sample_rate"}.
     """
 
     call: CallRef

@@ -1,0 +1,207 @@
+"""Native API: the tenant's calls, one call with its streams and recordings, recordings as WAV, and
+live events over a WebSocket.
+
+Auth is the same id/secret pair as every surface (ASAPP headers, Basic, or `Authorization: id:secret`);
+a WebSocket may instead pass `?apiId=&apiSecret=`, since browsers cannot set headers on one. Errors
+are in the ASAPP shape. Another tenant's call looks exactly like one that does not exist.
+
+WS /v1/calls/{guid}/events sends each event of the call as one JSON text message (see
+`callscribe.delivery.fanout.event_json`): partials and finals (`type` "partial"/"final") and state
+changes (`type` "state"), each with the call's `seq`. `?since=N` first replays what has seq > N.
+The socket closes with 1000 after the media-ended event; 4401 bad credentials, 4404 no such call,
+4400 bad `since`; 1013 when the subscriber fell too far behind (reconnect with `since=` the last seq
+received).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Mapping
+
+from fastapi import APIRouter, Query, Request, WebSocket, WebSocketDisconnect
+from fastapi.responses import FileResponse
+from starlette.websockets import WebSocketState
+
+from callscribe.api.auth import authenticate, credentials_from_headers
+from callscribe.api.errors import AsappError
+from callscribe.calls.events import CallStateEvent
+from callscribe.delivery.fanout import SubscriberOverflow, event_json, subscribe_with_backlog
+from callscribe.store.repository import iso, jsonable
+
+log = logging.getLogger(__name__)
+router = APIRouter(tags=["native"])
+_SEND_TIMEOUT_S = 10.0
+
+
+def tenant_from(services: Any, headers: Mapping[str, str], query: Mapping[str, str] | None = None) -> str | None:
+    """The caller's tenant, or None when the credentials are missing or wrong."""
+    api_id, secret = credentials_from_headers(headers)
+    if api_id is None and query is not None:
+        api_id, secret = query.get("apiId"), query.get("apiSecret")
+    key = authenticate(services.api_keys, api_id, secret)
+    return key.tenant if key else None
+
+
+def require_tenant(request: Request) -> tuple[Any, str]:
+    services = request.app.state.services
+    tenant = tenant_from(services, request.headers)
+    if tenant is None:
+        raise AsappError(401, "401-01", "Missing or invalid credentials")
+    return services, tenant
+
+
+async def _registry(services: Any, method: str, *args: Any) -> Any:
+    """Ask the call registry for live state; None when it has no such method or fails."""
+    fn = getattr(services.registry, method, None)
+    if fn is None:
+        return None
+    try:
+        result = fn(*args)
+        if inspect.isawaitable(result):
+            result = await result
+        return jsonable(result)
+    except Exception:
+        log.exception("registry.%s failed", method)
+        return None
+
+
+def _call_id_of(snapshot: dict | None) -> str | None:
+    return snapshot and (snapshot.get("call_id") or snapshot.get("callId"))
+
+
+def _iso(value: Any) -> str | None:
+    """A registry timestamp in the store's ISO form, so the two sort together."""
+    try:
+        return iso(datetime.fromisoformat(str(value).replace("Z", "+00:00")).astimezone(timezone.utc))
+    except ValueError:
+        return None if value is None else str(value)
+
+
+def _merge(stored: dict | None, live: dict | None) -> dict:
+    """A stored call overlaid with the registry's live snapshot (which may be all there is yet)."""
+    out = dict(stored or {})
+    if live:
+        out.setdefault("callId", _call_id_of(live))
+        out.setdefault("guid", live.get("guid"))
+        out.setdefault("namespace", live.get("namespace"))
+        if "createdAt" not in out:
+            out["createdAt"] = _iso(live.get("created_at") or live.get("createdAt"))
+        out["state"] = live.get("state", out.get("state"))
+    out["active"] = live is not None
+    out["live"] = live
+    return out
+
+
+@router.get("/v1/calls")
+async def list_calls(request: Request, limit: int = Query(50, ge=1, le=500)) -> dict:
+    services, tenant = require_tenant(request)
+    stored = await services.store.db.read(services.store.calls.list_calls, tenant, limit)
+    live = await _registry(services, "list_calls", tenant) or []
+    live_by_id = {_call_id_of(s): s for s in live if isinstance(s, dict)}
+    calls = [_merge(c, live_by_id.pop(c["callId"], None)) for c in stored]
+    calls += [_merge(None, s) for s in live_by_id.values()]
+    calls.sort(key=lambda c: c.get("createdAt") or "", reverse=True)
+    return {"calls": calls[:limit]}
+
+
+@router.get("/v1/calls/{guid}")
+async def get_call(request: Request, guid: str) -> dict:
+    services, tenant = require_tenant(request)
+    live = await _registry(services, "get_call", tenant, guid)  # the live call wins over older namesakes
+    stored = await services.store.db.read(services.store.calls.call_detail, tenant, guid, _call_id_of(live))
+    if stored is None and live is None:
+        raise AsappError(404, "404-01", "No such call")
+    out = _merge(stored, live)
+    out.setdefault("streams", [])
+    for rec in out.setdefault("recordings", []):
+        rec["url"] = f"/v1/calls/{guid}/recordings/{rec['streamId']}/{rec['role']}.wav"
+    legs: dict[str, dict] = {}
+    for s in out["streams"]:  # the latest interval of each role names its leg
+        legs[s["role"]] = {"role": s["role"], "externalId": s["externalId"], "streamId": s["streamId"],
+                           "streaming": s["stoppedAt"] is None}
+    out["legs"] = (live or {}).get("legs") or list(legs.values())
+    return out
+
+
+@router.get("/v1/calls/{guid}/recordings/{stream_id}/{role}.wav")
+async def get_recording(request: Request, guid: str, stream_id: str, role: str) -> FileResponse:
+    services, tenant = require_tenant(request)
+    rel = await services.store.db.read(services.store.calls.recording_path, tenant, guid, stream_id, role)
+    data_dir = Path(services.settings.data_dir).resolve()
+    path = (data_dir / rel).resolve() if rel else None
+    if path is None or not path.is_relative_to(data_dir) or not path.is_file():
+        raise AsappError(404, "404-01", "No such recording")
+    return FileResponse(path, media_type="audio/wav", filename=f"{guid}-{role}-{stream_id}.wav")
+
+
+async def _resolve_call_id(services: Any, tenant: str, guid: str) -> str | None:
+    """The live call with this guid, else the newest stored one."""
+    call_id = _call_id_of(await _registry(services, "get_call", tenant, guid))
+    if call_id:
+        return call_id
+    await services.persister.flush()  # a call whose first events are still on their way to the store
+    stored = await services.store.db.read(services.store.calls.find_call, tenant, guid)
+    return stored["callId"] if stored else None
+
+
+@router.websocket("/v1/calls/{guid}/events")
+async def call_events(ws: WebSocket, guid: str) -> None:
+    services = ws.app.state.services
+    await ws.accept()  # accept first, so the client sees why it is closed
+    tenant = tenant_from(services, ws.headers, ws.query_params)
+    if tenant is None:
+        return await ws.close(4401, "missing or invalid credentials")
+    try:
+        since = int(ws.query_params.get("since", "0"))
+    except ValueError:
+        return await ws.close(4400, "since must be an integer")
+    call_id = await _resolve_call_id(services, tenant, guid)
+    if call_id is None:
+        return await ws.close(4404, "no such call")
+
+    hub = services.fanout
+    sub, backlog = await subscribe_with_backlog(hub, services.store, services.persister.flush, call_id, since)
+    watcher = asyncio.create_task(_wait_disconnect(ws))
+    last = since
+    try:
+        while True:
+            for event in backlog:
+                if event.seq <= last:
+                    continue  # already sent (backlog and live overlap on purpose)
+                await asyncio.wait_for(ws.send_json(event_json(event)), _SEND_TIMEOUT_S)
+                last = event.seq
+                if isinstance(event, CallStateEvent) and event.state == "media-ended":
+                    return await ws.close(1000, "call ended")
+            next_batch = asyncio.create_task(sub.next_batch())
+            done, _ = await asyncio.wait({next_batch, watcher}, return_when=asyncio.FIRST_COMPLETED)
+            if watcher in done:
+                next_batch.cancel()
+                return
+            backlog = next_batch.result()
+    except SubscriberOverflow:
+        await ws.close(1013, f"too slow; reconnect with since={last}")
+    except asyncio.TimeoutError:
+        await ws.close(1013, f"send timed out; reconnect with since={last}")
+    except (WebSocketDisconnect, RuntimeError):
+        pass  # the client went away mid-send
+    finally:
+        hub.unsubscribe(sub)
+        watcher.cancel()
+        if ws.client_state == WebSocketState.CONNECTED and ws.application_state == WebSocketState.CONNECTED:
+            try:
+                await ws.close(1001)
+            except RuntimeError:
+                pass
+
+
+async def _wait_disconnect(ws: WebSocket) -> None:
+    """Returns when the client disconnects; anything the client sends is ignored."""
+    try:
+        while (await ws.receive())["type"] != "websocket.disconnect":
+            pass
+    except (RuntimeError, WebSocketDisconnect):
+        return

@@ -1,0 +1,133 @@
+"""Persists call events from the bus: final utterances (with their webhook outbox row, in the same
+transaction), state changes, stream intervals and summaries, recordings. Partials are not stored.
+
+Events are written in publish order by the store's single writer thread, batched when they arrive
+faster than the database commits. Nothing is dropped: the queue is unbounded, and a database that is
+unreachable is retried until it answers (finals are mandatory).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Callable
+
+from sqlalchemy.exc import InterfaceError, OperationalError
+
+from callscribe.calls.events import CallEvent, EventBus, UtteranceEvent
+from callscribe.delivery.webhook import encode, message_id, ordering_key, transcript_payload
+from callscribe.store import NewOutbox, Store
+
+log = logging.getLogger(__name__)
+_BATCH = 200
+_RETRY_CAP_S = 10.0
+
+
+class _Barrier:
+    """A marker in the queue: its future resolves once everything queued before it is stored."""
+
+    def __init__(self) -> None:
+        self.done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+
+class Persister:
+    def __init__(self, bus: EventBus, store: Store, *, webhooks_enabled: bool,
+                 on_outbox: Callable[[], None] | None = None) -> None:
+        self.bus = bus
+        self.store = store
+        self.webhooks_enabled = webhooks_enabled
+        self.on_outbox = on_outbox  # wakes the webhook dispatcher
+        self._queue: asyncio.Queue[CallEvent | _Barrier | None] = asyncio.Queue()
+        self._unsubscribe: Callable[[], None] | None = None
+        self._task: asyncio.Task | None = None
+
+    def start(self) -> None:
+        self._unsubscribe = self.bus.subscribe(self._on_event)
+        self._task = asyncio.create_task(self._run(), name="callscribe-persister")
+
+    def _on_event(self, event: CallEvent) -> None:
+        if isinstance(event, UtteranceEvent) and event.kind != "final":
+            return
+        self._queue.put_nowait(event)
+
+    async def flush(self) -> None:
+        """Return once every event published before this call is stored."""
+        if self._task is None or self._task.done():
+            return
+        barrier = _Barrier()
+        self._queue.put_nowait(barrier)
+        await barrier.done
+
+    async def stop(self, timeout: float = 15.0) -> None:
+        """Stop listening, store what is queued (waiting at most `timeout` for the database), end."""
+        if self._unsubscribe:
+            self._unsubscribe()
+        if self._task is None or self._task.done():
+            return
+        self._queue.put_nowait(None)
+        try:
+            await asyncio.wait_for(asyncio.shield(self._task), timeout)
+        except asyncio.TimeoutError:
+            log.error("database unavailable at shutdown: about %d event(s) not stored", self._queue.qsize())
+            self._task.cancel()
+
+    async def _run(self) -> None:
+        while True:
+            batch: list[CallEvent] = []
+            barriers: list[_Barrier] = []
+            stopping = False
+            item = await self._queue.get()
+            while True:
+                if item is None:
+                    stopping = True
+                elif isinstance(item, _Barrier):
+                    barriers.append(item)
+                else:
+                    batch.append(item)
+                if stopping or len(batch) >= _BATCH or self._queue.empty():
+                    break
+                item = self._queue.get_nowait()
+            if batch:
+                await self._save(batch)
+            for barrier in barriers:
+                if not barrier.done.done():
+                    barrier.done.set_result(None)
+            if stopping:
+                return
+
+    def _items(self, events: list[CallEvent]) -> list[tuple[CallEvent, NewOutbox | None]]:
+        items: list[tuple[CallEvent, NewOutbox | None]] = []
+        for event in events:
+            outbox = None
+            if self.webhooks_enabled and isinstance(event, UtteranceEvent):
+                outbox = NewOutbox(message_id(event), ordering_key(event), encode(transcript_payload(event)))
+            items.append((event, outbox))
+        return items
+
+    async def _save(self, events: list[CallEvent]) -> None:
+        items = self._items(events)
+        if not await self._try_save(items) and len(items) > 1:
+            # One bad event (a duplicate seq, say) must not sink its neighbours: save one by one.
+            for item in items:
+                await self._try_save([item])
+        if self.on_outbox and any(outbox for _, outbox in items):
+            self.on_outbox()
+
+    async def _try_save(self, items: list[tuple[CallEvent, NewOutbox | None]]) -> bool:
+        """Save in one transaction. An unreachable database is waited for; an event the database
+        refuses (retrying would not help) is logged when alone and reported as False."""
+        delay = 0.5
+        while True:
+            try:
+                await self.store.db.write(self.store.calls.save_events, items)
+                return True
+            except (OperationalError, InterfaceError) as exc:
+                log.warning("storing %d event(s) failed (%s); retrying in %.1f s", len(items), exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, _RETRY_CAP_S)
+            except Exception:
+                if len(items) == 1:
+                    event = items[0][0]
+                    log.exception("not stored: %s seq %s of call %s", type(event).__name__, event.seq,
+                                  event.call.call_id)
+                return False

@@ -1,0 +1,47 @@
+"""Starts and stops storage and delivery as one unit, in the order they depend on each other."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from callscribe.delivery.fanout import FanoutHub
+from callscribe.delivery.outbox import WebhookDispatcher
+from callscribe.delivery.persister import Persister
+from callscribe.delivery.webhook import Signer, load_or_create_secret
+from callscribe.store import Store
+
+log = logging.getLogger(__name__)
+
+
+async def start_delivery(services: Any) -> None:
+    """Open the database (migrating it), then subscribe the fan-out hub and the persister to the
+    bus, then start the webhook dispatcher. Fills services.store, .fanout, .persister, .webhooks."""
+    settings = services.settings
+    store = Store(settings.resolved_database_url)
+    await store.start()
+    services.store = store
+    services.fanout = FanoutHub(services.bus)
+    services.fanout.start()
+    if settings.webhook_url:
+        signer = Signer(load_or_create_secret(settings))
+        services.webhooks = WebhookDispatcher(store, settings.webhook_url, signer, services.metrics)
+    services.persister = Persister(services.bus, store, webhooks_enabled=services.webhooks is not None,
+                                   on_outbox=services.webhooks.wake if services.webhooks else None)
+    services.persister.start()
+    if services.webhooks is not None:
+        await services.webhooks.start()
+        log.info("webhooks: delivering to %s", settings.webhook_url)
+
+
+async def stop_delivery(services: Any) -> None:
+    """Store what is still queued, stop sending, close the database."""
+    if services.persister is not None:
+        await services.persister.stop()
+    if services.webhooks is not None:
+        await services.webhooks.stop()
+    if services.fanout is not None:
+        services.fanout.stop()
+    if services.store is not None:
+        await asyncio.get_running_loop().run_in_executor(None, services.store.close)
