@@ -18,7 +18,14 @@ from fastapi.responses import JSONResponse, Response
 from callscribe import __version__
 from callscribe.calls.events import EventBus
 from callscribe.config import ApiKey, Settings
+from callscribe.api import messages as messages_api, native as native_api
+from callscribe.api import twilio_url as twilio_url_api
 from callscribe.api.errors import install_error_handlers
+from callscribe.ingest import twilio_endpoint as twilio_ingest
+from callscribe.api import asapp as asapp_api
+from callscribe.ingest import asapp_ws as asapp_ws_ingest
+from callscribe.calls.registry import CallRegistry
+from callscribe.delivery.service import start_delivery, stop_delivery
 from callscribe.credentials import load_or_create_api_keys
 from callscribe.metrics import Metrics
 
@@ -38,6 +45,8 @@ class Services:
     registry: Any = None  # callscribe.calls.registry.CallRegistry
     store: Any = None  # callscribe.store (SQL repositories)
     webhooks: Any = None  # callscribe.delivery webhook outbox dispatcher
+    persister: Any = None  # callscribe.delivery.persister.Persister
+    fanout: Any = None  # callscribe.delivery.fanout.FanoutHub
     ready: asyncio.Event = field(default_factory=asyncio.Event)
     load_error: str | None = None
 
@@ -70,17 +79,33 @@ def create_app(settings: Settings, *, engine: Any = None) -> FastAPI:
                 services.load_error = f"{type(exc).__name__}: {exc}"
                 log.exception("speech model failed to load")
 
+        await start_delivery(services)  # storage first: nothing may be published before it listens
+        # The registry exists before the model loads: media may connect (and is counted) meanwhile;
+        # starts are refused with 503 until the scheduler is ready.
+        services.registry = CallRegistry(
+            services.bus, lambda: services.scheduler if services.ready.is_set() else None, settings.data_dir,
+            languages=lambda: getattr(services.engine, "languages", None) if services.ready.is_set() else None,
+            metrics=services.metrics)
+        services.registry.start()
         loader = asyncio.create_task(load())
         try:
             yield
         finally:
             loader.cancel()
+            await services.registry.close()  # ends calls while the scheduler can still drain their finals
             if services.scheduler is not None:
                 await loop.run_in_executor(None, services.scheduler.stop)
+            await stop_delivery(services)  # last: it stores what the parts above published on the way out
 
     app = FastAPI(title="callscribe", version=__version__, lifespan=lifespan, docs_url="/docs", redoc_url=None)
     app.state.services = services
     install_error_handlers(app)
+    app.include_router(native_api.router)
+    app.include_router(messages_api.router)
+    app.include_router(twilio_url_api.router)
+    app.include_router(twilio_ingest.router)
+    app.include_router(asapp_api.router)
+    app.include_router(asapp_ws_ingest.router)
 
     @app.get("/healthz", include_in_schema=False)
     async def healthz() -> dict:

@@ -1,0 +1,241 @@
+"""The call registry: every live call of the process, keyed by (tenant, namespace, guid).
+
+Media adapters register media here (MediaRegistry); control APIs start and stop transcription here;
+read views serve the native API. Calls whose media ended stay for `retention_s` (stop after hang-up,
+state views), then are dropped; the store keeps their history.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from pathlib import Path
+from typing import Any, Callable, Iterable, Sequence
+
+from callscribe.calls.call import Call, CallContext, MediaSession, NoCapacity
+from callscribe.calls.events import CallRef, EventBus
+from callscribe.calls.leg import Leg, StreamParams
+from callscribe.calls.media import MediaRefused
+
+log = logging.getLogger(__name__)
+
+Key = tuple[str, str, str]  # tenant, namespace, guid
+
+
+class RegistryError(Exception):
+    """A control operation the registry will not do; subclasses say why."""
+
+
+class CallNotFound(RegistryError):
+    pass
+
+
+class AlreadyStarted(RegistryError):
+    pass
+
+
+class AlreadyStopped(RegistryError):
+    pass
+
+
+class MediaEnding(RegistryError):
+    """The call's media is ending (a hang-up or SIPREC BYE is being processed)."""
+
+
+class NotReady(RegistryError):
+    """The speech model is not loaded (yet)."""
+
+
+class UnsupportedLanguage(RegistryError):
+    pass
+
+
+__all__ = ["CallRegistry", "RegistryError", "CallNotFound", "AlreadyStarted", "AlreadyStopped",
+           "MediaEnding", "NoCapacity", "NotReady", "UnsupportedLanguage", "StreamParams"]
+
+
+class CallRegistry:
+    """Implements callscribe.calls.media.MediaRegistry. Use from the event loop only."""
+
+    def __init__(self, bus: EventBus, scheduler: Callable[[], Any], data_dir: Path, *,
+                 languages: Callable[[], Iterable[str] | None] = lambda: None, metrics: Any = None,
+                 retention_s: float = 900.0):
+        self._ctx = CallContext(bus=bus, scheduler=scheduler, data_dir=Path(data_dir), metrics=metrics)
+        self._languages = languages
+        self._calls: dict[Key, Call] = {}
+        self._arrived = asyncio.Condition()
+        self.retention_s = retention_s
+        self._sweeper: asyncio.Task | None = None
+        if metrics is not None:  # read at scrape time, so it is never stale
+            metrics.active_calls.set_function(lambda: sum(1 for c in list(self._calls.values()) if c.live))
+
+    # -- lifecycle ----------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        if self._sweeper is None:
+            self._sweeper = asyncio.create_task(self._sweep_forever(), name="call-registry-sweeper")
+
+    async def close(self) -> None:
+        """End every call's media (closing open intervals so their finals are kept), then stop."""
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+        for call in list(self._calls.values()):
+            for session in list(call.sessions):
+                try:
+                    await asyncio.wait_for(session.end("shutdown"), timeout=10)
+                except Exception:
+                    log.exception("ending call %s at shutdown failed", call.ref.call_id)
+            call.discard()
+        self._calls.clear()
+
+    async def _sweep_forever(self) -> None:
+        while True:
+            await asyncio.sleep(min(30.0, max(self.retention_s / 4, 0.05)))
+            self.sweep()
+
+    def sweep(self, now: float | None = None) -> None:
+        """Drop calls whose media ended more than retention_s ago, and starts that never got media."""
+        now = time.monotonic() if now is None else now
+        for key, call in list(self._calls.items()):
+            idle_since = call.ended_at if call.media_state == "ended" else (
+                call.pending_since if call.media_state == "pending" else None)
+            if idle_since is not None and now - idle_since > self.retention_s and not call.lock.locked():
+                if call.media_state == "pending" and call.legs:
+                    asyncio.create_task(self._expire_pending(call))
+                    continue
+                call.discard()
+                del self._calls[key]
+
+    async def _expire_pending(self, call: Call) -> None:
+        async with call.lock:
+            if call.media_state == "pending" and call.legs:
+                await call.close_legs(list(call.legs), reason="no-media")
+                call.media_state = "ended"
+                call.ended_at = time.monotonic()
+                call.publish_state("media-ended", {"reason": "no media arrived"})
+
+    # -- media (MediaRegistry) ------------------------------------------------------------------------
+
+    def _new_call(self, key: Key) -> Call:
+        tenant, namespace, guid = key
+        call = Call(CallRef(str(uuid.uuid4()), tenant, namespace, guid), self._ctx)
+        self._calls[key] = call
+        return call
+
+    async def media_connected(self, *, tenant: str, namespace: str, guid: str, tracks: Sequence[str],
+                              source: str, metadata: dict | None = None) -> MediaSession:
+        key = (tenant, namespace, guid)
+        call = self._calls.get(key)
+        if call is None:
+            call = self._new_call(key)
+        busy = [t for t in tracks if t in call.live_tracks()]
+        if busy:
+            raise MediaRefused(f"media for track(s) {', '.join(busy)} of this call is already connected")
+        session = MediaSession(call, list(tracks), source)
+        call.add_session(session, metadata)
+        async with self._arrived:
+            self._arrived.notify_all()
+        return session
+
+    # -- control ---------------------------------------------------------------------------------------
+
+    def check_language(self, language: str) -> None:
+        langs = self._languages()
+        if langs is None:
+            raise NotReady()
+        langs = {str(x).lower() for x in langs}
+        tag = language.strip().lower().replace("_", "-")
+        if not tag or (tag not in langs and tag.split("-")[0] not in langs):
+            raise UnsupportedLanguage(language)
+
+    async def _wait_for_media(self, key: Key, wait_s: float) -> Call | None:
+        def ready() -> bool:
+            call = self._calls.get(key)
+            return call is not None and call.live
+
+        async with self._arrived:
+            try:
+                await asyncio.wait_for(self._arrived.wait_for(ready), timeout=wait_s)
+            except asyncio.TimeoutError:
+                return None
+        return self._calls.get(key)
+
+    async def start_streaming(self, tenant: str, namespace: str, guid: str, params: StreamParams, *,
+                              roles: Sequence[str] | None = None, wait_s: float = 0.0) -> dict[str, Leg]:
+        """Open a streaming interval: a new stream id and pipeline for each role (all by default).
+
+        Waits up to `wait_s` for the call's media. An Amazon Connect start that names its stream
+        creates the call at once (its legs attach when the pulled media arrives).
+        Raises CallNotFound, AlreadyStarted, MediaEnding, NoCapacity, NotReady, UnsupportedLanguage.
+        """
+        self.check_language(params.language)
+        key = (tenant, namespace, guid)
+        call = self._calls.get(key)
+        if call is not None and call.ending:
+            raise MediaEnding(guid)
+        creates = namespace == "amazonconnect" and params.amazon_connect is not None \
+            and bool(params.amazon_connect.get("streamArn"))
+        if (call is None or not call.live) and not creates:
+            call = await self._wait_for_media(key, wait_s) if wait_s > 0 else None
+            if call is None or not call.live:
+                raise CallNotFound(guid)
+        if call is None:
+            call = self._new_call(key)
+        async with call.lock:
+            if any(r in call.legs for r in (roles or call.legs)):
+                raise AlreadyStarted(guid)
+            plan = call.roles_to_open(params, roles)
+            if not plan:
+                raise CallNotFound(guid)  # media ended while we waited for the lock
+            try:
+                return call.open_legs(params, plan)
+            except NoCapacity:
+                if self._ctx.metrics is not None:
+                    self._ctx.metrics.refused.inc()
+                raise
+
+    async def stop_streaming(self, tenant: str, namespace: str, guid: str, *,
+                             roles: Sequence[str] | None = None) -> dict[str, Leg]:
+        """Close the open interval (of these roles) and return its legs with their final summaries.
+
+        A stop after the media ended reports, once, the interval that the hang-up closed.
+        Raises CallNotFound, AlreadyStopped.
+        """
+        call = self._calls.get((tenant, namespace, guid))
+        if call is None:
+            raise CallNotFound(guid)
+        async with call.lock:
+            open_roles = [r for r in call.legs if roles is None or r in roles]
+            if open_roles:
+                return await call.close_legs(open_roles, reason="stop")
+            reported = {r: leg for r, leg in call.unacked.items() if roles is None or r in roles}
+            if reported:
+                for r in reported:
+                    del call.unacked[r]
+                return reported
+            raise AlreadyStopped(guid)
+
+    # -- views (native API) -------------------------------------------------------------------------------
+
+    def find(self, tenant: str, guid: str, namespace: str | None = None) -> Call | None:
+        """The call with this guid in this tenant (any namespace unless given; the newest wins)."""
+        if namespace is not None:
+            return self._calls.get((tenant, namespace, guid))
+        found = [c for (t, _, g), c in self._calls.items() if t == tenant and g == guid]
+        return max(found, key=lambda c: c.created_at) if found else None
+
+    def list_calls(self, tenant: str) -> list[dict[str, Any]]:
+        calls = [c for (t, _, _), c in self._calls.items() if t == tenant]
+        return [c.snapshot() for c in sorted(calls, key=lambda c: c.created_at)]
+
+    def get_call(self, tenant: str, guid: str, namespace: str | None = None) -> dict[str, Any] | None:
+        call = self.find(tenant, guid, namespace)
+        return call.snapshot() if call is not None else None
+
+    def get_call_by_id(self, tenant: str, call_id: str) -> dict[str, Any] | None:
+        for (t, _, _), c in self._calls.items():
+            if t == tenant and c.ref.call_id == call_id:
+                return c.snapshot()
+        return None

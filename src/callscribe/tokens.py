@@ -1,0 +1,118 @@
+"""Short-lived signed tokens bound to a tenant (stream URLs handed out by the control APIs).
+
+A token is `base64url(json claims) "." base64url(HMAC-SHA256)`. The HMAC secret is generated once and
+kept in the data dir (mode 0600), so tokens survive a restart of callscribe and are not valid for any
+other installation. Every token names a `purpose` so a token issued for one kind of URL cannot open
+another kind.
+
+    signer = token_signer(settings)
+    tok = signer.issue("acme", "asapp-stream", 300, external_id="call-1")
+    signer.verify(tok, "asapp-stream")  # {"tenant": "acme", "purpose": ..., "exp": ..., "external_id": "call-1"}
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+import json
+import os
+import secrets
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+_SECRET_FILE = "token-secret"
+_RESERVED = {"tenant", "purpose", "exp", "iat", "nonce"}
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def _unb64(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+class TokenSigner:
+    """Issues and verifies tokens with one secret."""
+
+    def __init__(self, secret: bytes):
+        if len(secret) < 16:
+            raise ValueError("token secret too short")
+        self._secret = secret
+
+    def _sign(self, payload: bytes) -> bytes:
+        return hmac.new(self._secret, payload, hashlib.sha256).digest()
+
+    def issue(self, tenant: str, purpose: str, ttl_s: float, **claims: Any) -> str:
+        """A token for `tenant` and `purpose`, valid for `ttl_s` seconds; extra claims must be JSON."""
+        clash = _RESERVED & claims.keys()
+        if clash:
+            raise ValueError(f"reserved claim names: {sorted(clash)}")
+        now = time.time()
+        body = {"tenant": tenant, "purpose": purpose, "iat": int(now), "exp": now + ttl_s,
+                "nonce": secrets.token_hex(6), **claims}
+        payload = json.dumps(body, separators=(",", ":"), sort_keys=True).encode()
+        return _b64(payload) + "." + _b64(self._sign(payload))
+
+    def verify(self, token: str | None, purpose: str) -> dict[str, Any] | None:
+        """The claims of a valid, unexpired token of this purpose; None for anything else."""
+        if not token or not isinstance(token, str) or len(token) > 4096:
+            return None
+        payload_b64, sep, sig_b64 = token.partition(".")
+        if not sep:
+            return None
+        try:
+            payload, sig = _unb64(payload_b64), _unb64(sig_b64)
+        except (binascii.Error, ValueError):
+            return None
+        if not hmac.compare_digest(self._sign(payload), sig):
+            return None
+        try:
+            claims = json.loads(payload)
+        except (ValueError, UnicodeDecodeError):
+            return None
+        if not isinstance(claims, dict) or claims.get("purpose") != purpose:
+            return None
+        exp = claims.get("exp")
+        if not isinstance(exp, (int, float)) or exp < time.time() or not isinstance(claims.get("tenant"), str):
+            return None
+        return claims
+
+
+def load_or_create_secret(data_dir: Path) -> bytes:
+    """The installation's token secret, made on first use (atomic, so two processes agree)."""
+    path = Path(data_dir) / _SECRET_FILE
+    try:
+        return bytes.fromhex(path.read_text().strip())
+    except FileNotFoundError:
+        pass
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f"{_SECRET_FILE}.{os.getpid()}.{secrets.token_hex(4)}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(secrets.token_hex(32))
+    try:
+        os.link(tmp, path)  # fails if another process made it first; theirs wins
+    except FileExistsError:
+        pass
+    finally:
+        tmp.unlink(missing_ok=True)
+    return bytes.fromhex(path.read_text().strip())
+
+
+_signers: dict[str, TokenSigner] = {}
+_signers_lock = threading.Lock()
+
+
+def token_signer(settings: Any) -> TokenSigner:
+    """The signer of the installation whose data dir `settings.data_dir` names (cached)."""
+    key = str(Path(settings.data_dir).resolve())
+    with _signers_lock:
+        signer = _signers.get(key)
+        if signer is None:
+            signer = _signers[key] = TokenSigner(load_or_create_secret(Path(key)))
+        return signer
