@@ -54,9 +54,6 @@ def sentence_8k_mulaw(sentence) -> tuple[str, bytes]:
 
 # --- storage and delivery: databases (SQLite and PostgreSQL) and apps served in a thread -----
 
-import asyncio as _asyncio
-import socket as _socket
-import threading as _threading
 import time as _time
 
 import pytest as _pytest
@@ -109,79 +106,28 @@ class _StubEngine:
     languages = frozenset({"en"})
 
 
-class RunningApp:
-    """create_app(settings) served by uvicorn on a free port in a thread with its own event loop."""
-
-    def __init__(self, settings) -> None:
-        import uvicorn
-
-        from callscribe.app import create_app
-
-        with _socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        self.settings = settings
-        self.app = create_app(settings, engine=_StubEngine())
-        self.services = self.app.state.services
-        self.url = f"http://127.0.0.1:{port}"
-        self.ws_url = f"ws://127.0.0.1:{port}"
-        self.server = uvicorn.Server(uvicorn.Config(self.app, host="127.0.0.1", port=port, log_level="warning"))
-        self.loop = _asyncio.new_event_loop()
-        self.thread = _threading.Thread(target=self.loop.run_until_complete, args=(self.server.serve(),), daemon=True)
-
-    def start(self) -> "RunningApp":
-        self.thread.start()
-        deadline = _time.monotonic() + 60  # hang guard
-        while not self.server.started:
-            if not self.thread.is_alive() or _time.monotonic() > deadline:
-                raise RuntimeError("the app did not start")
-            _time.sleep(0.02)
-        return self
-
-    def run(self, coro, timeout: float = 60):
-        """Run a coroutine on the app's event loop and return its result."""
-        return _asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
-
-    def publish(self, *events) -> None:
-        """Publish events on the app's bus, in order, from the app's loop (as the registry does)."""
-
-        async def go():
-            for event in events:
-                self.services.bus.publish(event)
-
-        self.run(go())
-
-    def flush(self) -> None:
-        """Wait until the persister has stored everything published so far."""
-        self.run(self.services.persister.flush())
-
-    def stop(self) -> None:
-        if self.thread.is_alive():
-            self.server.should_exit = True
-            self.thread.join(60)
-
-
 @_pytest.fixture
 def start_app(tmp_path):
-    """start_app(**settings) -> RunningApp; every app started is stopped at the end of the test.
+    """start_app(**settings) -> servers.ServedApp; every app started is stopped at the end of the test.
 
     Defaults: data dir under tmp_path, SIP off, two API keys: `ka:sa` (tenant `acme`) and
-    `kb:sb` (tenant `globex`).
+    `kb:sb` (tenant `globex`). The speech model is a stub: these apps get their call events
+    published by the test (`app.publish(...)`), not from audio.
     """
+    import contextlib
+
+    from servers import running_app
+
     from callscribe.config import load_settings
 
-    apps = []
+    with contextlib.ExitStack() as stack:
 
-    def start(**overrides) -> RunningApp:
-        values = {"data_dir": tmp_path / "data", "sip_port": 0, "api_keys": "ka:sa:acme,kb:sb:globex", "port": 0}
-        values.update(overrides)
-        app = RunningApp(load_settings(**values)).start()
-        apps.append(app)
-        return app
+        def start(**overrides):
+            values = {"data_dir": tmp_path / "data", "sip_port": 0, "api_keys": "ka:sa:acme,kb:sb:globex", "port": 0}
+            values.update(overrides)
+            return stack.enter_context(running_app(load_settings(**values), engine=_StubEngine(), wait_ready=False))
 
-    yield start
-    for app in reversed(apps):
-        app.stop()
+        yield start
 
 
 class CallScript:

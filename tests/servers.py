@@ -57,6 +57,19 @@ class ServedApp:
         """Run a coroutine on the app's event loop (where the registry lives) and return its result."""
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
 
+    def publish(self, *events: Any) -> None:
+        """Publish events on the app's bus, in order, from the app's loop (as the registry does)."""
+
+        async def go() -> None:
+            for event in events:
+                self.services.bus.publish(event)
+
+        self.run(go())
+
+    def flush(self) -> None:
+        """Wait until the persister has stored everything published so far."""
+        self.run(self.services.persister.flush())
+
     def stop(self) -> None:
         if self.thread.is_alive():
             self.server.should_exit = True
@@ -84,19 +97,3 @@ def running_app(settings: Any, *, engine: Any = None, wait_ready: bool = True) -
         yield served
     finally:
         served.stop()
-
-
-_engine_lock = threading.Lock()
-_engine: Any = None
-
-
-def shared_engine() -> Any:
-    """The bundled speech model, loaded once per test process and shared by every app."""
-    global _engine
-    with _engine_lock:
-        if _engine is None:
-            from callscribe.asr.engine import SpeechEngine
-            from callscribe.config import load_settings
-
-            _engine = SpeechEngine.from_settings(load_settings())
-        return _engine

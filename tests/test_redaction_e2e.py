@@ -415,4 +415,4 @@ def test_unredacted_call_delivers_the_digits(app, webhook, calls):
     assert find_leaks([(f"event {e['seq']}", e["text"]) for e in c.events if e["type"] == "final"], secrets)
     stored = find_leaks(stored_texts(c), secrets)
     assert any("utterances" in leak for leak in stored) and any("webhook_outbox" in leak for leak in stored), stored
-    assert log_leaks(c, secrets), "the log search does not see transcript text in the SQL parameters"
+    assert log_leaks(c, secrets), "the log search does not see transcript text in the SQL engine's debug lines (result rows)"

@@ -350,3 +350,25 @@ async def test_start_during_hangup_is_409_203_and_stop_waits(env, redactor):
     await ending
     reported = await stopping
     assert reported["customer"].summary().audio_duration_ms == 200 and reported["customer"].transcripts == 1
+
+
+async def test_noise_final_withdraws_its_partial_and_counts_nothing(env, redactor):
+    media = await env.registry.media_connected(tenant="t", namespace="twilio", guid="CA9",
+                                               tracks=["inbound"], source="test")
+    legs = await env.registry.start_streaming("t", "twilio", "CA9", params())
+    await media.audio("inbound", pcm(400), 8000)
+    pipe = legs["customer"].pipeline
+    pipe.emit("so the", kind="partial")
+    pipe.emit("")  # the engine decided it was noise: an empty final closes the utterance
+    pipe.emit("")  # an empty final with no partial shown: nothing to withdraw
+    pipe.emit("words at last")
+    for _ in range(200):  # let the call's pump publish them before the stop (a hang guard only)
+        if sum(isinstance(e, UtteranceEvent) for e in env.events) == 3:
+            break
+        await asyncio.sleep(0.01)
+    pipe.fed.clear()
+    stopped = await env.registry.stop_streaming("t", "twilio", "CA9")
+    said = [(e.kind, e.text) for e in env.events if isinstance(e, UtteranceEvent)]
+    assert said == [("partial", "so the"), ("partial", ""), ("final", "words at last")]
+    assert stopped["customer"].summary().transcripts == 1
+    assert seqs(env.events, "CA9") == list(range(1, len(env.events) + 1))

@@ -15,7 +15,7 @@ from typing import Any, AsyncIterator
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse, Response
 
-from callscribe import __version__
+from callscribe import __version__, logsafe
 from callscribe.calls.events import EventBus
 from callscribe.config import ApiKey, Settings
 from callscribe.api import messages as messages_api, native as native_api
@@ -60,6 +60,7 @@ def _load_engine(settings: Settings):
 def create_app(settings: Settings, *, engine: Any = None) -> FastAPI:
     """Build the app. Pass `engine` to share one loaded model between several apps (tests)."""
     settings.data_dir.mkdir(parents=True, exist_ok=True)
+    logsafe.install()
     services = Services(settings=settings, metrics=Metrics(), api_keys=load_or_create_api_keys(settings))
 
     @asynccontextmanager

@@ -22,7 +22,7 @@ from callscribe.asr.types import TranscriptEvent
 from callscribe.calls.events import CallRef, CallStateEvent, EventBus, UtteranceEvent, utcnow
 from callscribe.calls.leg import Leg, StreamParams, Track
 from callscribe.calls.recording import LegRecorder
-from callscribe.calls.redaction import CallRedaction
+from callscribe.calls.redaction import CallRedaction, Shown
 from callscribe.calls.roles import role_of
 
 log = logging.getLogger(__name__)
@@ -339,8 +339,16 @@ class Call:
             if not leg.active:
                 return  # partials after a stop are noise
             shown = self.redaction.partial(ev.text, leg.role, mode)
-        if shown is None or (ev.kind == "final" and not shown.text.strip()):
+        if shown is None:
             return
+        if ev.kind == "final" and not shown.text.strip():
+            # Noise after all: withdraw the partial subscribers were shown (an empty partial), so
+            # no live view is left with words that never become a final.
+            if leg.partial_shown != utterance:
+                return
+            ev = TranscriptEvent("partial", ev.utterance, ev.start_ms, ev.end_ms, "")
+            shown = Shown("")
+        leg.partial_shown = utterance if ev.kind == "partial" and shown.text else None
         if ev.kind == "final":
             leg.transcripts += 1
             if self.ctx.metrics is not None:

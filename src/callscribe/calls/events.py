@@ -42,6 +42,8 @@ class UtteranceEvent:
     shown (redacted unless the mode is "unredacted"); `unredacted_text` is set only in
     "redacted_and_unredacted" mode. `words` are set only when the stream asked for detailedToken
     (and are then unredacted, which is why that combination is refused with a redacting mode).
+    A partial with empty text withdraws the partials shown for that utterance: it turned out to be
+    noise, and no final follows.
     """
 
     call: CallRef

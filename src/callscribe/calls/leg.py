@@ -82,6 +82,7 @@ class Leg:
         self._stopped_mono: float | None = None
         self.audio_ms = Fraction(0)
         self.transcripts = 0
+        self.partial_shown: int | None = None  # utterance whose partial subscribers may still show
         self.accepting = True  # audio goes to the pipeline only while True
         self.closed = False  # set once its last final is published; later engine events are dropped
 
