@@ -18,7 +18,6 @@ import subprocess
 import sys
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import httpx
@@ -28,6 +27,7 @@ import websockets
 from callscribe.config import load_settings
 from callscribe.testing import speech
 from callscribe.testing.wav import write_wav
+from e2e_helpers import WebhookReceiver
 from servers import running_app
 
 pytestmark = pytest.mark.slow
@@ -47,37 +47,6 @@ CUSTOMER_WORDS = {"status", "order", "wonderful", "hello"}
 
 
 # Peers and fixtures -----------------------------------------------------------------------------
-
-
-class WebhookReceiver:
-    """A local HTTP server that keeps every JSON body POSTed to it and answers 200."""
-
-    def __init__(self) -> None:
-        bodies: list[dict] = []
-        self.bodies = bodies
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802 (http.server naming)
-                length = int(self.headers.get("content-length") or 0)
-                try:
-                    bodies.append(json.loads(self.rfile.read(length)))
-                except ValueError:
-                    pass
-                self.send_response(200)
-                self.end_headers()
-
-            def log_message(self, *args) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def transcripts(self, guid: str) -> list[dict]:
-        return [b for b in list(self.bodies) if b.get("type") == "transcript" and b.get("externalConversationId") == guid]
-
-    def close(self) -> None:
-        self.server.shutdown()
 
 
 @pytest.fixture

@@ -232,6 +232,15 @@ class Settings(BaseSettings):
         return f"http://{host}:{self.port}"
 
     @property
+    def public_ws_url(self) -> str:
+        """The public URL in its WebSocket form (https -> wss, http -> ws), for handed-out stream URLs."""
+        url = self.resolved_public_url
+        for http, ws in (("https://", "wss://"), ("http://", "ws://")):
+            if url.startswith(http):
+                return ws + url[len(http):]
+        return url
+
+    @property
     def resolved_database_url(self) -> str:
         if self.database_url:
             return self.database_url

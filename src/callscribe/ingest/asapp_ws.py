@@ -57,14 +57,6 @@ SAMPLE_RATE = 8000
 _PUNCT = ".,?!;:\"'"
 
 
-def _ws_base(public_url: str) -> str:
-    if public_url.startswith("https://"):
-        return "wss://" + public_url[len("https://"):]
-    if public_url.startswith("http://"):
-        return "ws://" + public_url[len("http://"):]
-    return public_url
-
-
 @router.post("/autotranscribe/v1/streaming-url")
 async def streaming_url(request: Request) -> dict:
     """A WebSocket URL with a token valid for 5 minutes, bound to the caller's tenant."""
@@ -79,7 +71,7 @@ async def streaming_url(request: Request) -> dict:
         if external_id is not None and (not isinstance(external_id, str) or not 0 < len(external_id) <= 256):
             raise AsappError(400, "400-01", "externalId must be a string of 1 to 256 characters")
     token = token_signer(settings).issue(key.tenant, TOKEN_PURPOSE, URL_TTL_S, external_id=external_id)
-    return {"streamingUrl": f"{_ws_base(settings.resolved_public_url)}{STREAM_PATH}?token={quote(token, safe='')}"}
+    return {"streamingUrl": f"{settings.public_ws_url}{STREAM_PATH}?token={quote(token, safe='')}"}
 
 
 class StreamRefused(Exception):

@@ -24,15 +24,6 @@ TOKEN_PURPOSE = "twilio-media"
 TOKEN_TTL_S = 300
 
 
-def _ws_base(public_url: str) -> str:
-    """The public URL with a WebSocket scheme: https -> wss, http -> ws."""
-    if public_url.startswith("https://"):
-        return "wss://" + public_url[len("https://"):]
-    if public_url.startswith("http://"):
-        return "ws://" + public_url[len("http://"):]
-    return public_url
-
-
 def _http_base(public_url: str) -> str:
     if public_url.startswith("wss://"):
         return "https://" + public_url[len("wss://"):]
@@ -59,7 +50,7 @@ def tenant_of_token(settings: Settings, token: str | None) -> str | None:
 def stream_url(settings: Settings, tenant: str) -> str:
     """The ws(s):// URL a Twilio <Stream> should connect to, carrying a fresh token."""
     token = quote(issue_token(settings, tenant), safe="")
-    return f"{_ws_base(settings.resolved_public_url)}{STREAM_PATH}?token={token}"
+    return f"{settings.public_ws_url}{STREAM_PATH}?token={token}"
 
 
 def token_from_query(query_string: str) -> str | None:
@@ -74,8 +65,7 @@ def signed_urls(settings: Settings, query_string: str) -> list[str]:
     the same secret and some deployments hand Twilio that spelling.
     """
     suffix = STREAM_PATH + (f"?{query_string}" if query_string else "")
-    public = settings.resolved_public_url
-    return [_ws_base(public) + suffix, _http_base(public) + suffix]
+    return [settings.public_ws_url + suffix, _http_base(settings.resolved_public_url) + suffix]
 
 
 def signature_ok(settings: Settings, query_string: str, signature: str | None,
