@@ -2,8 +2,8 @@
 
 Media goes into the registry in-process (the Twilio adapter has its own tests) as real synthesised
 telephony speech; start and stop go over HTTP to the running app; the real speech engine and the
-real redaction engine run. What is said while transcription is off must appear in no event and no
-recording, and the summaries must add up.
+real redaction engine run. What is said while transcription is off must appear in no event, no
+webhook, no message list, no database row and no recording, and the summaries must add up.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from callscribe.audio.codecs import ulaw_decode
 from callscribe.calls.events import CallStateEvent, UtteranceEvent
 from callscribe.config import load_settings
 from callscribe.testing.speech import resample, say, silence, telephony
+from e2e_helpers import WebhookReceiver, dump_database
 from servers import running_app
 
 START = "/mg-autotranscribe/v1/start-streaming"
@@ -54,13 +55,21 @@ def words_of(ev) -> str:
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory, engine):
-    settings = load_settings(data_dir=tmp_path_factory.mktemp("data"), sip_port=0, api_keys="ka:sa:acme")
+def webhook():
+    receiver = WebhookReceiver()
+    yield receiver
+    receiver.close()
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory, engine, webhook):
+    settings = load_settings(data_dir=tmp_path_factory.mktemp("data"), sip_port=0, api_keys="ka:sa:acme",
+                             webhook_url=webhook.url)
     with running_app(settings, engine=engine) as s:
         yield s
 
 
-def test_start_stop_start_stop_pause_rule(server, engine):
+def test_start_stop_start_stop_pause_rule(server, engine, webhook, wait_until):
     events: list = []
 
     async def subscribe():
@@ -146,6 +155,19 @@ def test_start_stop_start_stop_pause_rule(server, engine):
     states = [e.state for e in mine if isinstance(e, CallStateEvent)]
     assert states[0] == "media-connected" and states[-1] == "media-ended"
     assert states.count("streaming-started") == 2 and states.count("streaming-stopped") == 2
+
+    # Everything downstream of the registry: webhooks, the messages API and every database row.
+    hooks = wait_until(lambda: len(webhook.transcripts(guid)) == len(finals) and webhook.transcripts(guid),
+                       "a webhook for every final")
+    messages = client.get("/conversation/v1/conversation/messages", headers=ACME, params={"externalId": guid})
+    assert messages.status_code == 200 and len(messages.json()["items"]) == len(finals), messages.text
+    server.run(server.services.persister.flush())
+    rows = dump_database(server.settings.resolved_database_url)
+    assert any(r["guid"] == guid for r in rows["calls"])
+    for where, text in (("webhooks", str(hooks)), ("messages", messages.text), ("database", str(rows))):
+        assert "order" in text.lower(), where  # the words said while on did arrive
+        for word in FORBIDDEN:
+            assert word not in text.lower(), f"{word!r} (said while stopped) is in the {where}"
 
     snap = server.services.registry.get_call("acme", guid)
     assert snap["media"] == "ended" and snap["streaming"] is False and snap["intervals"] == 2
