@@ -54,7 +54,6 @@ def sentence_8k_mulaw(sentence) -> tuple[str, bytes]:
 
 # --- storage and delivery: databases (SQLite and PostgreSQL) and apps served in a thread -----
 
-import time as _time
 
 import pytest as _pytest
 
@@ -86,17 +85,9 @@ def db_url(request, tmp_path):
 @_pytest.fixture
 def wait_until():
     """wait_until(predicate, what): poll until predicate() is truthy; the limit is a hang guard only."""
+    from servers import wait_until as wait
 
-    def wait(predicate, what: str = "condition", limit_s: float = 60.0):
-        deadline = _time.monotonic() + limit_s
-        while _time.monotonic() < deadline:
-            value = predicate()
-            if value:
-                return value
-            _time.sleep(0.05)
-        raise AssertionError(f"timed out waiting for {what}")
-
-    return wait
+    return lambda predicate, what="condition", limit_s=60.0: wait(predicate, what, limit_s)
 
 
 class _StubEngine:

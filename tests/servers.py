@@ -20,6 +20,17 @@ from typing import Any, Iterator
 HANG_GUARD_S = 120.0  # not a timing assertion: only stops a broken test from hanging forever
 
 
+def wait_until(predicate: Any, what: str = "condition", limit_s: float = HANG_GUARD_S) -> Any:
+    """Poll until predicate() is truthy and return it; the limit only stops a broken test hanging."""
+    deadline = time.monotonic() + limit_s
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
 class ServedApp:
     def __init__(self, app: Any, sock: socket.socket, settings: Any):
         import uvicorn

@@ -25,7 +25,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-import time
 import random
 import string
 from dataclasses import dataclass, field
@@ -48,7 +47,7 @@ from e2e_helpers import (
     strings_in,
     strip_identifiers,
 )
-from servers import running_app
+from servers import running_app, wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -175,16 +174,6 @@ def app(engine, webhook, db_url, tmp_path, caplog):
     logs.stop()
 
 
-def wait_until(predicate, what: str, limit_s: float = HANG_GUARD_S):
-    deadline = time.monotonic() + limit_s
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 def run_call(server, webhook: WebhookReceiver, tracks: dict[str, bytes], mode: str) -> Collected:
     """One call: Twilio stream connects, start-streaming with `mode`, the whole call's audio,
     stop-streaming, the stream stops; then everything is collected."""
@@ -217,7 +206,7 @@ def run_call(server, webhook: WebhookReceiver, tracks: dict[str, bytes], mode: s
     assert events.close_code == 1000, events.close_code
     expected = sum(leg["summary"]["transcripts"] for leg in stop["autotranscribeResponse"].values())
     assert expected >= 4, stop
-    wait_until(lambda: len(webhook.transcripts(guid)) >= expected, "every final's webhook")
+    wait_until(lambda: len(webhook.transcripts(guid)) >= expected, "every final's webhook", HANG_GUARD_S)
     server.run(server.services.persister.flush())
     r = httpx.get(f"{server.url}/conversation/v1/conversation/messages", params={"externalId": guid}, headers=ACME)
     assert r.status_code == 200, r.text

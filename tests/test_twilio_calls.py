@@ -28,7 +28,7 @@ from callscribe.config import load_settings
 from callscribe.testing import speech
 from callscribe.testing.wav import write_wav
 from e2e_helpers import WebhookReceiver
-from servers import running_app
+from servers import running_app, wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -107,16 +107,6 @@ def control(server, op: str, body: dict, headers=HEADERS) -> httpx.Response:
 
 def start_body(guid: str, **extra) -> dict:
     return {"namespace": "twilio", "guid": guid, "customerId": "cust-1", "agentId": "agent-1", **extra}
-
-
-def wait_until(predicate, what: str, limit_s: float = HANG_GUARD_S):
-    deadline = time.monotonic() + limit_s
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def call_view(server, guid: str) -> dict | None:
