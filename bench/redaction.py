@@ -155,34 +155,14 @@ def heldout_table() -> int:
     """Second table: tests/redaction_heldout.py, a corpus written without looking at the engine."""
     import redaction_heldout as h
 
-    keys = ("passed", "snippets", "dl", "dt", "cl", "ct", "km", "kt")
-    rows: dict[str, dict[str, int]] = defaultdict(lambda: dict.fromkeys(keys, 0))
-    for sn in h.SNIPPETS:
-        row = rows[sn.kind]
-        ok = True
-        for _turn, _out, r in h.run_snippet(sn, h.redactor_for(sn)):
-            row["dl"] += r.sens_digits_leaked
-            row["dt"] += r.sens_digits
-            row["cl"] += r.sens_leaked
-            row["ct"] += r.sens_total
-            row["km"] += r.keep_masked
-            row["kt"] += r.keep_total
-            ok = ok and not r.leaked and not r.overmasked
-        row["passed"] += ok
-        row["snippets"] += 1
-    adjusted = sum(bool(sn.adjusted) for sn in h.SNIPPETS)
-    print(f"\nheld-out corpus: {len(h.SNIPPETS)} snippets, {sum(len(s.turns) for s in h.SNIPPETS)} utterances "
-          f"({adjusted} run with EMAIL or DOB switched on)\n")
+    s = h.summary()
+    print(f"\nheld-out corpus: {len(h.SNIPPETS)} snippets, {sum(len(sn.turns) for sn in h.SNIPPETS)} utterances "
+          f"({s['adjusted']} run with EMAIL or DOB switched on)\n")
     print(f"{'kind':10} {'passed':>8} {'digits leaked':>14} {'chars leaked':>13} {'near-miss masked':>17}")
-    total = dict.fromkeys(keys, 0)
-    for kind, row in sorted(rows.items()) + [("overall", total)]:
-        if kind != "overall":
-            for k in keys:
-                total[k] += row[k]
-        print(f"{kind:10} {row['passed']:>4}/{row['snippets']:<3} {row['dl']:>7}/{row['dt']:<6} "
-              f"{row['cl']:>6}/{row['ct']:<6} {row['km']:>8}/{row['kt']}")
-    return total["snippets"] - total["passed"]
-
+    for kind, row in sorted(s["by_kind"].items()) + [("overall", s)]:
+        print(f"{kind:10} {row['passed']:>4}/{row['snippets']:<3} {row['digits_leaked']:>7}/{row['digits']:<6} "
+              f"{row['sens_leaked']:>6}/{row['sens']:<6} {row['keep_masked']:>8}/{row['keep']}")
+    return s["snippets"] - s["passed"]
 
 if __name__ == "__main__":
     raise SystemExit(main())

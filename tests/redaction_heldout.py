@@ -700,29 +700,34 @@ def redactor_for(snippet: Snippet):
     return lambda: CallRedactor(policy(snippet.policy))
 
 
+_COUNTS = ("snippets", "passed", "sens", "sens_leaked", "digits", "digits_leaked", "keep", "keep_masked")
+
+
 def summary(adjusted: bool = True) -> dict:
-    """Figures over the corpus; adjusted=False runs every snippet under the plain default policy."""
+    """Figures over the corpus, overall and per kind (`by_kind`); adjusted=False runs every snippet
+    under the plain default policy."""
     from callscribe.redact import CallRedactor
 
-    tot = dict(snippets=0, passed=0, sens=0, sens_leaked=0, digits=0, digits_leaked=0,
-               keep=0, keep_masked=0, failures=[], adjusted=0)
+    tot = dict.fromkeys(_COUNTS, 0) | dict(failures=[], adjusted=0, by_kind={})
     for sn in SNIPPETS:
         make = redactor_for(sn) if adjusted else (lambda: CallRedactor(policy("default")))
-        rows = run_snippet(sn, make)
-        tot["snippets"] += 1
+        kind = tot["by_kind"].setdefault(sn.kind, dict.fromkeys(_COUNTS, 0))
         tot["adjusted"] += bool(sn.adjusted)
         ok = True
-        for turn, out, r in rows:
-            tot["sens"] += r.sens_total
-            tot["sens_leaked"] += r.sens_leaked
-            tot["digits"] += r.sens_digits
-            tot["digits_leaked"] += r.sens_digits_leaked
-            tot["keep"] += r.keep_total
-            tot["keep_masked"] += r.keep_masked
+        for turn, out, r in run_snippet(sn, make):
+            for row in (tot, kind):
+                row["sens"] += r.sens_total
+                row["sens_leaked"] += r.sens_leaked
+                row["digits"] += r.sens_digits
+                row["digits_leaked"] += r.sens_digits_leaked
+                row["keep"] += r.keep_total
+                row["keep_masked"] += r.keep_masked
             if r.leaked or r.overmasked:
                 ok = False
                 tot["failures"].append((sn.sid, sn.kind, turn.text, out, r.leaked, r.overmasked))
-        tot["passed"] += ok
+        for row in (tot, kind):
+            row["snippets"] += 1
+            row["passed"] += ok
     return tot
 
 
