@@ -19,7 +19,7 @@ def test_endpoint_after_the_silence_with_preroll_and_tail():
     cuts = [c for c in run(probs, endpoint_silence_ms=600, partials=False) if c.kind == "final"]
     assert len(cuts) == 1
     cut = cuts[0]
-    assert cut.start_sample == (20 - round(300 / 32)) * FRAME  # 300 ms pre-roll
+    assert cut.start_sample == (20 - round(450 / 32)) * FRAME  # 450 ms pre-roll
     assert cut.audio[0] == cut.start_sample  # the audio is the leg's own samples from there
     speech_end = 50 * FRAME
     assert speech_end < cut.start_sample + len(cut.audio) <= speech_end + round(200 / 32) * FRAME

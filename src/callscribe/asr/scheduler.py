@@ -30,9 +30,6 @@ log = logging.getLogger(__name__)
 LOAD_WINDOW_S = 20.0
 PARTIAL_MAX_AGE_S = 1.0
 MAX_UTTERANCE_MS = 27000  # a partial not started within this is no longer "live"
-# Pre-roll of the legs' utterances (measured on the bench's calls with beam-5 finals: 300 ms clipped or
-# shortened utterance starts, WER 5.7 % / 5.3 % at 8 / 16 kHz; 450 ms 3.7-3.9 % / 3.9-4.1 %; 400 ms between).
-PREROLL_MS = 450
 
 
 @dataclass
@@ -55,7 +52,7 @@ class AsrScheduler:
         self.workers = workers
         self.batch_size = batch_size
         self.batch_wait = batch_wait_ms / 1000
-        self.segmenter = segmenter or SegmenterConfig(preroll_ms=PREROLL_MS)
+        self.segmenter = segmenter or SegmenterConfig()
         self.final_deadline = final_deadline_ms / 1000
         self.metrics = metrics
         self._cv = threading.Condition()
@@ -76,7 +73,7 @@ class AsrScheduler:
         # Whisper sees at most 30 s, and the decode wants a margin after the speech.
         max_utt = min(settings.max_utterance_ms, MAX_UTTERANCE_MS)
         seg = SegmenterConfig(endpoint_silence_ms=settings.endpoint_silence_ms, max_utterance_ms=max_utt,
-                              partial_interval_ms=settings.partial_interval_ms, preroll_ms=PREROLL_MS)
+                              partial_interval_ms=settings.partial_interval_ms)
         return cls(engine, workers=settings.asr_workers, batch_size=settings.asr_batch_size,
                    batch_wait_ms=settings.asr_batch_wait_ms, segmenter=seg,
                    final_deadline_ms=settings.final_deadline_ms, metrics=metrics)
