@@ -18,6 +18,7 @@ import pytest
 from callscribe.audio.codecs import ulaw_decode
 from callscribe.calls.events import CallStateEvent, UtteranceEvent
 from callscribe.config import load_settings
+from callscribe.ingest.twilio import track_specs
 from callscribe.testing.speech import resample, say, silence, telephony
 from e2e_helpers import WebhookReceiver, dump_database
 from servers import running_app
@@ -78,7 +79,7 @@ def test_start_stop_start_stop_pause_rule(server, engine, webhook, wait_until):
     server.run(subscribe())
     guid = "CA" + uuid.uuid4().hex
     media = server.run(server.services.registry.media_connected(
-        tenant="acme", namespace="twilio", guid=guid, tracks=["inbound", "outbound"], source="test"))
+        tenant="acme", namespace="twilio", guid=guid, tracks=track_specs(["inbound", "outbound"]), source="test"))
     client = httpx.Client(base_url=server.url, timeout=120)
     base = {"namespace": "twilio", "guid": guid, "customerId": "cust-7", "agentId": "agent-3"}
 

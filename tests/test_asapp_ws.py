@@ -158,6 +158,31 @@ def test_idle_timeout_4083(server, monkeypatch):
     assert msg["status"]["code"] == "4083" and msg["summary"]["audioDurationMs"] == 100
 
 
+def test_messages_before_start_do_not_hold_the_socket_open(server, monkeypatch):
+    """The deadline to a startStream is absolute: vocabulary messages do not extend it."""
+    monkeypatch.setattr(asapp_ws, "IDLE_TIMEOUT_S", 1.0)
+    vocab = {"message": "updateVocabulary", "phrases": [{"phrase": "x" * 200}]}
+
+    async def go():
+        async with websockets.connect(stream_url(server)) as ws:
+            answers = []
+            for _ in range(30):
+                try:
+                    await ws.send(json.dumps(vocab))
+                except websockets.ConnectionClosed:
+                    break  # what the server said before closing is still to be read
+                await asyncio.sleep(0.1)
+            try:
+                while True:
+                    answers.append(await recv_json(ws))
+            except websockets.ConnectionClosed:
+                return answers, None
+
+    answers, _ = asyncio.run(go())
+    assert answers[-1]["message"] == "finalResponse" and answers[-1]["status"]["code"] == "4083"
+    assert len(answers) < 30
+
+
 def test_vocabulary_odd_frames_and_garbage_do_not_hurt(server):
     audio = phone("I was charged twice for the same month of service.")
 
@@ -181,7 +206,9 @@ def test_vocabulary_odd_frames_and_garbage_do_not_hurt(server):
             return vocab, bad_vocab, transcripts, final
 
     vocab, bad_vocab, transcripts, final = asyncio.run(go())
-    assert vocab == {"message": "vocabularyResponse", "status": {"code": "1000", "description": "OK"}}
+    # No phrase biasing in the engine: a valid update is answered with the limit code, never an OK.
+    assert vocab["message"] == "vocabularyResponse" and vocab["status"]["code"] == "4084"
+    assert "not applied" in vocab["status"]["description"]
     assert bad_vocab["status"]["code"] == "4091"
     assert final["summary"]["audioDurationMs"] == len(audio) // 16
     text = " ".join(t["utterance"][0]["text"] for t in transcripts).lower()

@@ -18,6 +18,7 @@ from websockets.sync.client import connect
 
 from callscribe.asr.types import TranscriptEvent
 from callscribe.calls.leg import StreamParams
+from callscribe.ingest.twilio import track_specs
 from test_native import ACME, events_url, receive_until_closed
 from test_webhook import Receiver, new_secret
 
@@ -74,7 +75,7 @@ def test_a_registry_call_is_stored_delivered_and_served(start_app, wait_until):
         registry = app.services.registry
 
         media = app.run(registry.media_connected(tenant="acme", namespace="twilio", guid="CA-real",
-                                                 tracks=["inbound", "outbound"], source="test"))
+                                                 tracks=track_specs(["inbound", "outbound"]), source="test"))
         app.run(media.audio("inbound", pcm(300), 8000))  # before the start: counted, never transcribed
         params = StreamParams(redaction_output="unredacted", audio_recording_allowed=True,
                               external_ids={"customer": "cust-9", "agent": "agent-9"})

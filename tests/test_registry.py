@@ -22,7 +22,11 @@ from callscribe.calls.leg import StreamParams
 from callscribe.calls.media import MediaRefused
 from callscribe.calls.registry import (AlreadyStarted, AlreadyStopped, CallNotFound, CallRegistry, MediaEnding,
                                        NoCapacity, UnsupportedLanguage)
-from callscribe.calls.roles import RoleParams
+from callscribe.calls.media import Participant, TrackSpec
+from callscribe.ingest.twilio import track_specs
+
+TWILIO = track_specs(["inbound", "outbound"])
+SIPREC = [TrackSpec("0", Participant("customer", "customer")), TrackSpec("1", Participant("agent", "agent"))]
 
 
 class FakePipeline:
@@ -33,6 +37,7 @@ class FakePipeline:
         self.closed = False
         self.utterances = 0
         self.hold: threading.Event | None = None  # when set, close() waits for it (a slow last final)
+        self.gaps: list[int] = []
 
     @property
     def position_ms(self) -> int:
@@ -41,6 +46,9 @@ class FakePipeline:
     def feed(self, pcm, rate):
         assert not self.closed
         self.fed.append(np.asarray(pcm).copy())
+
+    def gap(self, ms):
+        self.gaps.append(ms)
 
     def emit(self, text: str, kind: str = "final") -> None:
         """Emit from another thread, as the engine's workers do."""
@@ -131,7 +139,7 @@ def seqs(events, ref_guid: str):
 
 async def test_pause_rule_and_summaries(env, redactor):
     media = await env.registry.media_connected(tenant="t", namespace="twilio", guid="CA1",
-                                               tracks=["inbound", "outbound"], source="test")
+                                               tracks=TWILIO, source="test")
     await media.audio("inbound", pcm(500, 1), 8000)  # before any start: counted only
     legs = await env.registry.start_streaming("t", "twilio", "CA1", params())
     assert set(legs) == {"customer", "agent"}
@@ -172,7 +180,7 @@ async def test_start_waits_for_media_then_not_found(env):
 
     async def connect_later():
         await asyncio.sleep(0.05)
-        await env.registry.media_connected(tenant="t", namespace="twilio", guid="late", tracks=["inbound"],
+        await env.registry.media_connected(tenant="t", namespace="twilio", guid="late", tracks=TWILIO[:1],
                                            source="test")
 
     task = asyncio.create_task(connect_later())
@@ -182,7 +190,7 @@ async def test_start_waits_for_media_then_not_found(env):
 
 
 async def test_tenants_are_separate(env):
-    await env.registry.media_connected(tenant="a", namespace="twilio", guid="G", tracks=["inbound"], source="t")
+    await env.registry.media_connected(tenant="a", namespace="twilio", guid="G", tracks=TWILIO[:1], source="t")
     with pytest.raises(CallNotFound):
         await env.registry.start_streaming("b", "twilio", "G", params())
     with pytest.raises(CallNotFound):
@@ -191,33 +199,72 @@ async def test_tenants_are_separate(env):
     assert env.registry.get_call("a", "G")["guid"] == "G"
 
 
-@pytest.mark.parametrize("namespace,tracks,rp,expect", [
-    ("twilio", ["inbound", "outbound"], RoleParams(twilio_track_map={"inbound": "agent", "outbound": "customer"}),
-     {"inbound": "agent", "outbound": "customer"}),
-    ("siprec", ["0", "1"], RoleParams(), {"0": "customer", "1": "agent"}),
-    ("siprec", ["0", "1"], RoleParams(media_line_order="AGENT_FIRST"), {"0": "agent", "1": "customer"}),
-    ("genesysaudiohook", ["external", "internal"], RoleParams(), {"external": "customer", "internal": "agent"}),
-    ("amazonconnect", ["from-customer", "to-customer"], RoleParams(), {"from-customer": "customer",
-                                                                       "to-customer": "agent"}),
-])
-async def test_track_roles(env, namespace, tracks, rp, expect):
-    await env.registry.media_connected(tenant="t", namespace=namespace, guid="g", tracks=tracks, source="t")
-    legs = await env.registry.start_streaming("t", namespace, "g", params(roles=rp))
-    assert {leg.track.name: role for role, leg in legs.items()} == expect
+async def test_participants_from_the_adapter_unless_the_start_names_them(env):
+    await env.registry.media_connected(tenant="t", namespace="twilio", guid="g", tracks=TWILIO, source="t")
+    legs = await env.registry.start_streaming("t", "twilio", "g", params())
+    assert {leg.track.name: (p, leg.external_id) for p, leg in legs.items()} == {
+        "inbound": ("customer", "cust-1"), "outbound": ("agent", "agent-1")}
+    await env.registry.stop_streaming("t", "twilio", "g")
+    swapped = {"inbound": Participant("agent", "agent", external_id="A"),
+               "outbound": Participant("customer", "customer", external_id="C")}
+    legs = await env.registry.start_streaming("t", "twilio", "g", params(participants=swapped))
+    assert {leg.track.name: (p, leg.external_id) for p, leg in legs.items()} == {
+        "inbound": ("agent", "A"), "outbound": ("customer", "C")}
 
 
-async def test_amazon_connect_start_creates_call_and_legs_attach(env):
-    ac = {"streamArn": "arn:aws:kinesisvideo:x", "startSelectorType": "NOW", "afterFragmentNumber": None}
-    legs = await env.registry.start_streaming("t", "amazonconnect", "contact-1", params(amazon_connect=ac))
-    assert set(legs) == {"customer", "agent"} and env.scheduler.pipelines == []
-    started = [e for e in env.events if isinstance(e, CallStateEvent) and e.state == "streaming-started"][0]
-    assert started.data["params"]["amazon_connect"]["streamArn"] == "arn:aws:kinesisvideo:x"
-    media = await env.registry.media_connected(tenant="t", namespace="amazonconnect", guid="contact-1",
-                                               tracks=["from-customer", "to-customer"], source="kvs")
-    assert len(env.scheduler.pipelines) == 2
-    await media.audio("from-customer", pcm(100), 8000)
-    stopped = await env.registry.stop_streaming("t", "amazonconnect", "contact-1")
+async def test_any_number_of_participants_and_late_joiners(env):
+    """A meeting: three attendees, one joining after transcription started, one leaving early."""
+    people = [TrackSpec(f"a{i}", Participant(f"att-{i}", "attendee", name=f"Person {i}")) for i in range(3)]
+    first = await env.registry.media_connected(tenant="t", namespace="meet", guid="m", tracks=people[:2], source="t")
+    legs = await env.registry.start_streaming("t", "meet", "m", params())
+    assert set(legs) == {"att-0", "att-1"}
+    late = await env.registry.media_connected(tenant="t", namespace="meet", guid="m", tracks=people[2:], source="t")
+    snap = env.registry.get_call("t", "m")
+    assert {leg["participant"] for leg in snap["legs"] if leg["streaming"]} == {"att-0", "att-1", "att-2"}
+    await late.audio("a2", pcm(300), 8000)
+    await late.end("left")  # one attendee leaves: only that leg closes
+    assert set(env.registry.find("t", "m").legs) == {"att-0", "att-1"}
+    stopped = await env.registry.stop_streaming("t", "meet", "m")
+    assert set(stopped) == {"att-0", "att-1"}
+    started = [e for e in env.events if isinstance(e, CallStateEvent) and e.state == "streaming-started"]
+    assert started[-1].data["legs"]["att-2"]["name"] == "Person 2"
+    await first.end("done")
+
+
+class FakeSource:
+    """A pulled source: connects its media when started, ends it when stopped."""
+
+    def __init__(self, refuse: str | None = None):
+        self.refuse = refuse
+        self.media = None
+        self.stopped = 0
+
+    async def start(self, registry, *, tenant, namespace, guid):
+        if self.refuse:
+            raise MediaRefused(self.refuse)
+        self.media = await registry.media_connected(tenant=tenant, namespace=namespace, guid=guid,
+                                                    tracks=TWILIO, source="pull")
+
+    async def stop(self):
+        self.stopped += 1
+        if self.media is not None:
+            await self.media.end("pull stopped")
+
+
+async def test_pulled_source_is_started_by_the_start_and_stopped_with_the_call(env):
+    from callscribe.calls.registry import SourceFailed
+
+    with pytest.raises(SourceFailed, match="no such stream"):
+        await env.registry.start_streaming("t", "pulled", "p0", params(), source=FakeSource("no such stream"))
+    assert env.registry.get_call("t", "p0") is None
+    source = FakeSource()
+    legs = await env.registry.start_streaming("t", "pulled", "p1", params(), source=source)
+    assert set(legs) == {"customer", "agent"}
+    await source.media.audio("inbound", pcm(100), 8000)
+    stopped = await env.registry.stop_streaming("t", "pulled", "p1")
     assert stopped["customer"].summary().audio_duration_ms == 100
+    await env.registry.close()
+    assert source.stopped == 1 and env.registry.get_call("t", "p1") is None
 
 
 @pytest.fixture
@@ -226,7 +273,7 @@ def no_redactor(monkeypatch):
 
 
 async def test_hangup_closes_interval_and_stop_reports_it_once(env, no_redactor):
-    media = await env.registry.media_connected(tenant="t", namespace="twilio", guid="h", tracks=["inbound"],
+    media = await env.registry.media_connected(tenant="t", namespace="twilio", guid="h", tracks=TWILIO[:1],
                                                source="t")
     await env.registry.start_streaming("t", "twilio", "h", params())
     await media.audio("inbound", pcm(400), 8000)
@@ -243,7 +290,7 @@ async def test_hangup_closes_interval_and_stop_reports_it_once(env, no_redactor)
 
 
 async def test_conflicts_capacity_language(env):
-    await env.registry.media_connected(tenant="t", namespace="twilio", guid="c", tracks=["inbound"], source="t")
+    await env.registry.media_connected(tenant="t", namespace="twilio", guid="c", tracks=TWILIO[:1], source="t")
     with pytest.raises(AlreadyStopped):
         await env.registry.stop_streaming("t", "twilio", "c")
     env.scheduler.admit = False
@@ -256,11 +303,11 @@ async def test_conflicts_capacity_language(env):
     with pytest.raises(AlreadyStarted):
         await env.registry.start_streaming("t", "twilio", "c", params())
     with pytest.raises(MediaRefused):
-        await env.registry.media_connected(tenant="t", namespace="twilio", guid="c", tracks=["inbound"], source="t")
+        await env.registry.media_connected(tenant="t", namespace="twilio", guid="c", tracks=TWILIO[:1], source="t")
 
 
 async def test_redaction_modes(env, redactor):
-    media = await env.registry.media_connected(tenant="t", namespace="twilio", guid="r", tracks=["inbound"],
+    media = await env.registry.media_connected(tenant="t", namespace="twilio", guid="r", tracks=TWILIO[:1],
                                                source="t")
     for mode, detailed in (("unredacted", True), ("redacted_and_unredacted", False), ("redacted", False)):
         await env.registry.start_streaming("t", "twilio", "r", params(redaction_output=mode, detailed_token=detailed))
@@ -288,7 +335,7 @@ async def test_redaction_modes(env, redactor):
 
 
 async def test_recording_only_streaming_audio(env, redactor):
-    media = await env.registry.media_connected(tenant="t", namespace="twilio", guid="rec", tracks=["inbound"],
+    media = await env.registry.media_connected(tenant="t", namespace="twilio", guid="rec", tracks=TWILIO[:1],
                                                source="t")
     await media.audio("inbound", pcm(300, 7), 8000)
     await env.registry.start_streaming("t", "twilio", "rec", params(audio_recording_allowed=True))
@@ -302,16 +349,18 @@ async def test_recording_only_streaming_audio(env, redactor):
     assert len(audio) == 8 * 500 and set(audio.tolist()) == {5}
 
 
-async def test_gap_is_silence_and_timestamps_are_session_relative(env):
-    media = await env.registry.media_connected(tenant="t", namespace="twilio", guid="gap", tracks=["inbound"],
+async def test_gap_is_skipped_not_filled_and_timestamps_are_session_relative(env):
+    media = await env.registry.media_connected(tenant="t", namespace="twilio", guid="gap", tracks=TWILIO[:1],
                                                source="t")
     await env.registry.start_streaming("t", "twilio", "gap", params())
     await media.audio("inbound", pcm(100), 8000, timestamp_ms=0)
     await media.audio("inbound", pcm(100), 8000, timestamp_ms=300)  # 200 ms lost on the way
+    pipeline = env.scheduler.pipelines[-1]
     stopped = await env.registry.stop_streaming("t", "twilio", "gap")
-    assert stopped["customer"].summary().audio_duration_ms == 400
+    assert stopped["customer"].summary().audio_duration_ms == 200  # what arrived; nothing made up
+    assert pipeline.gaps == [200] and sum(len(x) for x in pipeline.fed) == 1600
     await media.end("drop")
-    again = await env.registry.media_connected(tenant="t", namespace="twilio", guid="gap", tracks=["inbound"],
+    again = await env.registry.media_connected(tenant="t", namespace="twilio", guid="gap", tracks=TWILIO[:1],
                                                source="t")  # a reconnect rejoins the same call
     await env.registry.start_streaming("t", "twilio", "gap", params())
     assert env.scheduler.pipelines[-1].origin_ms == 400
@@ -320,7 +369,7 @@ async def test_gap_is_silence_and_timestamps_are_session_relative(env):
 
 
 async def test_sweep_drops_ended_calls(env):
-    media = await env.registry.media_connected(tenant="t", namespace="twilio", guid="old", tracks=["inbound"],
+    media = await env.registry.media_connected(tenant="t", namespace="twilio", guid="old", tracks=TWILIO[:1],
                                                source="t")
     await media.end("hang-up")
     import time
@@ -332,7 +381,7 @@ async def test_sweep_drops_ended_calls(env):
 
 
 async def test_start_during_hangup_is_409_203_and_stop_waits(env, redactor):
-    media = await env.registry.media_connected(tenant="t", namespace="siprec", guid="bye", tracks=["0", "1"],
+    media = await env.registry.media_connected(tenant="t", namespace="siprec", guid="bye", tracks=SIPREC,
                                                source="t")
     legs = await env.registry.start_streaming("t", "siprec", "bye", params())
     await media.audio("0", pcm(200), 8000)
@@ -354,7 +403,7 @@ async def test_start_during_hangup_is_409_203_and_stop_waits(env, redactor):
 
 async def test_noise_final_withdraws_its_partial_and_counts_nothing(env, redactor):
     media = await env.registry.media_connected(tenant="t", namespace="twilio", guid="CA9",
-                                               tracks=["inbound"], source="test")
+                                               tracks=TWILIO[:1], source="test")
     legs = await env.registry.start_streaming("t", "twilio", "CA9", params())
     await media.audio("inbound", pcm(400), 8000)
     pipe = legs["customer"].pipeline

@@ -10,6 +10,9 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import inspect
 
+from callscribe.api import asapp_wire
+from callscribe.api.messages import message_item
+from callscribe.api.native import detail_json
 from callscribe.calls.events import EventBus
 from callscribe.delivery.persister import Persister
 from callscribe.store import NewOutbox, Store
@@ -70,7 +73,7 @@ def test_a_call_lifecycle_is_stored_and_read_back(store, call_script):
           c.utterance("customer", "my card is ####", unredacted="my card is 4111"),
           c.state("media-ended"))
 
-    detail = store.calls.call_detail("acme", "CA100")
+    detail = detail_json(store.calls.call_detail("acme", "CA100"))
     assert detail["state"] == "ended" and detail["endedAt"] is not None
     assert detail["lastSeq"] == c.seq
     streams = detail["streams"]
@@ -83,7 +86,7 @@ def test_a_call_lifecycle_is_stored_and_read_back(store, call_script):
     [rec] = detail["recordings"]
     assert (rec["role"], rec["streamId"], rec["durationMs"]) == ("customer", streams[0]["streamId"], 1000)
 
-    items = store.calls.messages("acme", "CA100")
+    items = [message_item(m) for m in store.calls.messages("acme", "CA100")]
     assert [i["text"] for i in items] == ["hello there", "hi, how can I help", "my card is ####"]
     assert [i["sender"] for i in items] == [{"role": "customer", "externalId": "customer-1"},
                                             {"role": "agent", "externalId": "agent-1"},
@@ -101,14 +104,14 @@ def test_a_call_lifecycle_is_stored_and_read_back(store, call_script):
 def test_call_state_follows_the_lifecycle_only(store, call_script):
     c = call_script("CA-states")
     _save(store, c.state("media-connected"), c.started())
-    assert store.calls.find_call("acme", "CA-states")["state"] == "streaming"
+    assert store.calls.find_call("acme", "CA-states").state == "streaming"
     _save(store, c.state("recording-saved", role="agent", stream_id="s", path="p.wav"))
-    assert store.calls.find_call("acme", "CA-states")["state"] == "streaming"
+    assert store.calls.find_call("acme", "CA-states").state == "streaming"
     _save(store, c.state("media-ended"), c.stopped(agent=(0, 0, 0, 0)))
-    assert store.calls.find_call("acme", "CA-states")["state"] == "ended"  # a late stop does not revive it
+    assert store.calls.find_call("acme", "CA-states").state == "ended"  # a late stop does not revive it
     _save(store, c.state("media-connected"))
     call = store.calls.find_call("acme", "CA-states")
-    assert call["state"] == "connected" and call["endedAt"] is None
+    assert call.state == "connected" and call.ended_at is None
 
 
 def test_words_are_kept_only_with_detailed_token(store, call_script):
@@ -124,11 +127,11 @@ def test_reads_never_cross_tenants(store, call_script):
     _save(store, mine.started(), mine.utterance("customer", "acme words"))
     _save(store, theirs.started(), theirs.utterance("customer", "globex words"))
     _save(store, mine.state("recording-saved", role="customer", stream_id="s1", path="a.wav"))
-    assert [i["text"] for i in store.calls.messages("acme", "G1")] == ["acme words"]
-    assert [i["text"] for i in store.calls.messages("globex", "G1")] == ["globex words"]
+    assert [i.text for i in store.calls.messages("acme", "G1")] == ["acme words"]
+    assert [i.text for i in store.calls.messages("globex", "G1")] == ["globex words"]
     assert store.calls.messages("initech", "G1") is None
     assert store.calls.call_detail("initech", "G1") is None
-    assert [c["guid"] for c in store.calls.list_calls("globex")] == ["G1"]
+    assert [c.guid for c in store.calls.list_calls("globex")] == ["G1"]
     assert store.calls.recording_path("acme", "G1", "s1", "customer") == "a.wav"
     assert store.calls.recording_path("globex", "G1", "s1", "customer") is None
 
@@ -137,7 +140,7 @@ def test_messages_span_namespaces_and_stop_at_the_limit(store, call_script):
     a, b = call_script("G2", namespace="twilio"), call_script("G2", namespace="siprec")
     _save(store, a.started(), *[a.utterance("customer", f"a{i}") for i in range(3)])
     _save(store, b.started(), *[b.utterance("agent", f"b{i}") for i in range(3)])
-    assert [i["text"] for i in store.calls.messages("acme", "G2")] == ["a0", "a1", "a2", "b0", "b1", "b2"]
+    assert [i.text for i in store.calls.messages("acme", "G2")] == ["a0", "a1", "a2", "b0", "b1", "b2"]
     assert len(store.calls.messages("acme", "G2", limit=4)) == 4
     assert store.calls.messages("acme", "G2-unknown") is None
 
@@ -147,7 +150,7 @@ def test_list_calls_is_newest_first_with_a_limit(store, call_script):
     for s in scripts:
         _save(store, s.state("media-connected"))
     listed = store.calls.list_calls("acme", limit=2)
-    assert [c["guid"] for c in listed] == ["L2", "L1"]
+    assert [c.guid for c in listed] == ["L2", "L1"]
 
 
 def test_outbox_heads_keep_per_leg_order(store, call_script):
@@ -174,7 +177,7 @@ async def test_persister_stores_in_order_skips_partials_and_survives_a_bad_event
     store = Store(db_url)
     await store.start()
     bus = EventBus()
-    persister = Persister(bus, store, webhooks_enabled=True)
+    persister = Persister(bus, store, webhooks_enabled=True, formatters={"asapp": asapp_wire.webhook})
     persister.start()
     try:
         c = call_script("G4")
@@ -186,7 +189,7 @@ async def test_persister_stores_in_order_skips_partials_and_survives_a_bad_event
         bus.publish(c.utterance("customer", "third"))
         await persister.flush()
         items = await store.db.read(store.calls.messages, "acme", "G4")
-        assert [i["text"] for i in items] == ["first", "second", "third"]
+        assert [i.text for i in items] == ["first", "second", "third"]
         assert await store.db.read(store.outbox.pending_count) == 3
     finally:
         await persister.stop()

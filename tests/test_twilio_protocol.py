@@ -12,17 +12,12 @@ from streamdouble.protocol import MediaStreamEncoder, StreamIdentity
 
 from callscribe.audio.codecs import ulaw_decode
 from callscribe.calls.media import MediaRefused
-from callscribe.ingest.twilio import (
-    CLOSE_POLICY,
-    CLOSE_TOO_BIG,
-    CLOSE_TRY_LATER,
-    CLOSE_UNSUPPORTED,
-    MAX_MESSAGE_BYTES,
-    StreamError,
-    TrackTimeline,
-    TwilioStream,
-    parse_message,
-)
+from callscribe.ingest.base import AdapterError as StreamError
+from callscribe.ingest.base import Close, TrackTimeline
+from callscribe.ingest.twilio import MAX_MESSAGE_BYTES, TwilioStream, parse_message
+
+CLOSE_POLICY, CLOSE_TOO_BIG, CLOSE_TRY_LATER, CLOSE_UNSUPPORTED = (
+    Close.POLICY, Close.TOO_BIG, Close.TRY_LATER, Close.UNSUPPORTED)
 
 
 class RecordingCall:
@@ -54,7 +49,8 @@ class RecordingRegistry:
     async def media_connected(self, **kwargs):
         if self.refuse is not None:
             raise self.refuse
-        self.connections.append(kwargs)
+        self.connections.append({**kwargs, "tracks": [t.name for t in kwargs["tracks"]],
+                                 "participants": {t.name: t.participant.id for t in kwargs["tracks"]}})
         self.calls.append(RecordingCall(kwargs["guid"]))
         return self.calls[-1]
 
@@ -141,12 +137,12 @@ async def test_numbers_as_strings_or_numbers_and_missing_connected():
 
 
 def test_timeline_gaps_jitter_and_overlap():
-    t = TrackTimeline()
+    t = TrackTimeline(8000)
     assert t.place(0, 160) == (0, None)
     assert t.place(20, 160) == (0, None)
     assert t.place(47, 160) == (0, None)  # 7 ms late: jitter, still contiguous
     assert t.samples == 480
-    assert t.place(100, 160) == (0, 100)  # 40 ms lost: the registry fills the gap
+    assert t.place(100, 160) == (0, 100)  # 40 ms lost: the registry skips the gap
     assert t.samples == 960
     assert t.place(100, 160) == (160, None)  # a replayed frame is dropped whole
     assert t.place(105, 160) == (120, None)  # 15 ms of it overlap what the track has

@@ -218,5 +218,5 @@ def test_no_webhook_url_means_no_outbox(start_app, call_script):
     app.flush()
     store = app.services.store
     assert app.run(store.db.read(store.outbox.pending_count)) == 0
-    assert [i["text"] for i in app.run(store.db.read(store.calls.messages, "acme", "CA-none"))] == ["hello"]
+    assert [i.text for i in app.run(store.db.read(store.calls.messages, "acme", "CA-none"))] == ["hello"]
     assert not os.path.exists(app.settings.data_dir / SECRET_FILE)

@@ -9,59 +9,47 @@ from __future__ import annotations
 import asyncio
 import logging
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
-from typing import Any, AsyncIterator
+from typing import TYPE_CHECKING, AsyncIterator
 
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse, Response
 
 from callscribe import __version__, logsafe
-from callscribe.calls.events import EventBus
-from callscribe.config import ApiKey, Settings
-from callscribe.api import messages as messages_api, native as native_api
+from callscribe.api import asapp as asapp_api
+from callscribe.api import asapp_wire
+from callscribe.api import asapp_ws_url as asapp_ws_url_api
+from callscribe.api import messages as messages_api
+from callscribe.api import native as native_api
 from callscribe.api import twilio_url as twilio_url_api
 from callscribe.api.errors import install_error_handlers
-from callscribe.ingest import twilio_endpoint as twilio_ingest
-from callscribe.api import asapp as asapp_api
-from callscribe.ingest import asapp_ws as asapp_ws_ingest
 from callscribe.calls.registry import CallRegistry
-from callscribe.delivery.service import start_delivery, stop_delivery
+from callscribe.config import Settings
 from callscribe.credentials import load_or_create_api_keys
+from callscribe.delivery.service import start_delivery, stop_delivery
+from callscribe.ingest import asapp_ws as asapp_ws_ingest
+from callscribe.ingest import twilio_endpoint as twilio_ingest
 from callscribe.metrics import Metrics
+
+from callscribe.services import Services
+
+if TYPE_CHECKING:
+    from callscribe.asr.engine import SpeechEngine
 
 log = logging.getLogger(__name__)
 
 
-@dataclass
-class Services:
-    """Everything the routes share. Filled in by the lifespan; read through `app.state.services`."""
-
-    settings: Settings
-    metrics: Metrics
-    api_keys: list[ApiKey]
-    bus: EventBus = field(default_factory=EventBus)
-    engine: Any = None  # callscribe.asr.engine.SpeechEngine
-    scheduler: Any = None  # callscribe.asr.scheduler.AsrScheduler
-    registry: Any = None  # callscribe.calls.registry.CallRegistry
-    store: Any = None  # callscribe.store (SQL repositories)
-    webhooks: Any = None  # callscribe.delivery webhook outbox dispatcher
-    persister: Any = None  # callscribe.delivery.persister.Persister
-    fanout: Any = None  # callscribe.delivery.fanout.FanoutHub
-    ready: asyncio.Event = field(default_factory=asyncio.Event)
-    load_error: str | None = None
-
-
-def _load_engine(settings: Settings):
+def _load_engine(settings: Settings) -> "SpeechEngine":
     from callscribe.asr.engine import SpeechEngine
 
     return SpeechEngine.from_settings(settings)
 
 
-def create_app(settings: Settings, *, engine: Any = None) -> FastAPI:
+def create_app(settings: Settings, *, engine: "SpeechEngine | None" = None) -> FastAPI:
     """Build the app. Pass `engine` to share one loaded model between several apps (tests)."""
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     logsafe.install()
-    services = Services(settings=settings, metrics=Metrics(), api_keys=load_or_create_api_keys(settings))
+    services = Services(settings=settings, metrics=Metrics(), api_keys=load_or_create_api_keys(settings),
+                        formatters={asapp_wire.SURFACE: asapp_wire.webhook})
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -100,13 +88,10 @@ def create_app(settings: Settings, *, engine: Any = None) -> FastAPI:
 
     app = FastAPI(title="callscribe", version=__version__, lifespan=lifespan, docs_url="/docs", redoc_url=None)
     app.state.services = services
-    install_error_handlers(app)
-    app.include_router(native_api.router)
-    app.include_router(messages_api.router)
-    app.include_router(twilio_url_api.router)
-    app.include_router(twilio_ingest.router)
-    app.include_router(asapp_api.router)
-    app.include_router(asapp_ws_ingest.router)
+    install_error_handlers(app, [(prefix, asapp_wire.error_shape) for prefix in asapp_wire.PATH_PREFIXES])
+    for router in (native_api.router, messages_api.router, twilio_url_api.router, asapp_api.router,
+                   asapp_ws_url_api.router, twilio_ingest.router, asapp_ws_ingest.router):
+        app.include_router(router)
 
     @app.get("/healthz", include_in_schema=False)
     async def healthz() -> dict:
@@ -114,7 +99,7 @@ def create_app(settings: Settings, *, engine: Any = None) -> FastAPI:
 
     @app.get("/readyz", include_in_schema=False)
     async def readyz() -> JSONResponse:
-        if services.ready.is_set():
+        if services.ready.is_set() and services.engine is not None:
             return JSONResponse({"status": "ready", "model": services.engine.description})
         body = {"status": "loading" if services.load_error is None else "failed"}
         if services.load_error:

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import secrets
 from pathlib import Path
 
 from callscribe.config import ApiKey, Settings
+from callscribe.secretfiles import load_or_create
 
 log = logging.getLogger(__name__)
 _FILE = "api-key.json"
@@ -23,13 +23,15 @@ def load_or_create_api_keys(settings: Settings) -> list[ApiKey]:
     if keys:
         return keys
     path = Path(settings.data_dir) / _FILE
-    if path.exists():
-        data = json.loads(path.read_text())
-        return [ApiKey(data["id"], data["secret"], data.get("tenant", "default"))]
-    key = ApiKey("cs-" + secrets.token_hex(8), secrets.token_urlsafe(32), "default")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as fh:
-        json.dump({"id": key.id, "secret": key.secret, "tenant": key.tenant}, fh)
-    print(f"callscribe: generated API credentials (kept in {path}):\n  id:     {key.id}\n  secret: {key.secret}", flush=True)
+    made: list[ApiKey] = []
+
+    def generate() -> str:
+        made.append(ApiKey("cs-" + secrets.token_hex(8), secrets.token_urlsafe(32), "default"))
+        return json.dumps({"id": made[0].id, "secret": made[0].secret, "tenant": made[0].tenant})
+
+    data = json.loads(load_or_create(path, generate))
+    key = ApiKey(data["id"], data["secret"], data.get("tenant", "default"))
+    if made and made[0] == key:
+        print(f"callscribe: generated API credentials (kept in {path}):\n  id:     {key.id}\n  secret: {key.secret}",
+              flush=True)
     return [key]

@@ -17,12 +17,13 @@ import binascii
 import hashlib
 import hmac
 import json
-import os
 import secrets
 import threading
 import time
 from pathlib import Path
 from typing import Any
+
+from callscribe.secretfiles import load_or_create
 
 _SECRET_FILE = "token-secret"
 _RESERVED = {"tenant", "purpose", "exp", "iat", "nonce"}
@@ -84,24 +85,8 @@ class TokenSigner:
 
 
 def load_or_create_secret(data_dir: Path) -> bytes:
-    """The installation's token secret, made on first use (atomic, so two processes agree)."""
-    path = Path(data_dir) / _SECRET_FILE
-    try:
-        return bytes.fromhex(path.read_text().strip())
-    except FileNotFoundError:
-        pass
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{_SECRET_FILE}.{os.getpid()}.{secrets.token_hex(4)}")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as fh:
-        fh.write(secrets.token_hex(32))
-    try:
-        os.link(tmp, path)  # fails if another process made it first; theirs wins
-    except FileExistsError:
-        pass
-    finally:
-        tmp.unlink(missing_ok=True)
-    return bytes.fromhex(path.read_text().strip())
+    """The installation's token secret, made on first use."""
+    return bytes.fromhex(load_or_create(Path(data_dir) / _SECRET_FILE, lambda: secrets.token_hex(32)))
 
 
 _signers: dict[str, TokenSigner] = {}

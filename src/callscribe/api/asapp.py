@@ -5,7 +5,9 @@ Error codes (ASAPP shape, fresh requestId each):
 - 400-01: body not JSON, not an object, a required field missing, or a field of the wrong JSON type;
 - 400-201: an unknown value of a media-gateway parameter (namespace, siprecParams.mediaLineOrder,
   twilioParams.trackMap.*, amazonConnectParams.startSelectorType) or an unusable guid: the
-  spec's wording for 400-201 is "MG transcription API parameter incorrect";
+  spec's wording for 400-201 is "MG transcription API parameter incorrect"; also, at once, a
+  namespace of the seed whose media this server does not take yet (`SERVED_NAMESPACES`), with a
+  message that names it: nothing answers success for a call that cannot arrive;
 - 400-202: an unknown value or bad combination of AutoTranscribe parameters (redactionOutput not in
   its enum; detailedToken true with a redacting redactionOutput; FRAGMENT_NUMBER without
   afterFragmentNumber; a trackMap giving both tracks the same role);
@@ -31,25 +33,26 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
-from callscribe.api.errors import AsappError
+from callscribe.api.asapp_wire import ROLES, SURFACE, summary, track_participants
+from callscribe.api.errors import ApiError
 from callscribe.api.limits import authorize, limits_of, read_json
-from callscribe.calls.leg import StreamParams, summary_dict
+from callscribe.calls.leg import StreamParams
 from callscribe.calls.redaction import REDACTION_OUTPUTS
-from callscribe.calls.registry import (AlreadyStarted, AlreadyStopped, CallNotFound, MediaEnding, NoCapacity,
-                                       NotReady, UnsupportedLanguage)
-from callscribe.calls.roles import ROLES, RoleParams
+from callscribe.calls.registry import (AlreadyStarted, AlreadyStopped, CallNotFound, CallRegistry, MediaEnding,
+                                       NoCapacity, NotReady, SourceFailed, UnsupportedLanguage)
 
 router = APIRouter(tags=["ASAPP media gateway"])
 
 NAMESPACES = ("siprec", "twilio", "amazonconnect", "genesysaudiohook")
+SERVED_NAMESPACES = ("twilio",)  # the namespaces whose media this server takes today
 MEDIA_LINE_ORDERS = ("CUSTOMER_FIRST", "AGENT_FIRST")
 START_SELECTORS = ("NOW", "FRAGMENT_NUMBER")
 _GUID = re.compile(r"^[\x21-\x7e]{1,256}$")  # printable ASCII, no spaces: every vendor's call id fits
 OK = {"code": 1000, "description": "OK"}
 
 
-def _bad(code: str, message: str) -> AsappError:
-    return AsappError(400, code, message)
+def _bad(code: str, message: str) -> ApiError:
+    return ApiError(400, code, message)
 
 
 def _field(obj: dict, name: str, kind: type | tuple[type, ...], where: str, *, required: bool = False,
@@ -60,7 +63,7 @@ def _field(obj: dict, name: str, kind: type | tuple[type, ...], where: str, *, r
             raise _bad("400-01", f"{where}{name} is required")
         return default
     if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
-        names = {str: "a string", bool: "a boolean", dict: "an object"}
+        names: dict[Any, str] = {str: "a string", bool: "a boolean", dict: "an object"}
         raise _bad("400-01", f"{where}{name} must be {names.get(kind, 'of another type')}")
     return value
 
@@ -77,13 +80,16 @@ def _call_target(body: Any) -> tuple[str, str]:
     namespace = _field(body, "namespace", str, "", required=True)
     guid = _field(body, "guid", str, "", required=True)
     _enum(namespace, NAMESPACES, "namespace", "400-201")
+    if namespace not in SERVED_NAMESPACES:
+        raise _bad("400-201", f"namespace {namespace} is not supported by this server yet "
+                              f"(supported: {', '.join(SERVED_NAMESPACES)})")
     if not _GUID.match(guid):
         raise _bad("400-201", "guid must be 1 to 256 printable characters without spaces")
     return namespace, guid
 
 
 def parse_start(body: Any) -> tuple[str, str, StreamParams]:
-    """(namespace, guid, params) of a start-streaming body, or AsappError."""
+    """(namespace, guid, params) of a start-streaming body, or ApiError."""
     namespace, guid = _call_target(body)
     customer_id = _field(body, "customerId", str, "", required=True)
     agent_id = _field(body, "agentId", str, "", required=True)
@@ -111,30 +117,31 @@ def parse_start(body: Any) -> tuple[str, str, StreamParams]:
         raise _bad("400-202", "twilioParams.trackMap must give inbound and outbound different roles")
 
     ac = _field(body, "amazonConnectParams", dict, "", default=None)
-    amazon: dict[str, Any] | None = None
+    options: dict[str, Any] = {"customer_id": customer_id, "agent_id": agent_id}
+    if namespace == "twilio":
+        options["twilio_track_map"] = {"inbound": inbound, "outbound": outbound}
     if ac is not None:
-        arn = _field(ac, "streamArn", str, "amazonConnectParams.")
+        _field(ac, "streamArn", str, "amazonConnectParams.")
         selector = _field(ac, "startSelectorType", str, "amazonConnectParams.", default="NOW")
         after = _field(ac, "afterFragmentNumber", str, "amazonConnectParams.")
         _enum(selector, START_SELECTORS, "amazonConnectParams.startSelectorType", "400-201")
         if selector == "FRAGMENT_NUMBER" and not after:
             raise _bad("400-202", "amazonConnectParams.afterFragmentNumber is required with FRAGMENT_NUMBER")
-        if namespace == "amazonconnect":
-            amazon = {"streamArn": arn, "startSelectorType": selector, "afterFragmentNumber": after}
 
+    external_ids = {"customer": customer_id, "agent": agent_id}
     params = StreamParams(
         language=language, detailed_token=detailed, audio_recording_allowed=recording, redaction_output=redaction,
-        external_ids={"customer": customer_id, "agent": agent_id},
-        roles=RoleParams(twilio_track_map={"inbound": inbound, "outbound": outbound}, media_line_order=order),
-        amazon_connect=amazon,
+        surface=SURFACE, external_ids=external_ids, options=options,
+        participants=track_participants(namespace, track_map={"inbound": inbound, "outbound": outbound},
+                                        media_line_order=order, external_ids=external_ids),
     )
     return namespace, guid, params
 
 
-def _registry(request: Request) -> Any:
+def _registry(request: Request) -> CallRegistry:
     registry = request.app.state.services.registry
     if registry is None:
-        raise AsappError(503, "503-01", "Service Unavailable")
+        raise ApiError(503, "503-01", "Service Unavailable")
     return registry
 
 
@@ -159,15 +166,17 @@ async def start_streaming(request: Request) -> JSONResponse:
             return JSONResponse({"isOk": False, "errorMessage": status["description"],
                                  "autotranscribeResponse": {r: {"status": status} for r in ROLES}})
         except CallNotFound:
-            raise AsappError(400, "400-203", "No call with this guid") from None
+            raise ApiError(400, "400-203", "No call with this guid") from None
         except AlreadyStarted:
-            raise AsappError(409, "409-201", "Transcription already started") from None
+            raise ApiError(409, "409-201", "Transcription already started") from None
         except MediaEnding:
-            raise AsappError(409, "409-203", "The call's media is ending") from None
+            raise ApiError(409, "409-203", "The call's media is ending") from None
         except (NoCapacity, NotReady):
-            raise AsappError(503, "503-01", "No transcription capacity available") from None
+            raise ApiError(503, "503-01", "No transcription capacity available") from None
+        except SourceFailed as exc:
+            raise ApiError(500, "500-201", f"The call's media could not be fetched: {exc}") from None
     return JSONResponse({"isOk": True, "autotranscribeResponse": {
-        role: {"streamId": leg.stream_id, "status": OK} for role, leg in legs.items()}})
+        leg.role: {"streamId": leg.stream_id, "status": OK} for leg in legs.values()}})
 
 
 @router.post("/mg-autotranscribe/v1/stop-streaming")
@@ -184,9 +193,9 @@ async def stop_streaming(request: Request) -> JSONResponse:
         try:
             legs = await registry.stop_streaming(key.tenant, namespace, guid)
         except CallNotFound:
-            raise AsappError(400, "400-203", "No call with this guid") from None
+            raise ApiError(400, "400-203", "No call with this guid") from None
         except AlreadyStopped:
-            raise AsappError(409, "409-201", "Transcription already stopped") from None
+            raise ApiError(409, "409-201", "Transcription already stopped") from None
     return JSONResponse({"isOk": True, "autotranscribeResponse": {
-        role: {"streamId": leg.stream_id, "status": OK, "summary": summary_dict(leg.summary())}
-        for role, leg in legs.items()}})
+        leg.role: {"streamId": leg.stream_id, "status": OK, "summary": summary(leg.summary())}
+        for leg in legs.values()}})

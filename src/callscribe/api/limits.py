@@ -16,7 +16,7 @@ from typing import Any, AsyncIterator, Hashable
 from fastapi import Request
 
 from callscribe.api.auth import authenticate, credentials_from_headers
-from callscribe.api.errors import AsappError
+from callscribe.api.errors import ApiError
 from callscribe.config import ApiKey
 
 
@@ -51,7 +51,7 @@ class InFlight:
     @asynccontextmanager
     async def hold(self, key: Hashable) -> AsyncIterator[None]:
         if key in self._busy:
-            raise AsappError(409, "409-202", "Another request for this guid is in progress")
+            raise ApiError(409, "409-202", "Another request for this guid is in progress")
         self._busy.add(key)
         try:
             yield
@@ -78,9 +78,9 @@ def check_content_length(request: Request, max_bytes: int) -> None:
     if declared is not None:
         try:
             if int(declared) > max_bytes:
-                raise AsappError(413, "413-01", f"Request body larger than {max_bytes} bytes")
+                raise ApiError(413, None, f"Request body larger than {max_bytes} bytes")
         except ValueError:
-            raise AsappError(400, "400-01", "Bad Content-Length") from None
+            raise ApiError(400, None, "Bad Content-Length") from None
 
 
 async def read_body(request: Request, max_bytes: int) -> bytes:
@@ -91,7 +91,7 @@ async def read_body(request: Request, max_bytes: int) -> bytes:
     async for chunk in request.stream():
         size += len(chunk)
         if size > max_bytes:
-            raise AsappError(413, "413-01", f"Request body larger than {max_bytes} bytes")
+            raise ApiError(413, None, f"Request body larger than {max_bytes} bytes")
         chunks.append(chunk)
     return b"".join(chunks)
 
@@ -104,7 +104,7 @@ async def read_json(request: Request, max_bytes: int, *, optional: bool = False)
     try:
         return json.loads(raw)
     except (ValueError, UnicodeDecodeError, RecursionError):
-        raise AsappError(400, "400-01", "Request body is not valid JSON") from None
+        raise ApiError(400, None, "Request body is not valid JSON") from None
 
 
 def authorize(request: Request) -> ApiKey:
@@ -114,8 +114,8 @@ def authorize(request: Request) -> ApiKey:
     api_id, secret = credentials_from_headers(request.headers)
     key = authenticate(services.api_keys, api_id, secret)
     if key is None:
-        raise AsappError(401, "401-01", "Unauthorized")
+        raise ApiError(401, None, "Unauthorized")
     wait = limits_of(request.app).rate.take(key.id)
     if wait > 0:
-        raise AsappError(429, "429-01", "Too Many Requests", headers={"Retry-After": str(max(1, math.ceil(wait)))})
+        raise ApiError(429, None, "Too Many Requests", headers={"Retry-After": str(max(1, math.ceil(wait)))})
     return key

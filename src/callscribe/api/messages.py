@@ -14,10 +14,13 @@ call for 404-01 (ASAPP lists 404 for this API; a call that exists but has no utt
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import APIRouter, Request
 
-from callscribe.api.errors import AsappError
+from callscribe.api.errors import ApiError
 from callscribe.api.native import require_tenant
+from callscribe.store.repository import MessageRecord, iso
 
 router = APIRouter(tags=["asapp"])
 MAX_MESSAGES = 1000
@@ -28,8 +31,17 @@ async def list_messages(request: Request) -> dict:
     services, tenant = require_tenant(request)
     external_id = request.query_params.get("externalId")
     if not external_id:
-        raise AsappError(400, "400-01", "externalId is required")
-    items = await services.store.db.read(services.store.calls.messages, tenant, external_id, MAX_MESSAGES)
+        raise ApiError(400, "400-01", "externalId is required")
+    items = await services.get_store().db.read(services.get_store().calls.messages, tenant, external_id, MAX_MESSAGES)
     if items is None:
-        raise AsappError(404, "404-01", "No conversation with this externalId")
-    return {"items": items}
+        raise ApiError(404, "404-01", "No conversation with this externalId")
+    return {"items": [message_item(m) for m in items]}
+
+
+def message_item(m: MessageRecord) -> dict[str, Any]:
+    item = {"text": m.text, "sender": {"role": m.role, "externalId": m.external_id},
+            "messageId": f"{m.call_id}-{m.seq}", "createdTimestamp": iso(m.created_at),
+            "clientTimestamp": iso(m.spoken_at)}
+    if m.redaction_output == "redacted_and_unredacted" and m.unredacted_text is not None:
+        item["unredactedText"] = m.unredacted_text
+    return item

@@ -6,7 +6,7 @@ a WebSocket may instead pass `?apiId=&apiSecret=`, since browsers cannot set hea
 are in the ASAPP shape. Another tenant's call looks exactly like one that does not exist.
 
 WS /v1/calls/{guid}/events sends each event of the call as one JSON text message (see
-`callscribe.delivery.fanout.event_json`): partials and finals (`type` "partial"/"final") and state
+`event_json` below): partials and finals (`type` "partial"/"final") and state
 changes (`type` "state"), each with the call's `seq`. `?since=N` first replays what has seq > N.
 The socket closes with 1000 after the media-ended event; 4401 bad credentials, 4404 no such call,
 4400 bad `since`; 1013 when the subscriber fell too far behind (reconnect with `since=` the last seq
@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
+from dataclasses import asdict
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Mapping
@@ -27,17 +28,18 @@ from fastapi.responses import FileResponse
 from starlette.websockets import WebSocketState
 
 from callscribe.api.auth import authenticate, credentials_from_headers
-from callscribe.api.errors import AsappError
-from callscribe.calls.events import CallStateEvent
-from callscribe.delivery.fanout import SubscriberOverflow, event_json, subscribe_with_backlog
-from callscribe.store.repository import iso, jsonable
+from callscribe.api.errors import ApiError
+from callscribe.calls.events import CallEvent, CallStateEvent, StreamSummary
+from callscribe.delivery.fanout import SubscriberOverflow, subscribe_with_backlog
+from callscribe.services import Services
+from callscribe.store.repository import CallDetail, CallRecord, IntervalRecord, iso, jsonable
 
 log = logging.getLogger(__name__)
 router = APIRouter(tags=["native"])
 _SEND_TIMEOUT_S = 10.0
 
 
-def tenant_from(services: Any, headers: Mapping[str, str], query: Mapping[str, str] | None = None) -> str | None:
+def tenant_from(services: Services, headers: Mapping[str, str], query: Mapping[str, str] | None = None) -> str | None:
     """The caller's tenant, or None when the credentials are missing or wrong."""
     api_id, secret = credentials_from_headers(headers)
     if api_id is None and query is not None:
@@ -46,11 +48,11 @@ def tenant_from(services: Any, headers: Mapping[str, str], query: Mapping[str, s
     return key.tenant if key else None
 
 
-def require_tenant(request: Request) -> tuple[Any, str]:
+def require_tenant(request: Request) -> tuple[Services, str]:
     services = request.app.state.services
     tenant = tenant_from(services, request.headers)
     if tenant is None:
-        raise AsappError(401, "401-01", "Missing or invalid credentials")
+        raise ApiError(401, "401-01", "Missing or invalid credentials")
     return services, tenant
 
 
@@ -69,8 +71,67 @@ async def _registry(services: Any, method: str, *args: Any) -> Any:
         return None
 
 
-def _call_id_of(snapshot: dict | None) -> str | None:
-    return snapshot and (snapshot.get("call_id") or snapshot.get("callId"))
+# Wire shapes ------------------------------------------------------------------------------------
+
+
+def summary_json(s: StreamSummary | None) -> dict[str, int] | None:
+    if s is None:
+        return None
+    return {"totalAudioBytes": s.total_audio_bytes, "audioDurationMs": s.audio_duration_ms,
+            "streamingSeconds": s.streaming_seconds, "transcripts": s.transcripts}
+
+
+def call_json(c: CallRecord) -> dict[str, Any]:
+    return {"callId": c.call_id, "guid": c.guid, "namespace": c.namespace, "state": c.state,
+            "createdAt": iso(c.created_at), "endedAt": iso(c.ended_at), "lastSeq": c.last_seq}
+
+
+def interval_json(i: IntervalRecord) -> dict[str, Any]:
+    return {"streamId": i.stream_id, "participant": i.participant, "participantName": i.participant_name,
+            "role": i.role, "externalId": i.external_id, "startedAt": iso(i.started_at),
+            "stoppedAt": iso(i.stopped_at), "redactionOutput": i.redaction_output, "detailedToken": i.detailed_token,
+            "audioRecordingAllowed": i.audio_recording_allowed, "params": i.params, "summary": summary_json(i.summary)}
+
+
+def detail_json(d: CallDetail) -> dict[str, Any]:
+    return {**call_json(d.call), "streams": [interval_json(i) for i in d.intervals],
+            "recordings": [{"participant": r.participant, "role": r.role, "streamId": r.stream_id,
+                            "durationMs": r.duration_ms, "createdAt": iso(r.created_at)} for r in d.recordings]}
+
+
+def event_json(event: CallEvent) -> dict[str, Any]:
+    """The wire form of an event on WS /v1/calls/{guid}/events."""
+    base = {"seq": event.seq, "callId": event.call.call_id, "guid": event.call.guid,
+            "namespace": event.call.namespace, "createdAt": iso(event.created_at)}
+    if isinstance(event, CallStateEvent):
+        return {"type": "state", **base, "state": event.state, "data": jsonable(event.data)}
+    out = {"type": event.kind, **base, "participant": event.participant, "role": event.role,
+           "participantName": event.participant_name, "externalId": event.external_id,
+           "streamId": event.stream_id, "utterance": event.utterance, "start": event.start_ms,
+           "end": event.end_ms, "text": event.text}
+    if event.unredacted_text is not None:
+        out["unredactedText"] = event.unredacted_text
+    if event.words is not None:
+        out["words"] = [asdict(w) for w in event.words]
+    return out
+
+
+def _live_json(snapshot: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The registry's snapshot, its leg summaries in this API's form."""
+    if snapshot is None:
+        return None
+    for leg in snapshot.get("legs", []):
+        s = leg.get("summary")
+        if isinstance(s, dict) and "total_audio_bytes" in s:
+            leg["summary"] = summary_json(StreamSummary(**s))
+    return snapshot
+
+
+def _call_id_of(snapshot: dict[str, Any] | None) -> str | None:
+    if not snapshot:
+        return None
+    call_id = snapshot.get("call_id") or snapshot.get("callId")
+    return str(call_id) if call_id else None
 
 
 def _iso(value: Any) -> str | None:
@@ -99,8 +160,8 @@ def _merge(stored: dict | None, live: dict | None) -> dict:
 @router.get("/v1/calls")
 async def list_calls(request: Request, limit: int = Query(50, ge=1, le=500)) -> dict:
     services, tenant = require_tenant(request)
-    stored = await services.store.db.read(services.store.calls.list_calls, tenant, limit)
-    live = await _registry(services, "list_calls", tenant) or []
+    stored = [call_json(c) for c in await services.get_store().db.read(services.get_store().calls.list_calls, tenant, limit)]
+    live = [_live_json(s) for s in await _registry(services, "list_calls", tenant) or []]
     live_by_id = {_call_id_of(s): s for s in live if isinstance(s, dict)}
     calls = [_merge(c, live_by_id.pop(c["callId"], None)) for c in stored]
     calls += [_merge(None, s) for s in live_by_id.values()]
@@ -111,41 +172,42 @@ async def list_calls(request: Request, limit: int = Query(50, ge=1, le=500)) -> 
 @router.get("/v1/calls/{guid}")
 async def get_call(request: Request, guid: str) -> dict:
     services, tenant = require_tenant(request)
-    live = await _registry(services, "get_call", tenant, guid)  # the live call wins over older namesakes
-    stored = await services.store.db.read(services.store.calls.call_detail, tenant, guid, _call_id_of(live))
+    live = _live_json(await _registry(services, "get_call", tenant, guid))  # the live call wins over older namesakes
+    detail = await services.get_store().db.read(services.get_store().calls.call_detail, tenant, guid, _call_id_of(live))
+    stored = detail_json(detail) if detail is not None else None
     if stored is None and live is None:
-        raise AsappError(404, "404-01", "No such call")
+        raise ApiError(404, "404-01", "No such call")
     out = _merge(stored, live)
     out.setdefault("streams", [])
     for rec in out.setdefault("recordings", []):
-        rec["url"] = f"/v1/calls/{guid}/recordings/{rec['streamId']}/{rec['role']}.wav"
+        rec["url"] = f"/v1/calls/{guid}/recordings/{rec['streamId']}/{rec['participant']}.wav"
     legs: dict[str, dict] = {}
-    for s in out["streams"]:  # the latest interval of each role names its leg
-        legs[s["role"]] = {"role": s["role"], "externalId": s["externalId"], "streamId": s["streamId"],
-                           "streaming": s["stoppedAt"] is None}
+    for s in out["streams"]:  # the latest interval of each participant names its leg
+        legs[s["participant"]] = {"participant": s["participant"], "role": s["role"], "externalId": s["externalId"],
+                                  "streamId": s["streamId"], "streaming": s["stoppedAt"] is None}
     out["legs"] = (live or {}).get("legs") or list(legs.values())
     return out
 
 
-@router.get("/v1/calls/{guid}/recordings/{stream_id}/{role}.wav")
-async def get_recording(request: Request, guid: str, stream_id: str, role: str) -> FileResponse:
+@router.get("/v1/calls/{guid}/recordings/{stream_id}/{participant}.wav")
+async def get_recording(request: Request, guid: str, stream_id: str, participant: str) -> FileResponse:
     services, tenant = require_tenant(request)
-    rel = await services.store.db.read(services.store.calls.recording_path, tenant, guid, stream_id, role)
+    rel = await services.get_store().db.read(services.get_store().calls.recording_path, tenant, guid, stream_id, participant)
     data_dir = Path(services.settings.data_dir).resolve()
     path = (data_dir / rel).resolve() if rel else None
     if path is None or not path.is_relative_to(data_dir) or not path.is_file():
-        raise AsappError(404, "404-01", "No such recording")
-    return FileResponse(path, media_type="audio/wav", filename=f"{guid}-{role}-{stream_id}.wav")
+        raise ApiError(404, "404-01", "No such recording")
+    return FileResponse(path, media_type="audio/wav", filename=f"{guid}-{participant}-{stream_id}.wav")
 
 
-async def _resolve_call_id(services: Any, tenant: str, guid: str) -> str | None:
+async def _resolve_call_id(services: Services, tenant: str, guid: str) -> str | None:
     """The live call with this guid, else the newest stored one."""
     call_id = _call_id_of(await _registry(services, "get_call", tenant, guid))
     if call_id:
         return call_id
-    await services.persister.flush()  # a call whose first events are still on their way to the store
-    stored = await services.store.db.read(services.store.calls.find_call, tenant, guid)
-    return stored["callId"] if stored else None
+    await services.get_persister().flush()  # a call whose first events are still on their way to the store
+    stored = await services.get_store().db.read(services.get_store().calls.find_call, tenant, guid)
+    return stored.call_id if stored else None
 
 
 @router.websocket("/v1/calls/{guid}/events")

@@ -12,7 +12,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 
 from callscribe.api.limits import authorize
-from callscribe.ingest.twilio_auth import stream_url
+from callscribe.urls import twilio_stream_url
 
 router = APIRouter()
 
@@ -20,4 +20,4 @@ router = APIRouter()
 @router.get("/mg-autotranscribe/v1/twilio-media-stream-url")
 async def twilio_media_stream_url(request: Request) -> dict[str, str]:
     key = authorize(request)  # 401-01 without valid credentials, 429-01 over the rate limit
-    return {"streamingUrl": stream_url(request.app.state.services.settings, key.tenant)}
+    return {"streamingUrl": twilio_stream_url(request.app.state.services.settings, key.tenant)}

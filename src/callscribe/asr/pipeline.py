@@ -42,6 +42,8 @@ class LegPipeline:
         self._resampler: StreamResampler | None = None
         self._pending = np.zeros(0, dtype=np.float32)  # resampled audio not yet a whole VAD frame
         self._fed_ms = 0.0
+        self._skipped_ms = 0  # timeline gaps skipped so far (see gap())
+        self._offset_of: dict[int, int] = {}  # segment -> the skipped ms in force when it was cut
         self._closed = False
         # Emission state (guarded by _emit_lock; touched by scheduler workers).
         self._emit_lock = threading.RLock()  # re-entrant: on_event may feed or close its own leg
@@ -82,6 +84,24 @@ class LegPipeline:
             self._fed_ms += pcm.shape[0] * 1000.0 / sample_rate
             self._consume(self._resampler.process(pcm.reshape(-1)))
 
+    def gap(self, ms: int) -> None:
+        """The leg's media skips `ms` (lost frames, a jump in the peer's clock): any open utterance
+        ends here, and later audio is placed `ms` further on. Nothing is fed for the gap."""
+        if ms <= 0:
+            return
+        with self._lock:
+            if self._closed:
+                return
+            if self._resampler is not None:
+                tail = self._resampler.flush()
+                self._resampler = None
+                if tail.size:
+                    self._consume(tail)
+            if self._pending.size:
+                self._consume(np.zeros(FRAME - self._pending.size, dtype=np.float32))
+            self._submit(self._seg.flush())
+            self._skipped_ms += ms
+
     def _consume(self, audio: np.ndarray) -> None:
         if self._pending.size:
             audio = np.concatenate([self._pending, audio])
@@ -95,6 +115,7 @@ class LegPipeline:
 
     def _submit(self, cuts: list[Cut]) -> None:
         for cut in cuts:
+            self._offset_of.setdefault(cut.segment, self._skipped_ms)
             if cut.kind == "final":
                 with self._emit_lock:
                     ordinal = self._finals_submitted
@@ -161,18 +182,21 @@ class LegPipeline:
             return  # nothing was heard and no partial needs closing
         self._scheduler._final_emitted(job)
         start, end = self._span(job.cut, hyp)
-        base = self.origin_ms + job.cut.start_sample * 1000 // 16000
+        base = self._base_ms(job.cut)
         words = tuple(Word(w.text, base + int(w.start_s * 1000), base + int(w.end_s * 1000), round(w.probability, 4))
                       for w in (hyp.words if hyp is not None and text else []))
         self._call(TranscriptEvent("final", self._utterance(seg), start, end, text, words))
 
     def _span(self, cut: Cut, hyp: "Hypothesis | None") -> tuple[int, int]:
-        base = self.origin_ms + cut.start_sample * 1000 // 16000
+        base = self._base_ms(cut)
         start, end = base, base + len(cut.audio) * 1000 // 16000
         if hyp is not None and hyp.words:  # tighter than the VAD bounds, which include pre-roll and tail
             start = max(start, base + int(hyp.words[0].start_s * 1000))
             end = max(start, min(end, base + int(hyp.words[-1].end_s * 1000)))
         return start, end
+
+    def _base_ms(self, cut: Cut) -> int:
+        return self.origin_ms + self._offset_of.get(cut.segment, 0) + cut.start_sample * 1000 // 16000
 
     def _utterance(self, segment: int) -> int:
         if segment not in self._utterance_of:

@@ -6,7 +6,7 @@ import os
 
 import numpy as np
 
-SAMPLE_RATE = 16000
+from callscribe.audio.rates import MODEL_RATE as SAMPLE_RATE
 
 
 class AudioReadError(Exception):

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import soxr
 
-TARGET_RATE = 16000
+from callscribe.audio.rates import MODEL_RATE as TARGET_RATE
 
 
 class StreamResampler:

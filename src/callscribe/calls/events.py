@@ -43,14 +43,15 @@ class UtteranceEvent:
     "redacted_and_unredacted" mode. `words` are set only when the stream asked for detailedToken
     (and are then unredacted, which is why that combination is refused with a redacting mode).
     A partial with empty text withdraws the partials shown for that utterance: it turned out to be
-    noise, and no final follows.
+    noise, and no final follows. `participant` is the id of the speaker within the call (for ASAPP
+    calls the same as `role`); `surface` names the control surface whose formats deliver it.
     """
 
     call: CallRef
     seq: int
     kind: Literal["partial", "final"]
-    role: str  # "customer" | "agent"
-    external_id: str  # sender.externalId: customerId or agentId from start-streaming
+    role: str  # the participant's role label: customer, agent, attendee, speaker
+    external_id: str  # the caller's id of the speaker (ASAPP customerId / agentId)
     stream_id: str  # the per-leg stream id of the streaming interval that produced it
     utterance: int  # per-leg utterance number
     start_ms: int  # ms from the start of the leg's media
@@ -60,6 +61,13 @@ class UtteranceEvent:
     words: tuple[Word, ...] | None = None
     redaction_output: str = "redacted"
     created_at: datetime = field(default_factory=utcnow)
+    participant: str = ""  # defaults to the role (calls whose participants are their roles)
+    participant_name: str = ""
+    surface: str = "asapp"
+
+    def __post_init__(self) -> None:
+        if not self.participant:
+            object.__setattr__(self, "participant", self.role)
 
 
 @dataclass(frozen=True)
@@ -71,6 +79,10 @@ class StreamSummary:
     streaming_seconds: int
     transcripts: int
 
+    def as_dict(self) -> dict[str, int]:
+        return {"total_audio_bytes": self.total_audio_bytes, "audio_duration_ms": self.audio_duration_ms,
+                "streaming_seconds": self.streaming_seconds, "transcripts": self.transcripts}
+
 
 @dataclass(frozen=True)
 class CallStateEvent:
@@ -81,13 +93,14 @@ class CallStateEvent:
     streaming-stopped the per-role StreamSummary objects (as dicts); for recording-saved the role,
     stream id and file path relative to the data dir.
 
-    The registry's shapes (snake_case keys):
-    media-connected {"tracks": [...], "source", "metadata"}; streaming-started {"legs": {role:
-    {"stream_id", "external_id", "track"}}, "params": {"language", "detailed_token",
-    "audio_recording_allowed", "redaction_output", "external_ids", "twilio_track_map",
-    "media_line_order", "amazon_connect"?}}; streaming-stopped {"reason": "stop" | "media-ended" |
-    "no-media", "stream_ids": {role: id}, "summaries": {role: {StreamSummary fields, "stream_id"}}};
-    media-ended {"reason"}; recording-saved {"role", "stream_id", "path", "duration_ms", "sample_rate"}.
+    The registry's shapes (snake_case keys; legs are keyed by participant id):
+    media-connected {"tracks": [...], "participants": {track: participant id}, "source", "metadata"};
+    streaming-started {"legs": {participant: {"participant", "role", "name", "external_id",
+    "stream_id", "track"}}, "params": {"language", "detailed_token", "audio_recording_allowed",
+    "redaction_output", "surface", and the surface's own options}}; streaming-stopped {"reason":
+    "stop" | "media-ended", "stream_ids": {participant: id}, "summaries": {participant:
+    {StreamSummary fields, "stream_id", "role"}}}; media-ended {"reason"}; recording-saved
+    {"participant", "role", "stream_id", "path", "duration_ms", "sample_rate"}.
     """
 
     call: CallRef

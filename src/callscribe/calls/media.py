@@ -1,18 +1,49 @@
-"""The contract between media adapters (ingest/*) and the call registry.
+"""The contract between the edge (media adapters, pulled sources) and the call registry.
 
 An adapter turns its protocol into exactly this: who the call is (tenant, namespace, guid), which
 tracks it carries (in the protocol's own names: Twilio "inbound"/"outbound", AudioHook
-"external"/"internal", SIPREC m-line "0"/"1", ...), timed PCM per track, and the end of the media.
-The registry maps tracks to roles (customer/agent) using the namespace's defaults and whatever
-start-streaming said (twilioParams.trackMap, siprecParams.mediaLineOrder, ...); adapters never decide
-roles and never know whether transcription is on.
+"external"/"internal", SIPREC m-line labels, a meeting's attendee ids, ...) and, as far as the
+protocol knows, the participant each track carries; then timed PCM per track and the end of the
+media. A control surface may name the participants differently for one call (ASAPP's
+`twilioParams.trackMap`, say): its start carries `StreamParams.participants`, which wins. Adapters
+never know whether transcription is on.
+
+A source that callscribe pulls (Kinesis Video Streams, a stream URL) is a `PulledSource`: the control
+surface that starts the call hands it to the registry, which starts it and stops it with the call.
 """
 
 from __future__ import annotations
 
-from typing import Protocol, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol, Sequence
 
 import numpy as np
+
+
+@dataclass(frozen=True)
+class Participant:
+    """Who one track carries. `id` is unique within the call and keys its legs, webhook ordering,
+    redaction context and summaries; `role` is the label surfaces speak (customer, agent,
+    attendee, speaker); `name` is for display; `external_id` is the caller's id for the speaker
+    (ASAPP's customerId/agentId, a Chime ExternalUserId)."""
+
+    id: str
+    role: str
+    name: str = ""
+    external_id: str = ""
+
+
+@dataclass(frozen=True)
+class TrackSpec:
+    """One track a media session carries, and the participant the protocol says it carries."""
+
+    name: str
+    participant: Participant | None = None
+
+
+def track_specs(tracks: Sequence[str | TrackSpec]) -> list[TrackSpec]:
+    """Plain track names are tracks whose participant is named after the track."""
+    return [t if isinstance(t, TrackSpec) else TrackSpec(t) for t in tracks]
 
 
 class MediaCall(Protocol):
@@ -24,14 +55,15 @@ class MediaCall(Protocol):
     async def audio(self, track: str, pcm: np.ndarray, sample_rate: int, timestamp_ms: int | None = None) -> None:
         """Deliver mono int16 samples of one track.
 
-        `timestamp_ms` places the first sample on that track's timeline (ms since the media began);
-        when it is ahead of what the track has received, the gap is silence. None means "right after
-        the previous frame". Audio is counted whether or not transcription is on; it is transcribed,
-        buffered or recorded only while it is on.
+        `timestamp_ms` places the first sample on that track's timeline (ms since this session's
+        media began); when it is ahead of where the track stands, the track's timeline skips the
+        gap (no audio is made up for it). None means "right after the previous frame". Audio is
+        counted whether or not transcription is on; it is transcribed, buffered or recorded only
+        while it is on.
         """
         ...
 
-    async def event(self, name: str, data: dict) -> None:
+    async def event(self, name: str, data: dict[str, Any]) -> None:
         """A protocol event worth keeping with the call (DTMF digit, mark, pause, resume)."""
         ...
 
@@ -44,14 +76,29 @@ class MediaRegistry(Protocol):
     """What the registry offers to adapters."""
 
     async def media_connected(
-        self, *, tenant: str, namespace: str, guid: str, tracks: Sequence[str], source: str,
-        metadata: dict | None = None,
+        self, *, tenant: str, namespace: str, guid: str, tracks: Sequence[str | TrackSpec], source: str,
+        metadata: dict[str, Any] | None = None,
     ) -> MediaCall:
         """Register (or rejoin) the call's media and return the handle to feed it.
 
         Raises `MediaRefused` when the call cannot be taken (no capacity, duplicate live media, ...).
         """
         ...
+
+
+class PulledSource(Protocol):
+    """Media that callscribe fetches itself (a Kinesis Video stream, a stream URL).
+
+    `start` connects the media through `registry.media_connected` under the given call key and
+    returns once it is connected (raising `MediaRefused` with a reason the caller can show when it
+    cannot be), then keeps feeding in the background until the source ends, when it ends the media.
+    `stop` ends the pull; it is called when the call is discarded or the server shuts down, and
+    must be idempotent.
+    """
+
+    async def start(self, registry: MediaRegistry, *, tenant: str, namespace: str, guid: str) -> None: ...
+
+    async def stop(self) -> None: ...
 
 
 class MediaRefused(Exception):

@@ -1,8 +1,10 @@
 """The call registry: every live call of the process, keyed by (tenant, namespace, guid).
 
-Media adapters register media here (MediaRegistry); control APIs start and stop transcription here;
-read views serve the native API. Calls whose media ended stay for `retention_s` (stop after hang-up,
-state views), then are dropped; the store keeps their history.
+Media adapters register media here (MediaRegistry); control APIs start and stop transcription here,
+naming the participants they mean (all by default); a start may hand over a PulledSource, which the
+registry starts and keeps with the call. Read views serve the native API. Calls whose media ended
+stay for `retention_s` (stop after hang-up, state views), then are dropped; the store keeps their
+history. Nothing here knows which protocol or control surface a call came from.
 """
 
 from __future__ import annotations
@@ -12,12 +14,16 @@ import logging
 import time
 import uuid
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence
 
 from callscribe.calls.call import Call, CallContext, MediaSession, NoCapacity
 from callscribe.calls.events import CallRef, EventBus
 from callscribe.calls.leg import Leg, StreamParams
-from callscribe.calls.media import MediaRefused
+from callscribe.calls.media import MediaRefused, PulledSource, TrackSpec, track_specs
+
+if TYPE_CHECKING:
+    from callscribe.asr.scheduler import AsrScheduler
+    from callscribe.metrics import Metrics
 
 log = logging.getLogger(__name__)
 
@@ -52,22 +58,26 @@ class UnsupportedLanguage(RegistryError):
     pass
 
 
+class SourceFailed(RegistryError):
+    """A pulled source could not connect its media; the message says why."""
+
+
 __all__ = ["CallRegistry", "RegistryError", "CallNotFound", "AlreadyStarted", "AlreadyStopped",
-           "MediaEnding", "NoCapacity", "NotReady", "UnsupportedLanguage", "StreamParams"]
+           "MediaEnding", "NoCapacity", "NotReady", "UnsupportedLanguage", "SourceFailed", "StreamParams"]
 
 
 class CallRegistry:
     """Implements callscribe.calls.media.MediaRegistry. Use from the event loop only."""
 
-    def __init__(self, bus: EventBus, scheduler: Callable[[], Any], data_dir: Path, *,
-                 languages: Callable[[], Iterable[str] | None] = lambda: None, metrics: Any = None,
+    def __init__(self, bus: EventBus, scheduler: Callable[[], "AsrScheduler | None"], data_dir: Path, *,
+                 languages: Callable[[], Iterable[str] | None] = lambda: None, metrics: "Metrics | None" = None,
                  retention_s: float = 900.0):
         self._ctx = CallContext(bus=bus, scheduler=scheduler, data_dir=Path(data_dir), metrics=metrics)
         self._languages = languages
         self._calls: dict[Key, Call] = {}
         self._arrived = asyncio.Condition()
         self.retention_s = retention_s
-        self._sweeper: asyncio.Task | None = None
+        self._sweeper: asyncio.Task[None] | None = None
         if metrics is not None:  # read at scrape time, so it is never stale
             metrics.active_calls.set_function(lambda: sum(1 for c in list(self._calls.values()) if c.live))
 
@@ -82,6 +92,7 @@ class CallRegistry:
         if self._sweeper is not None:
             self._sweeper.cancel()
         for call in list(self._calls.values()):
+            await call.stop_sources()
             for session in list(call.sessions):
                 try:
                     await asyncio.wait_for(session.end("shutdown"), timeout=10)
@@ -96,25 +107,14 @@ class CallRegistry:
             self.sweep()
 
     def sweep(self, now: float | None = None) -> None:
-        """Drop calls whose media ended more than retention_s ago, and starts that never got media."""
+        """Drop calls whose media ended more than retention_s ago."""
         now = time.monotonic() if now is None else now
         for key, call in list(self._calls.items()):
             idle_since = call.ended_at if call.media_state == "ended" else (
                 call.pending_since if call.media_state == "pending" else None)
             if idle_since is not None and now - idle_since > self.retention_s and not call.lock.locked():
-                if call.media_state == "pending" and call.legs:
-                    asyncio.create_task(self._expire_pending(call))
-                    continue
                 call.discard()
                 del self._calls[key]
-
-    async def _expire_pending(self, call: Call) -> None:
-        async with call.lock:
-            if call.media_state == "pending" and call.legs:
-                await call.close_legs(list(call.legs), reason="no-media")
-                call.media_state = "ended"
-                call.ended_at = time.monotonic()
-                call.publish_state("media-ended", {"reason": "no media arrived"})
 
     # -- media (MediaRegistry) ------------------------------------------------------------------------
 
@@ -124,16 +124,19 @@ class CallRegistry:
         self._calls[key] = call
         return call
 
-    async def media_connected(self, *, tenant: str, namespace: str, guid: str, tracks: Sequence[str],
-                              source: str, metadata: dict | None = None) -> MediaSession:
+    async def media_connected(self, *, tenant: str, namespace: str, guid: str, tracks: Sequence[str | TrackSpec],
+                              source: str, metadata: dict[str, Any] | None = None) -> MediaSession:
         key = (tenant, namespace, guid)
+        specs = track_specs(tracks)
+        if not specs:
+            raise MediaRefused("media with no tracks")
         call = self._calls.get(key)
         if call is None:
             call = self._new_call(key)
-        busy = [t for t in tracks if t in call.live_tracks()]
+        busy = [t.name for t in specs if t.name in call.live_tracks()]
         if busy:
             raise MediaRefused(f"media for track(s) {', '.join(busy)} of this call is already connected")
-        session = MediaSession(call, list(tracks), source)
+        session = MediaSession(call, specs, source)
         call.add_session(session, metadata)
         async with self._arrived:
             self._arrived.notify_all()
@@ -163,42 +166,55 @@ class CallRegistry:
         return self._calls.get(key)
 
     async def start_streaming(self, tenant: str, namespace: str, guid: str, params: StreamParams, *,
-                              roles: Sequence[str] | None = None, wait_s: float = 0.0) -> dict[str, Leg]:
-        """Open a streaming interval: a new stream id and pipeline for each role (all by default).
+                              participants: Sequence[str] | None = None, wait_s: float = 0.0,
+                              source: PulledSource | None = None) -> dict[str, Leg]:
+        """Open a streaming interval: a new stream id and pipeline for each participant (all by default).
 
-        Waits up to `wait_s` for the call's media. An Amazon Connect start that names its stream
-        creates the call at once (its legs attach when the pulled media arrives).
-        Raises CallNotFound, AlreadyStarted, MediaEnding, NoCapacity, NotReady, UnsupportedLanguage.
+        Waits up to `wait_s` for the call's media. With a `source`, a call that has no live media
+        starts it (the source connects the media) and keeps it until the call is discarded.
+        Raises CallNotFound, AlreadyStarted, MediaEnding, NoCapacity, NotReady, UnsupportedLanguage,
+        SourceFailed.
         """
         self.check_language(params.language)
         key = (tenant, namespace, guid)
         call = self._calls.get(key)
         if call is not None and call.ending:
             raise MediaEnding(guid)
-        creates = namespace == "amazonconnect" and params.amazon_connect is not None \
-            and bool(params.amazon_connect.get("streamArn"))
-        if (call is None or not call.live) and not creates:
+        if (call is None or not call.live) and source is not None:
+            call = await self._start_source(key, source)
+        if call is None or not call.live:
             call = await self._wait_for_media(key, wait_s) if wait_s > 0 else None
             if call is None or not call.live:
                 raise CallNotFound(guid)
-        if call is None:
-            call = self._new_call(key)
         async with call.lock:
-            if any(r in call.legs for r in (roles or call.legs)):
+            if any(p in call.legs for p in (participants or call.legs)):
                 raise AlreadyStarted(guid)
-            plan = call.roles_to_open(params, roles)
+            plan = call.plan(params, participants)
             if not plan:
                 raise CallNotFound(guid)  # media ended while we waited for the lock
             try:
-                return call.open_legs(params, plan)
+                return call.open_legs(params, plan, participants)
             except NoCapacity:
                 if self._ctx.metrics is not None:
                     self._ctx.metrics.refused.inc()
                 raise
 
+    async def _start_source(self, key: Key, source: PulledSource) -> Call:
+        tenant, namespace, guid = key
+        try:
+            await source.start(self, tenant=tenant, namespace=namespace, guid=guid)
+        except MediaRefused as refused:
+            raise SourceFailed(refused.reason) from None
+        call = self._calls.get(key)
+        if call is None or not call.live:
+            await source.stop()
+            raise SourceFailed("the source connected no media")
+        call.sources.append(source)
+        return call
+
     async def stop_streaming(self, tenant: str, namespace: str, guid: str, *,
-                             roles: Sequence[str] | None = None) -> dict[str, Leg]:
-        """Close the open interval (of these roles) and return its legs with their final summaries.
+                             participants: Sequence[str] | None = None) -> dict[str, Leg]:
+        """Close the open interval (of these participants) and return its legs with their final summaries.
 
         A stop after the media ended reports, once, the interval that the hang-up closed.
         Raises CallNotFound, AlreadyStopped.
@@ -207,13 +223,13 @@ class CallRegistry:
         if call is None:
             raise CallNotFound(guid)
         async with call.lock:
-            open_roles = [r for r in call.legs if roles is None or r in roles]
-            if open_roles:
-                return await call.close_legs(open_roles, reason="stop")
-            reported = {r: leg for r, leg in call.unacked.items() if roles is None or r in roles}
+            open_ids = [p for p in call.legs if participants is None or p in participants]
+            if open_ids:
+                return await call.close_legs(open_ids, reason="stop")
+            reported = {p: leg for p, leg in call.unacked.items() if participants is None or p in participants}
             if reported:
-                for r in reported:
-                    del call.unacked[r]
+                for p in reported:
+                    del call.unacked[p]
                 return reported
             raise AlreadyStopped(guid)
 

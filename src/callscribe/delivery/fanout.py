@@ -15,32 +15,14 @@ from __future__ import annotations
 
 import asyncio
 from collections import OrderedDict, deque
-from dataclasses import asdict
 from typing import Awaitable, Callable
 
 from callscribe.calls.events import CallEvent, CallStateEvent, EventBus
 from callscribe.store import Store
-from callscribe.store.repository import iso, jsonable
 
 RING_SIZE = 256
 MAX_RINGS = 2000
 QUEUE_SIZE = 1000
-
-
-def event_json(event: CallEvent) -> dict:
-    """The wire form of an event on WS /v1/calls/{guid}/events."""
-    base = {"seq": event.seq, "callId": event.call.call_id, "guid": event.call.guid,
-            "namespace": event.call.namespace, "createdAt": iso(event.created_at)}
-    if isinstance(event, CallStateEvent):
-        return {"type": "state", **base, "state": event.state, "data": jsonable(event.data)}
-    out = {"type": event.kind, **base, "role": event.role, "externalId": event.external_id,
-           "streamId": event.stream_id, "utterance": event.utterance, "start": event.start_ms,
-           "end": event.end_ms, "text": event.text}
-    if event.unredacted_text is not None:
-        out["unredactedText"] = event.unredacted_text
-    if event.words is not None:
-        out["words"] = [asdict(w) for w in event.words]
-    return out
 
 
 class SubscriberOverflow(Exception):

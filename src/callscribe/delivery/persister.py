@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Callable
+from typing import Callable, Mapping
 
 from sqlalchemy.exc import InterfaceError, OperationalError
 
 from callscribe.calls.events import CallEvent, EventBus, UtteranceEvent
-from callscribe.delivery.webhook import encode, message_id, ordering_key, transcript_payload
+from callscribe.delivery.webhook import Formatter
 from callscribe.store import NewOutbox, Store
 
 log = logging.getLogger(__name__)
@@ -32,10 +32,13 @@ class _Barrier:
 
 class Persister:
     def __init__(self, bus: EventBus, store: Store, *, webhooks_enabled: bool,
+                 formatters: Mapping[str, Formatter] | None = None,
                  on_outbox: Callable[[], None] | None = None) -> None:
         self.bus = bus
         self.store = store
         self.webhooks_enabled = webhooks_enabled
+        self.formatters = dict(formatters or {})  # control surface -> its webhook formatter
+        self._unformatted: set[str] = set()
         self.on_outbox = on_outbox  # wakes the webhook dispatcher
         self._queue: asyncio.Queue[CallEvent | _Barrier | None] = asyncio.Queue()
         self._unsubscribe: Callable[[], None] | None = None
@@ -99,8 +102,15 @@ class Persister:
         items: list[tuple[CallEvent, NewOutbox | None]] = []
         for event in events:
             outbox = None
-            if self.webhooks_enabled and isinstance(event, UtteranceEvent):
-                outbox = NewOutbox(message_id(event), ordering_key(event), encode(transcript_payload(event)))
+            formatter = self.formatters.get(event.surface) if isinstance(event, UtteranceEvent) else None
+            if self.webhooks_enabled and isinstance(event, UtteranceEvent) and formatter is None:
+                if event.surface not in self._unformatted:
+                    self._unformatted.add(event.surface)
+                    log.error("no webhook format for surface %r: its webhooks are not sent", event.surface)
+            if self.webhooks_enabled and formatter is not None:
+                message = formatter(event)
+                if message is not None:
+                    outbox = NewOutbox(message.msg_id, message.ordering_key, message.payload)
             items.append((event, outbox))
         return items
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any
+from typing import TYPE_CHECKING
 
 from callscribe.delivery.fanout import FanoutHub
 from callscribe.delivery.outbox import WebhookDispatcher
@@ -12,10 +12,13 @@ from callscribe.delivery.persister import Persister
 from callscribe.delivery.webhook import Signer, load_or_create_secret
 from callscribe.store import Store
 
+if TYPE_CHECKING:
+    from callscribe.services import Services
+
 log = logging.getLogger(__name__)
 
 
-async def start_delivery(services: Any) -> None:
+async def start_delivery(services: Services) -> None:
     """Open the database (migrating it), then subscribe the fan-out hub and the persister to the
     bus, then start the webhook dispatcher. Fills services.store, .fanout, .persister, .webhooks."""
     settings = services.settings
@@ -28,6 +31,7 @@ async def start_delivery(services: Any) -> None:
         signer = Signer(load_or_create_secret(settings))
         services.webhooks = WebhookDispatcher(store, settings.webhook_url, signer, services.metrics)
     services.persister = Persister(services.bus, store, webhooks_enabled=services.webhooks is not None,
+                                   formatters=services.formatters,
                                    on_outbox=services.webhooks.wake if services.webhooks else None)
     services.persister.start()
     if services.webhooks is not None:
@@ -35,7 +39,7 @@ async def start_delivery(services: Any) -> None:
         log.info("webhooks: delivering to %s", settings.webhook_url)
 
 
-async def stop_delivery(services: Any) -> None:
+async def stop_delivery(services: Services) -> None:
     """Store what is still queued, stop sending, close the database."""
     if services.persister is not None:
         await services.persister.stop()

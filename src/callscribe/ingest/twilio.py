@@ -1,10 +1,10 @@
 """Twilio Media Streams: message parsing, validation and the per-stream state machine.
 
 This module knows the protocol and nothing about sockets: `parse_message` turns one text frame into
-a typed message (or raises `StreamError`), and `TwilioStream` drives one stream through
+a typed message (or raises `AdapterError`), and `TwilioStream` drives one stream through
 connected -> start -> media/dtmf/mark -> stop, handing the call registry timed PCM per track.
 The WebSocket endpoint (`twilio_endpoint.py`) feeds it frames and closes the socket with the code
-and reason of any `StreamError`.
+and reason of any `AdapterError`.
 
 Traps handled here (see the media-protocols spec, section 1):
 - numbers arrive as JSON strings (`sequenceNumber`, `chunk`, `timestamp`); `sampleRate` and
@@ -23,14 +23,17 @@ import logging
 from dataclasses import dataclass, field
 from typing import Awaitable, Callable, Union
 
-from callscribe.calls.media import MediaCall, MediaRefused, MediaRegistry
+from callscribe.audio.rates import TELEPHONY_RATE
+from callscribe.calls.media import MediaCall, MediaRefused, MediaRegistry, Participant, TrackSpec
+from callscribe.ingest.base import (AdapterError, Close, TrackTimeline, WebSocketAdapter, integer, json_object, obj,
+                                    string)
 
 log = logging.getLogger(__name__)
 
 NAMESPACE = "twilio"
-SAMPLE_RATE = 8000
-SAMPLES_PER_MS = SAMPLE_RATE // 1000
-TRACKS = ("inbound", "outbound")
+SAMPLE_RATE = TELEPHONY_RATE
+# Who each track carries unless the start says otherwise: inbound is the caller.
+TRACKS = {"inbound": Participant("customer", "customer"), "outbound": Participant("agent", "agent")}
 
 #: Largest text frame accepted. A real media message is about 400 bytes (160 bytes of mu-law in
 #: base64 plus the envelope); a `start` with many custom parameters stays well under this.
@@ -38,32 +41,12 @@ MAX_MESSAGE_BYTES = 64 * 1024
 #: A frame whose timestamp is within this of where its track stands is contiguous: Twilio's
 #: presentation times jitter by a few ms, and a lost 20 ms frame must still show as a gap.
 JITTER_MS = 10
-#: A timestamp further ahead than this is not a lost frame but a broken counter; filling it with
-#: silence would cost memory for nothing.
+#: A timestamp further ahead than this is not a lost frame but a broken counter.
 MAX_GAP_MS = 60_000
 #: Parameters never copied into the call's metadata (they authenticate the stream).
 SECRET_PARAMETERS = frozenset({"token"})
 
-# WebSocket close codes (RFC 6455 section 7.4.1).
-CLOSE_NORMAL = 1000
-CLOSE_UNSUPPORTED = 1003
-CLOSE_INVALID = 1007
-CLOSE_POLICY = 1008
-CLOSE_TOO_BIG = 1009
-CLOSE_INTERNAL = 1011
-CLOSE_TRY_LATER = 1013
-
 _MAX_UNKNOWN_LOGGED = 16
-_MAX_INT = 2**53
-
-
-class StreamError(Exception):
-    """The stream cannot go on. `reason` is safe to log and to put in the close frame."""
-
-    def __init__(self, reason: str, code: int = CLOSE_INVALID):
-        super().__init__(reason)
-        self.reason = reason
-        self.code = code
 
 
 # Messages ------------------------------------------------------------------------------------
@@ -117,46 +100,6 @@ class Unknown:
 Message = Union[Connected, Start, Media, Dtmf, Mark, Stop, Unknown]
 
 
-def _obj(container: dict, key: str, *, required: bool = True) -> dict:
-    value = container.get(key)
-    if value is None and not required:
-        return {}
-    if not isinstance(value, dict):
-        raise StreamError(f"'{key}' must be an object")
-    return value
-
-
-def _str(container: dict, key: str, *, required: bool = False, where: str = "") -> str | None:
-    value = container.get(key)
-    if value is None:
-        if required:
-            raise StreamError(f"'{where}{key}' is missing")
-        return None
-    if not isinstance(value, str):
-        raise StreamError(f"'{where}{key}' must be a string")
-    return value
-
-
-def _int(container: dict, key: str, *, where: str = "") -> int | None:
-    """A non-negative integer sent as a JSON number or, as Twilio does, as a string of digits."""
-    value = container.get(key)
-    if value is None:
-        return None
-    if isinstance(value, bool):
-        raise StreamError(f"'{where}{key}' must be a number")
-    if isinstance(value, int):
-        number = value
-    elif isinstance(value, float) and value.is_integer():
-        number = int(value)
-    elif isinstance(value, str) and value.strip().isdigit() and len(value) <= 16:
-        number = int(value.strip())
-    else:
-        raise StreamError(f"'{where}{key}' must be a number, got {type(value).__name__}")
-    if not 0 <= number < _MAX_INT:
-        raise StreamError(f"'{where}{key}' is out of range")
-    return number
-
-
 def _track_name(value: str) -> str:
     # TwiML says inbound_track, the WebSocket says inbound: accept both spellings.
     return value[: -len("_track")] if value.endswith("_track") else value
@@ -164,123 +107,88 @@ def _track_name(value: str) -> str:
 
 def _check_media_format(fmt: dict) -> None:
     encoding = fmt.get("encoding")
-    rate = _int(fmt, "sampleRate", where="start.mediaFormat.")
-    channels = _int(fmt, "channels", where="start.mediaFormat.")
+    rate = integer(fmt, "sampleRate", where="start.mediaFormat.")
+    channels = integer(fmt, "channels", where="start.mediaFormat.")
     if not isinstance(encoding, str) or encoding.lower() != "audio/x-mulaw" or rate != SAMPLE_RATE or channels != 1:
-        raise StreamError(
+        raise AdapterError(
             f"unsupported mediaFormat {encoding!r}/{rate}/{channels}; expected audio/x-mulaw/8000/1"
         )
 
 
 def _parse_start(msg: dict) -> Start:
-    start = _obj(msg, "start")
-    _check_media_format(_obj(start, "mediaFormat"))
+    start = obj(msg, "start")
+    _check_media_format(obj(start, "mediaFormat"))
     raw_tracks = start.get("tracks")
     if raw_tracks is None:
         tracks: tuple[str, ...] = ("inbound",)
     elif isinstance(raw_tracks, list) and all(isinstance(t, str) for t in raw_tracks):
         tracks = tuple(dict.fromkeys(_track_name(t) for t in raw_tracks)) or ("inbound",)
     else:
-        raise StreamError("'start.tracks' must be a list of strings")
+        raise AdapterError("'start.tracks' must be a list of strings")
     unknown = [t for t in tracks if t not in TRACKS]
     if unknown:
-        raise StreamError(f"unknown track {unknown[0]!r} in start.tracks")
-    params = _obj(start, "customParameters", required=False)
+        raise AdapterError(f"unknown track {unknown[0]!r} in start.tracks")
+    params = obj(start, "customParameters", required=False)
     if not all(isinstance(k, str) and isinstance(v, (str, int, float, bool)) for k, v in params.items()):
-        raise StreamError("'start.customParameters' must map names to strings")
+        raise AdapterError("'start.customParameters' must map names to strings")
     return Start(
-        stream_sid=_str(start, "streamSid", where="start.") or _str(msg, "streamSid"),
-        call_sid=_str(start, "callSid", where="start."),
-        account_sid=_str(start, "accountSid", where="start."),
+        stream_sid=string(start, "streamSid", where="start.") or string(msg, "streamSid"),
+        call_sid=string(start, "callSid", where="start."),
+        account_sid=string(start, "accountSid", where="start."),
         tracks=tracks,
         custom_parameters={k: v if isinstance(v, str) else json.dumps(v) for k, v in params.items()},
     )
 
 
 def _parse_media(msg: dict) -> Media:
-    media = _obj(msg, "media")
-    payload = _str(media, "payload", required=True, where="media.")
+    media = obj(msg, "media")
+    payload = string(media, "payload", required=True, where="media.") or ""
     try:
         audio = base64.b64decode(payload, validate=True)
     except (binascii.Error, ValueError):
-        raise StreamError("'media.payload' is not valid base64") from None
-    track = _str(media, "track", where="media.")
+        raise AdapterError("'media.payload' is not valid base64") from None
+    track = string(media, "track", where="media.")
     return Media(
         track=_track_name(track) if track is not None else None,
-        chunk=_int(media, "chunk", where="media."),
-        timestamp_ms=_int(media, "timestamp", where="media."),
+        chunk=integer(media, "chunk", where="media."),
+        timestamp_ms=integer(media, "timestamp", where="media."),
         payload=audio,
     )
 
 
 def parse_message(data: str | bytes) -> Message:
-    """One WebSocket frame -> one message. Raises `StreamError` for anything that is not a
+    """One WebSocket frame -> one message. Raises `AdapterError` for anything that is not a
     well-formed Twilio message; unknown event names parse as `Unknown`."""
     if isinstance(data, (bytes, bytearray, memoryview)):
-        raise StreamError("binary frame; Twilio sends JSON text frames only", CLOSE_UNSUPPORTED)
+        raise AdapterError("binary frame; Twilio sends JSON text frames only", Close.UNSUPPORTED)
     if len(data) > MAX_MESSAGE_BYTES:
-        raise StreamError(f"message larger than {MAX_MESSAGE_BYTES} bytes", CLOSE_TOO_BIG)
-    try:
-        msg = json.loads(data)
-    except (json.JSONDecodeError, RecursionError):
-        raise StreamError("frame is not JSON") from None
-    if not isinstance(msg, dict):
-        raise StreamError("frame is not a JSON object")
+        raise AdapterError(f"message larger than {MAX_MESSAGE_BYTES} bytes", Close.TOO_BIG)
+    msg = json_object(data, what="frame")
     event = msg.get("event")
     if not isinstance(event, str):
-        raise StreamError("'event' is missing or not a string")
-    _int(msg, "sequenceNumber")  # validated for type only; ordering is TCP's job
+        raise AdapterError("'event' is missing or not a string")
+    integer(msg, "sequenceNumber")  # validated for type only; ordering is TCP's job
     if event == "media":
         return _parse_media(msg)
     if event == "start":
         return _parse_start(msg)
     if event == "connected":
-        return Connected(_str(msg, "protocol"), _str(msg, "version"))
+        return Connected(string(msg, "protocol"), string(msg, "version"))
     if event == "dtmf":
-        dtmf = _obj(msg, "dtmf")
-        track = _str(dtmf, "track", where="dtmf.")
-        return Dtmf(_track_name(track) if track else None, _str(dtmf, "digit", required=True, where="dtmf.") or "")
+        dtmf = obj(msg, "dtmf")
+        track = string(dtmf, "track", where="dtmf.")
+        return Dtmf(_track_name(track) if track else None, string(dtmf, "digit", required=True, where="dtmf.") or "")
     if event == "mark":
-        return Mark(_str(_obj(msg, "mark"), "name", required=True, where="mark.") or "")
+        return Mark(string(obj(msg, "mark"), "name", required=True, where="mark.") or "")
     if event == "stop":
-        stop = _obj(msg, "stop", required=False)
-        return Stop(_str(stop, "callSid", where="stop."), _str(stop, "accountSid", where="stop."))
+        stop = obj(msg, "stop", required=False)
+        return Stop(string(stop, "callSid", where="stop."), string(stop, "accountSid", where="stop."))
     return Unknown(event[:64])
 
 
-# Timelines -----------------------------------------------------------------------------------
-
-
-@dataclass
-class TrackTimeline:
-    """Where one track stands, in samples since its media began (gap silence included)."""
-
-    samples: int = 0
-
-    def place(self, timestamp_ms: int | None, n: int) -> tuple[int, int | None]:
-        """Position a frame of `n` samples stamped `timestamp_ms`.
-
-        Returns (samples to drop from the frame's start, timestamp to give the registry). The
-        timestamp is None when the frame simply continues the track, and set only when it starts
-        after a gap, which the registry fills with silence. Frames that overlap what the track
-        already has (a replayed or early-stamped frame) lose the overlapping part.
-        """
-        if timestamp_ms is None:
-            self.samples += n
-            return 0, None
-        at = timestamp_ms * SAMPLES_PER_MS
-        gap = at - self.samples
-        if abs(gap) <= JITTER_MS * SAMPLES_PER_MS:
-            self.samples += n
-            return 0, None
-        if gap > 0:
-            if gap > MAX_GAP_MS * SAMPLES_PER_MS:
-                raise StreamError(f"media.timestamp jumps {gap // SAMPLES_PER_MS} ms ahead", CLOSE_POLICY)
-            self.samples = at + n
-            return 0, timestamp_ms
-        drop = min(n, -gap)
-        self.samples += n - drop
-        return drop, None
+def track_specs(tracks: tuple[str, ...] | list[str]) -> list[TrackSpec]:
+    """Twilio's tracks with the participant each carries unless a start names them otherwise."""
+    return [TrackSpec(t, TRACKS[t]) for t in tracks]
 
 
 # The stream ----------------------------------------------------------------------------------
@@ -296,7 +204,7 @@ class StreamStats:
     unknown_events: int = 0
 
 
-class TwilioStream:
+class TwilioStream(WebSocketAdapter):
     """One Twilio media stream, from its first frame to `stop` or close.
 
     `tenant` is the tenant the upgrade authenticated; when it is None the stream URL carried no
@@ -312,7 +220,6 @@ class TwilioStream:
         source: str,
         resolve_tenant: TenantResolver | None = None,
     ):
-        # Imported here so that the protocol layer can be unit-tested with no codec module at hand.
         from callscribe.audio.codecs import ulaw_decode
 
         self._decode = ulaw_decode
@@ -329,9 +236,16 @@ class TwilioStream:
         self._unknown_seen: set[str] = set()
         self._connected_seen = False
 
-    @property
-    def started(self) -> bool:
-        return self.start is not None
+    name = "twilio stream"
+    log = log
+    max_message_bytes = MAX_MESSAGE_BYTES
+    close_code = Close.NORMAL
+
+    async def on_text(self, text: str) -> bool:
+        return await self.receive(text)
+
+    async def on_bytes(self, data: bytes) -> bool:
+        return await self.receive(data)
 
     @property
     def label(self) -> str:
@@ -342,7 +256,7 @@ class TwilioStream:
         return f"{self.start.stream_sid or '-'} (call {guid}, from {self._source})"
 
     async def receive(self, data: str | bytes) -> bool:
-        """Handle one frame. Returns True once the stream has stopped; raises `StreamError` when
+        """Handle one frame. Returns True once the stream has stopped; raises `AdapterError` when
         it must be closed."""
         if self.stopped:
             return True  # Twilio closes the socket after stop; anything in between is moot
@@ -372,22 +286,22 @@ class TwilioStream:
 
     def _require_call(self, what: str) -> MediaCall:
         if self.call is None:
-            raise StreamError(f"'{what}' before 'start'", CLOSE_POLICY)
+            raise AdapterError(f"'{what}' before 'start'", Close.POLICY)
         return self.call
 
     async def _on_start(self, start: Start) -> None:
         if self.start is not None:
-            raise StreamError("second 'start' on one stream", CLOSE_POLICY)
+            raise AdapterError("second 'start' on one stream", Close.POLICY)
         self.start = start
         params = start.custom_parameters
         guid = params.get("guid") or start.call_sid
         if not guid:
-            raise StreamError("'start.callSid' is missing and no 'guid' parameter was given")
+            raise AdapterError("'start.callSid' is missing and no 'guid' parameter was given")
         tenant = self._tenant
         if tenant is None:
             tenant = await self._resolve_tenant(params) if self._resolve_tenant is not None else None
             if tenant is None:
-                raise StreamError("stream URL token missing, invalid or expired", CLOSE_POLICY)
+                raise AdapterError("stream URL token missing, invalid or expired", Close.POLICY)
         metadata = {
             "streamSid": start.stream_sid,
             "callSid": start.call_sid,
@@ -397,12 +311,13 @@ class TwilioStream:
         }
         try:
             self.call = await self._registry.media_connected(
-                tenant=tenant, namespace=NAMESPACE, guid=guid, tracks=list(start.tracks),
+                tenant=tenant, namespace=NAMESPACE, guid=guid, tracks=track_specs(start.tracks),
                 source=self._source, metadata=metadata,
             )
         except MediaRefused as exc:
-            raise StreamError(f"refused: {exc.reason}", CLOSE_TRY_LATER if exc.capacity else CLOSE_POLICY) from None
-        self._timelines = {t: TrackTimeline() for t in start.tracks}
+            raise AdapterError(f"refused: {exc.reason}", Close.TRY_LATER if exc.capacity else Close.POLICY) from None
+        self._timelines = {t: TrackTimeline(SAMPLE_RATE, JITTER_MS, MAX_GAP_MS) for t in start.tracks}
+        self.started = True
         log.info("twilio stream %s started, tenant %s, tracks %s", self.label, tenant, ",".join(start.tracks))
 
     async def _on_media(self, media: Media) -> None:
@@ -411,11 +326,11 @@ class TwilioStream:
         track = media.track
         if track is None:
             if len(self.start.tracks) != 1:
-                raise StreamError("'media.track' is missing on a two-track stream")
+                raise AdapterError("'media.track' is missing on a two-track stream")
             track = self.start.tracks[0]
         timeline = self._timelines.get(track)
         if timeline is None:
-            raise StreamError(f"media on track {track!r}, which 'start' did not announce", CLOSE_POLICY)
+            raise AdapterError(f"media on track {track!r}, which 'start' did not announce", Close.POLICY)
         self.stats.media_frames += 1
         n = len(media.payload)
         if n == 0:

@@ -1,8 +1,8 @@
 """Who may open a Twilio media stream: the stream-URL token and the X-Twilio-Signature.
 
-The token is what GET /mg-autotranscribe/v1/twilio-media-stream-url hands out: signed, bound to the
-caller's tenant, valid for five minutes, and checked only when a stream connects (so a stream
-outlives it, and one URL may start any number of streams while it is valid).
+The token is what GET /mg-autotranscribe/v1/twilio-media-stream-url hands out (callscribe.urls):
+signed, bound to the caller's tenant, valid for five minutes, and checked only when a stream
+connects (so a stream outlives it, and one URL may start any number of streams while it is valid).
 
 Twilio signs the WebSocket upgrade like any webhook: base64(HMAC-SHA1(auth token, URL)) over the
 exact URL it was given, which is the ws(s):// form of our public URL, query included. Behind a TLS
@@ -12,16 +12,19 @@ URL rather than from the request.
 
 from __future__ import annotations
 
-from urllib.parse import parse_qs, quote
+from urllib.parse import parse_qs
 
 from twilio.request_validator import RequestValidator
 
 from callscribe.config import Settings
 from callscribe.tokens import token_signer
+from callscribe.urls import TWILIO_MEDIA_PATH as STREAM_PATH
+from callscribe.urls import TWILIO_TOKEN_PURPOSE as TOKEN_PURPOSE
+from callscribe.urls import issue_token
+from callscribe.urls import twilio_stream_url as stream_url
 
-STREAM_PATH = "/mg-autotranscribe/v1/twilio-media"
-TOKEN_PURPOSE = "twilio-media"
-TOKEN_TTL_S = 300
+__all__ = ["STREAM_PATH", "TOKEN_PURPOSE", "issue_token", "stream_url", "tenant_of_token", "token_from_query",
+           "signature_ok"]
 
 
 def _http_base(public_url: str) -> str:
@@ -30,10 +33,6 @@ def _http_base(public_url: str) -> str:
     if public_url.startswith("ws://"):
         return "http://" + public_url[len("ws://"):]
     return public_url
-
-
-def issue_token(settings: Settings, tenant: str, ttl_s: float = TOKEN_TTL_S) -> str:
-    return token_signer(settings).issue(tenant, TOKEN_PURPOSE, ttl_s)
 
 
 def tenant_of_token(settings: Settings, token: str | None) -> str | None:
@@ -45,12 +44,6 @@ def tenant_of_token(settings: Settings, token: str | None) -> str | None:
         return None
     tenant = claims.get("tenant")
     return tenant if isinstance(tenant, str) and tenant else None
-
-
-def stream_url(settings: Settings, tenant: str) -> str:
-    """The ws(s):// URL a Twilio <Stream> should connect to, carrying a fresh token."""
-    token = quote(issue_token(settings, tenant), safe="")
-    return f"{settings.public_ws_url}{STREAM_PATH}?token={token}"
 
 
 def token_from_query(query_string: str) -> str | None:

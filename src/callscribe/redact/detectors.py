@@ -108,7 +108,7 @@ def luhn_chains(u: Utterance, max_gap: int = 4) -> set[int]:
 
     Words between the pieces break a run; Luhn is what makes joining them safe to assert.
     """
-    runs, out = u.runs, set()
+    runs, out = u.runs, set[int]()
     for i in range(len(runs)):
         acc = runs[i].digits
         for j in range(i + 1, len(runs)):

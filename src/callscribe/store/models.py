@@ -95,7 +95,9 @@ class StreamInterval(Base):
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
     call_id: Mapped[str] = mapped_column(ForeignKey("calls.call_id", ondelete="CASCADE"))
     stream_id: Mapped[str] = mapped_column(String(128))
-    role: Mapped[str] = mapped_column(String(32))
+    participant: Mapped[str] = mapped_column(String(128))
+    participant_name: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    role: Mapped[str] = mapped_column(String(64))
     external_id: Mapped[str | None] = mapped_column(String(255), nullable=True)
     started_at: Mapped[datetime] = mapped_column(UTCDateTime())
     stopped_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
@@ -109,7 +111,7 @@ class StreamInterval(Base):
     transcripts: Mapped[int | None] = mapped_column(Integer, nullable=True)
 
     __table_args__ = (
-        UniqueConstraint("call_id", "stream_id", "role", name="uq_stream_intervals_call_stream_role"),
+        UniqueConstraint("call_id", "stream_id", "participant", name="uq_stream_intervals_call_stream_participant"),
     )
 
 
@@ -121,7 +123,8 @@ class Utterance(Base):
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
     call_id: Mapped[str] = mapped_column(ForeignKey("calls.call_id", ondelete="CASCADE"))
     seq: Mapped[int] = mapped_column(Integer)
-    role: Mapped[str] = mapped_column(String(32))
+    participant: Mapped[str] = mapped_column(String(128))
+    role: Mapped[str] = mapped_column(String(64))
     external_id: Mapped[str] = mapped_column(String(255))
     stream_id: Mapped[str] = mapped_column(String(128))
     utterance_no: Mapped[int] = mapped_column(Integer)
@@ -141,19 +144,20 @@ class Recording(Base):
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
     call_id: Mapped[str] = mapped_column(ForeignKey("calls.call_id", ondelete="CASCADE"))
-    role: Mapped[str] = mapped_column(String(32))
+    participant: Mapped[str] = mapped_column(String(128))
+    role: Mapped[str] = mapped_column(String(64))
     stream_id: Mapped[str] = mapped_column(String(128))
     path: Mapped[str] = mapped_column(Text)  # relative to the data dir
     duration_ms: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
 
-    __table_args__ = (UniqueConstraint("call_id", "stream_id", "role", name="uq_recordings_call_stream_role"),)
+    __table_args__ = (UniqueConstraint("call_id", "stream_id", "participant", name="uq_recordings_call_stream_participant"),)
 
 
 class OutboxRow(Base):
     """A webhook waiting for (or done with) delivery. `payload` is the exact JSON body sent.
 
-    Rows of one ordering key (call + leg) are delivered strictly in id order; `msg_id` is the
+    Rows of one ordering key (call + participant) are delivered strictly in id order; `msg_id` is the
     Standard Webhooks `webhook-id`, the same on every retry so receivers can de-duplicate.
     """
 

@@ -1,5 +1,6 @@
 """Calls, their events, stream intervals, utterances and recordings: writes from call events, reads for the APIs.
 
+Reads return records (plain dataclasses); each API shapes them into its own wire form.
 Every method is blocking: call writes through `Database.write` (the single writer thread, which keeps
 them in publish order) and reads through `Database.read`. Tenant isolation lives here: every read
 that starts from a guid takes the caller's tenant, and another tenant's call is simply not found.
@@ -16,7 +17,7 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from callscribe.asr.types import Word
-from callscribe.calls.events import CallEvent, CallRef, CallStateEvent, UtteranceEvent
+from callscribe.calls.events import CallEvent, CallRef, CallStateEvent, StreamSummary, UtteranceEvent
 from callscribe.store.db import Database
 from callscribe.store.models import Call, CallEventRow, OutboxRow, Recording, StreamInterval, Utterance
 
@@ -46,19 +47,82 @@ def _pick(d: dict, *names: str, default: Any = None) -> Any:
 
 
 def _legs_of(data: dict) -> list[dict]:
-    """The legs of a streaming-started event as dicts carrying their role."""
+    """The legs of a streaming-started event as dicts carrying their participant and role."""
     legs = data.get("legs", data)
     if isinstance(legs, dict):
-        legs = [dict(v, role=v.get("role", k)) for k, v in legs.items() if isinstance(v, dict)]
+        legs = [dict(v, participant=v.get("participant", k), role=v.get("role", k))
+                for k, v in legs.items() if isinstance(v, dict)]
     return [leg for leg in legs if isinstance(leg, dict) and _pick(leg, "stream_id", "streamId")]
 
 
 def _summaries_of(data: dict) -> dict[str, dict]:
-    """role -> summary dict of a streaming-stopped event."""
+    """participant -> summary dict of a streaming-stopped event."""
     raw = _pick(data, "summaries", "summary", default=data)
     if isinstance(raw, list):
-        return {s["role"]: s for s in raw if isinstance(s, dict) and "role" in s}
+        return {str(s.get("participant", s["role"])): s for s in raw if isinstance(s, dict) and "role" in s}
     return {k: v for k, v in raw.items() if isinstance(v, dict)}
+
+
+@dataclass(frozen=True)
+class CallRecord:
+    call_id: str
+    tenant: str
+    namespace: str
+    guid: str
+    state: str  # connected | streaming | ended
+    created_at: datetime
+    ended_at: datetime | None
+    last_seq: int
+
+
+@dataclass(frozen=True)
+class IntervalRecord:
+    """One participant's streaming interval; `summary` once it is stopped."""
+
+    stream_id: str
+    participant: str
+    participant_name: str
+    role: str
+    external_id: str | None
+    started_at: datetime
+    stopped_at: datetime | None
+    redaction_output: str
+    detailed_token: bool
+    audio_recording_allowed: bool
+    params: dict[str, Any]
+    summary: StreamSummary | None
+
+
+@dataclass(frozen=True)
+class RecordingRecord:
+    participant: str
+    role: str
+    stream_id: str
+    duration_ms: int | None
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class CallDetail:
+    call: CallRecord
+    intervals: list[IntervalRecord]
+    recordings: list[RecordingRecord]
+
+
+@dataclass(frozen=True)
+class MessageRecord:
+    """A stored final utterance, for transcript retrieval."""
+
+    call_id: str
+    seq: int
+    participant: str
+    role: str
+    external_id: str
+    text: str
+    unredacted_text: str | None
+    redaction_output: str
+    created_at: datetime
+    spoken_at: datetime  # the call's media start plus the utterance's offset
 
 
 class CallRepository:
@@ -80,7 +144,8 @@ class CallRepository:
         call.last_seq = max(call.last_seq or 0, event.seq)
         if isinstance(event, UtteranceEvent):
             s.add(Utterance(
-                call_id=call.call_id, seq=event.seq, role=event.role, external_id=event.external_id,
+                call_id=call.call_id, seq=event.seq, participant=event.participant, role=event.role,
+                external_id=event.external_id,
                 stream_id=event.stream_id, utterance_no=event.utterance, start_ms=event.start_ms,
                 end_ms=event.end_ms, text=event.text, unredacted_text=event.unredacted_text,
                 words=[asdict(w) for w in event.words] if event.words is not None else None,
@@ -121,7 +186,8 @@ class CallRepository:
         for leg in _legs_of(data):
             params = {**shared, **_pick(leg, "params", "autotranscribeParams", default={})}
             s.add(StreamInterval(
-                call_id=call.call_id, stream_id=str(_pick(leg, "stream_id", "streamId")), role=str(leg.get("role")),
+                call_id=call.call_id, stream_id=str(_pick(leg, "stream_id", "streamId")),
+                participant=str(leg["participant"]), participant_name=leg.get("name") or None, role=str(leg["role"]),
                 external_id=_pick(leg, "external_id", "externalId", "customerId", "agentId"),
                 started_at=event.created_at,
                 redaction_output=str(_pick(params, "redactionOutput", "redaction_output", default="redacted")),
@@ -132,14 +198,15 @@ class CallRepository:
             ))
 
     def _streaming_stopped(self, s: Session, call: Call, event: CallStateEvent) -> None:
-        for role, summary in _summaries_of(jsonable(event.data)).items():
-            q = select(StreamInterval).where(StreamInterval.call_id == call.call_id, StreamInterval.role == role)
+        for participant, summary in _summaries_of(jsonable(event.data)).items():
+            q = select(StreamInterval).where(StreamInterval.call_id == call.call_id,
+                                             StreamInterval.participant == participant)
             stream_id = _pick(summary, "stream_id", "streamId")
             q = q.where(StreamInterval.stream_id == str(stream_id)) if stream_id else q.where(
                 StreamInterval.stopped_at.is_(None))
             interval = s.scalars(q.order_by(StreamInterval.id.desc()).limit(1)).first()
             if interval is None:
-                log.warning("streaming-stopped for %s %s: no open interval", call.call_id, role)
+                log.warning("streaming-stopped for %s %s: no open interval", call.call_id, participant)
                 continue
             interval.stopped_at = event.created_at
             interval.total_audio_bytes = _pick(summary, "total_audio_bytes", "totalAudioBytes")
@@ -156,50 +223,49 @@ class CallRepository:
 
     def _recording_saved(self, s: Session, call: Call, event: CallStateEvent) -> None:
         d = jsonable(event.data)
-        s.add(Recording(call_id=call.call_id, role=str(d.get("role")), stream_id=str(_pick(d, "stream_id", "streamId")),
+        s.add(Recording(call_id=call.call_id, participant=str(d.get("participant") or d.get("role")),
+                        role=str(d.get("role")), stream_id=str(_pick(d, "stream_id", "streamId")),
                         path=str(d.get("path")), duration_ms=_pick(d, "duration_ms", "durationMs"),
                         created_at=event.created_at))
 
-    # Reads ----------------------------------------------------------------------------------
+    # Reads: records, which each API shapes into its own wire form ---------------------------------
 
-    def list_calls(self, tenant: str, limit: int = 50) -> list[dict]:
+    def list_calls(self, tenant: str, limit: int = 50) -> list[CallRecord]:
         """The tenant's calls, newest first."""
         with self.db.sessions() as s:
             rows = s.scalars(select(Call).where(Call.tenant == tenant)
                              .order_by(Call.created_at.desc(), Call.call_id).limit(limit)).all()
-            return [_call_dict(c) for c in rows]
+            return [_call_record(c) for c in rows]
 
-    def find_call(self, tenant: str, guid: str) -> dict | None:
+    def find_call(self, tenant: str, guid: str) -> CallRecord | None:
         """The tenant's newest call with this guid (any namespace), or None."""
         with self.db.sessions() as s:
             call = self._newest(s, tenant, guid)
-            return _call_dict(call) if call else None
+            return _call_record(call) if call else None
 
-    def call_detail(self, tenant: str, guid: str, call_id: str | None = None) -> dict | None:
+    def call_detail(self, tenant: str, guid: str, call_id: str | None = None) -> CallDetail | None:
         """The newest call with this guid (or exactly `call_id`), with its stream intervals and recordings."""
         with self.db.sessions() as s:
             call = self._newest(s, tenant, guid, call_id)
             if call is None:
                 return None
-            out = _call_dict(call)
             intervals = s.scalars(select(StreamInterval).where(StreamInterval.call_id == call.call_id)
                                   .order_by(StreamInterval.id)).all()
-            out["streams"] = [_interval_dict(i) for i in intervals]
             recs = s.scalars(select(Recording).where(Recording.call_id == call.call_id).order_by(Recording.id)).all()
-            out["recordings"] = [{"role": r.role, "streamId": r.stream_id, "durationMs": r.duration_ms,
-                                  "createdAt": iso(r.created_at)} for r in recs]
-            return out
+            return CallDetail(_call_record(call), [_interval_record(i) for i in intervals],
+                              [RecordingRecord(r.participant, r.role, r.stream_id, r.duration_ms, r.created_at)
+                               for r in recs])
 
-    def recording_path(self, tenant: str, guid: str, stream_id: str, role: str) -> str | None:
+    def recording_path(self, tenant: str, guid: str, stream_id: str, participant: str) -> str | None:
         """The stored path (relative to the data dir) of one leg's recording, if the tenant owns it."""
         with self.db.sessions() as s:
             return s.scalars(
                 select(Recording.path).join(Call, Call.call_id == Recording.call_id)
                 .where(Call.tenant == tenant, Call.guid == guid, Recording.stream_id == stream_id,
-                       Recording.role == role)
+                       Recording.participant == participant)
                 .order_by(Recording.id.desc()).limit(1)).first()
 
-    def messages(self, tenant: str, guid: str, limit: int = 1000) -> list[dict] | None:
+    def messages(self, tenant: str, guid: str, limit: int = 1000) -> list[MessageRecord] | None:
         """Final utterances of every call of the tenant with this guid (all namespaces and legs),
         oldest first; None when the tenant has no such call."""
         with self.db.sessions() as s:
@@ -209,17 +275,11 @@ class CallRepository:
                 return None
             rows = s.scalars(select(Utterance).where(Utterance.call_id.in_(calls))
                              .order_by(Utterance.created_at, Utterance.id).limit(limit)).all()
-            items = []
-            for u in rows:
-                # The time it was said: the call's media start plus the offset into the leg's media.
-                spoken = calls[u.call_id].created_at + timedelta(milliseconds=u.start_ms)
-                item = {"text": u.text, "sender": {"role": u.role, "externalId": u.external_id},
-                        "messageId": f"{u.call_id}-{u.seq}", "createdTimestamp": iso(u.created_at),
-                        "clientTimestamp": iso(spoken)}
-                if u.redaction_output == "redacted_and_unredacted" and u.unredacted_text is not None:
-                    item["unredactedText"] = u.unredacted_text
-                items.append(item)
-            return items
+            # The time it was said: the call's media start plus the offset into the leg's media.
+            return [MessageRecord(u.call_id, u.seq, u.participant, u.role, u.external_id, u.text, u.unredacted_text,
+                                  u.redaction_output, u.created_at,
+                                  calls[u.call_id].created_at + timedelta(milliseconds=u.start_ms))
+                    for u in rows]
 
     def events_since(self, call_id: str, since: int) -> list[CallEvent]:
         """Stored events (finals and state changes) of a call with seq > since, in seq order."""
@@ -237,7 +297,7 @@ class CallRepository:
                     ref, u.seq, "final", u.role, u.external_id, u.stream_id, u.utterance_no, u.start_ms, u.end_ms,
                     u.text, u.unredacted_text,
                     tuple(Word(**w) for w in u.words) if u.words is not None else None,
-                    u.redaction_output, u.created_at))
+                    u.redaction_output, u.created_at, participant=u.participant))
             return sorted(events, key=lambda e: e.seq)
 
     @staticmethod
@@ -254,21 +314,19 @@ _LIFECYCLE = {"media-connected": "connected", "streaming-started": "streaming", 
               "media-ended": "ended"}
 
 
-def _call_dict(c: Call) -> dict:
-    return {"callId": c.call_id, "guid": c.guid, "namespace": c.namespace, "state": _LIFECYCLE.get(c.state, c.state),
-            "createdAt": iso(c.created_at), "endedAt": iso(c.ended_at), "lastSeq": c.last_seq}
+def _call_record(c: Call) -> CallRecord:
+    return CallRecord(c.call_id, c.tenant, c.namespace, c.guid, _LIFECYCLE.get(c.state, c.state), c.created_at,
+                      c.ended_at, c.last_seq)
 
 
-def _interval_dict(i: StreamInterval) -> dict:
+def _interval_record(i: StreamInterval) -> IntervalRecord:
     summary = None
     if i.stopped_at is not None and i.total_audio_bytes is not None:
-        summary = {"totalAudioBytes": i.total_audio_bytes, "audioDurationMs": i.audio_duration_ms,
-                   "streamingSeconds": i.streaming_seconds, "transcripts": i.transcripts}
-    return {"streamId": i.stream_id, "role": i.role, "externalId": i.external_id,
-            "startedAt": iso(i.started_at), "stoppedAt": iso(i.stopped_at),
-            "redactionOutput": i.redaction_output, "detailedToken": i.detailed_token,
-            "audioRecordingAllowed": i.audio_recording_allowed, "params": i.params,
-            "summary": summary}
+        summary = StreamSummary(i.total_audio_bytes, i.audio_duration_ms or 0, i.streaming_seconds or 0,
+                                i.transcripts or 0)
+    return IntervalRecord(i.stream_id, i.participant, i.participant_name or "", i.role, i.external_id, i.started_at,
+                          i.stopped_at, i.redaction_output, i.detailed_token, i.audio_recording_allowed,
+                          dict(i.params or {}), summary)
 
 
 def jsonable(value: Any) -> Any:

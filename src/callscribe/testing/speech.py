@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-SAMPLE_RATE = 16000
+from callscribe.audio.rates import MODEL_RATE as SAMPLE_RATE
 _lock = threading.Lock()
 _voice = None
 
@@ -142,7 +142,7 @@ def telephony(audio16k: np.ndarray) -> bytes:
 
 def mulaw_to_pcm16(data: bytes, rate_out: int = 8000) -> np.ndarray:
     """Decode mu-law with sox too (reference decoding for tests), optionally resampling."""
-    exe = shutil.which("sox")
+    exe = shutil.which("sox") or "sox"
     proc = subprocess.run(
         [exe, "-t", "raw", "-r", "8000", "-e", "mu-law", "-b", "8", "-c", "1", "-",
          "-t", "raw", "-r", str(rate_out), "-e", "signed-integer", "-b", "16", "-c", "1", "-"],

@@ -1,0 +1,57 @@
+"""What the routes and adapters share: one `Services` per app, filled in by the app's lifespan
+(app.py, the composition root) and read through `app.state.services`."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from callscribe.calls.events import EventBus
+from callscribe.config import ApiKey, Settings
+from callscribe.delivery.webhook import Formatter
+from callscribe.metrics import Metrics
+
+if TYPE_CHECKING:
+    from callscribe.asr.engine import SpeechEngine
+    from callscribe.asr.scheduler import AsrScheduler
+    from callscribe.calls.registry import CallRegistry
+    from callscribe.delivery.fanout import FanoutHub
+    from callscribe.delivery.outbox import WebhookDispatcher
+    from callscribe.delivery.persister import Persister
+    from callscribe.store import Store
+
+
+@dataclass
+class Services:
+    """Everything the routes and adapters share."""
+
+    settings: Settings
+    metrics: Metrics
+    api_keys: list[ApiKey]
+    bus: EventBus = field(default_factory=EventBus)
+    # Each control surface's webhook formatter, by the surface name its streams carry.
+    formatters: dict[str, Formatter] = field(default_factory=dict)
+    engine: SpeechEngine | None = None
+    scheduler: AsrScheduler | None = None
+    registry: CallRegistry | None = None
+    store: Store | None = None
+    webhooks: WebhookDispatcher | None = None
+    persister: Persister | None = None
+    fanout: FanoutHub | None = None
+    ready: asyncio.Event = field(default_factory=asyncio.Event)
+    load_error: str | None = None
+
+
+
+    # The parts the lifespan starts before the first request; typed accessors for routes.
+
+    def get_store(self) -> Store:
+        if self.store is None:
+            raise RuntimeError("storage is not started")
+        return self.store
+
+    def get_persister(self) -> Persister:
+        if self.persister is None:
+            raise RuntimeError("storage is not started")
+        return self.persister
