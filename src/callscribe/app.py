@@ -20,6 +20,7 @@ from callscribe.calls.events import EventBus
 from callscribe.config import ApiKey, Settings
 from callscribe.api import messages as messages_api, native as native_api
 from callscribe.api import twilio_url as twilio_url_api
+from callscribe.api import deliveries as deliveries_api
 from callscribe.api.errors import install_error_handlers
 from callscribe.ingest import twilio_endpoint as twilio_ingest
 from callscribe.api import asapp as asapp_api
@@ -107,6 +108,7 @@ def create_app(settings: Settings, *, engine: Any = None) -> FastAPI:
     app.include_router(twilio_ingest.router)
     app.include_router(asapp_api.router)
     app.include_router(asapp_ws_ingest.router)
+    app.include_router(deliveries_api.router)
 
     @app.get("/healthz", include_in_schema=False)
     async def healthz() -> dict:

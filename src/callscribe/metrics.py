@@ -23,6 +23,9 @@ class Metrics:
         self.refused = Counter("callscribe_streams_refused_total", "New streams refused for lack of capacity", registry=r)
         self.webhook_attempts = Counter("callscribe_webhook_attempts_total", "Webhook POST attempts", ["outcome"], registry=r)
         self.webhook_backlog = Gauge("callscribe_webhook_backlog", "Webhook deliveries waiting", registry=r)
+        self.webhook_dead_letters = Counter("callscribe_webhook_dead_letters_total",
+                                            "Webhooks set aside as dead letters", ["reason"], registry=r)
+        self.webhook_dead = Gauge("callscribe_webhook_dead", "Dead-letter webhooks kept (not replayed)", registry=r)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

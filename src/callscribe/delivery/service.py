@@ -7,7 +7,7 @@ import logging
 from typing import Any
 
 from callscribe.delivery.fanout import FanoutHub
-from callscribe.delivery.outbox import WebhookDispatcher
+from callscribe.delivery.outbox import RetryPolicy, WebhookDispatcher
 from callscribe.delivery.persister import Persister
 from callscribe.delivery.webhook import Signer, load_or_create_secret
 from callscribe.store import Store
@@ -26,7 +26,8 @@ async def start_delivery(services: Any) -> None:
     services.fanout.start()
     if settings.webhook_url:
         signer = Signer(load_or_create_secret(settings))
-        services.webhooks = WebhookDispatcher(store, settings.webhook_url, signer, services.metrics)
+        services.webhooks = WebhookDispatcher(store, settings.webhook_url, signer, services.metrics,
+                                              policy=RetryPolicy.from_settings(settings))
     services.persister = Persister(services.bus, store, webhooks_enabled=services.webhooks is not None,
                                    on_outbox=services.webhooks.wake if services.webhooks else None)
     services.persister.start()
