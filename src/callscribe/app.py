@@ -116,6 +116,8 @@ def create_app(settings: Settings, *, engine: Any = None) -> FastAPI:
 
     @app.get("/readyz", include_in_schema=False)
     async def readyz() -> JSONResponse:
+        if services.persister is not None and not services.persister.store_healthy:
+            return JSONResponse({"status": "store-unavailable"}, status_code=503)
         if services.ready.is_set():
             return JSONResponse({"status": "ready", "model": services.engine.description})
         body = {"status": "loading" if services.load_error is None else "failed"}

@@ -27,5 +27,10 @@ class Metrics:
                                             "Webhooks set aside as dead letters", ["reason"], registry=r)
         self.webhook_dead = Gauge("callscribe_webhook_dead", "Dead-letter webhooks kept (not replayed)", registry=r)
 
+        self.store_failures = Counter("callscribe_store_failures_total",
+                                      "Call events the database could not keep", ["reason"], registry=r)
+        self.store_healthy = Gauge("callscribe_store_healthy", "1 while the database takes writes", registry=r)
+        self.store_healthy.set(1)
+
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -29,7 +29,8 @@ async def start_delivery(services: Any) -> None:
         services.webhooks = WebhookDispatcher(store, settings.webhook_url, signer, services.metrics,
                                               policy=RetryPolicy.from_settings(settings))
     services.persister = Persister(services.bus, store, webhooks_enabled=services.webhooks is not None,
-                                   on_outbox=services.webhooks.wake if services.webhooks else None)
+                                   on_outbox=services.webhooks.wake if services.webhooks else None,
+                                   metrics=services.metrics)
     services.persister.start()
     if services.webhooks is not None:
         await services.webhooks.start()
