@@ -12,7 +12,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any, AsyncIterator
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 
 from callscribe import __version__, logsafe
@@ -21,7 +21,9 @@ from callscribe.config import ApiKey, Settings
 from callscribe.api import messages as messages_api, native as native_api
 from callscribe.api import twilio_url as twilio_url_api
 from callscribe.api import deliveries as deliveries_api
-from callscribe.api.errors import install_error_handlers
+from callscribe.api.auth import bearer_matches
+from callscribe.api.errors import asapp_error_response, install_error_handlers
+from callscribe.api.limits import AuthFailureThrottle
 from callscribe.ingest import twilio_endpoint as twilio_ingest
 from callscribe.api import asapp as asapp_api
 from callscribe.ingest import asapp_ws as asapp_ws_ingest
@@ -102,6 +104,7 @@ def create_app(settings: Settings, *, engine: Any = None) -> FastAPI:
     app = FastAPI(title="callscribe", version=__version__, lifespan=lifespan, docs_url="/docs", redoc_url=None)
     app.state.services = services
     install_error_handlers(app)
+    app.add_middleware(AuthFailureThrottle, per_minute=settings.auth_failures_per_minute)
     app.include_router(native_api.router)
     app.include_router(messages_api.router)
     app.include_router(twilio_url_api.router)
@@ -126,7 +129,9 @@ def create_app(settings: Settings, *, engine: Any = None) -> FastAPI:
         return JSONResponse(body, status_code=503)
 
     @app.get("/metrics", include_in_schema=False)
-    async def metrics() -> Response:
+    async def metrics(request: Request) -> Response:
+        if settings.metrics_token and not bearer_matches(request.headers, settings.metrics_token):
+            return asapp_error_response(401, "401-01", "Unauthorized", headers={"WWW-Authenticate": "Bearer"})
         return Response(services.metrics.render(), media_type="text/plain; version=0.0.4")
 
     return app
