@@ -31,6 +31,8 @@ class Metrics:
                                       "Call events the database could not keep", ["reason"], registry=r)
         self.store_healthy = Gauge("callscribe_store_healthy", "1 while the database takes writes", registry=r)
         self.store_healthy.set(1)
+        self.retention_deleted_calls = Counter("callscribe_retention_deleted_calls_total",
+                                               "Calls deleted by the retention sweep", registry=r)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -9,6 +9,7 @@ from typing import Any
 from callscribe.delivery.fanout import FanoutHub
 from callscribe.delivery.outbox import RetryPolicy, WebhookDispatcher
 from callscribe.delivery.persister import Persister
+from callscribe.delivery.retention import RetentionSweeper
 from callscribe.delivery.webhook import Signer, load_or_create_secret
 from callscribe.store import Store
 
@@ -17,7 +18,8 @@ log = logging.getLogger(__name__)
 
 async def start_delivery(services: Any) -> None:
     """Open the database (migrating it), then subscribe the fan-out hub and the persister to the
-    bus, then start the webhook dispatcher. Fills services.store, .fanout, .persister, .webhooks."""
+    bus, then start the webhook dispatcher and the retention sweep. Fills services.store, .fanout,
+    .persister, .webhooks, .retention."""
     settings = services.settings
     store = Store(settings.resolved_database_url)
     await store.start()
@@ -35,10 +37,16 @@ async def start_delivery(services: Any) -> None:
     if services.webhooks is not None:
         await services.webhooks.start()
         log.info("webhooks: delivering to %s", settings.webhook_url)
+    services.retention = None
+    if settings.retention_days > 0:
+        services.retention = RetentionSweeper(store, settings.data_dir, settings.retention_days, services.metrics)
+        services.retention.start()
 
 
 async def stop_delivery(services: Any) -> None:
-    """Store what is still queued, stop sending, close the database."""
+    """Store what is still queued, stop sending and sweeping, close the database."""
+    if getattr(services, "retention", None) is not None:
+        await services.retention.stop()
     if services.persister is not None:
         await services.persister.stop()
     if services.webhooks is not None:
