@@ -20,7 +20,7 @@ import asyncio
 import logging
 import time
 from collections import OrderedDict
-from typing import Callable
+from typing import Any, Callable
 
 from sqlalchemy.exc import InterfaceError, OperationalError
 
@@ -110,8 +110,9 @@ class Persister:
         barrier = _Barrier()
         self._queue.put_nowait(barrier)
         outage = asyncio.ensure_future(self._unhealthy.wait())
+        waits: set[asyncio.Future[Any]] = {barrier.done, outage}
         try:
-            await asyncio.wait({barrier.done, outage}, return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
         finally:
             outage.cancel()
 

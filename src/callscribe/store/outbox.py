@@ -13,7 +13,7 @@ from datetime import datetime
 
 from sqlalchemy import delete, func, select, update
 
-from callscribe.store.db import Database
+from callscribe.store.db import Database, affected
 from callscribe.store.models import Call, OutboxRow
 
 _PENDING = (OutboxRow.delivered_at.is_(None), OutboxRow.dead_at.is_(None))
@@ -40,7 +40,7 @@ class DeadLetter:
     attempts: int
     last_error: str | None
     created_at: datetime
-    dead_at: datetime
+    dead_at: datetime | None  # never None as listed; typed as the column is
 
 
 class OutboxRepository:
@@ -91,11 +91,11 @@ class OutboxRepository:
         False when the tenant has no such dead letter."""
         mine = select(Call.call_id).where(Call.tenant == tenant).scalar_subquery()
         with self.db.sessions.begin() as s:
-            return s.execute(update(OutboxRow)
+            return affected(s.execute(update(OutboxRow)
                              .where(OutboxRow.id == row_id, OutboxRow.dead_at.is_not(None),
                                     OutboxRow.call_id.in_(mine))
                              .values(dead_at=None, attempts=0, next_attempt_at=when, created_at=when,
-                                     last_error=None)).rowcount == 1
+                                     last_error=None))) == 1
 
     def mark_delivered(self, row_id: int, attempts: int, when: datetime) -> None:
         with self.db.sessions.begin() as s:
@@ -110,11 +110,11 @@ class OutboxRepository:
     def resume_all(self, when: datetime) -> int:
         """Make every pending row due now (at start: a restart is a good moment to try again)."""
         with self.db.sessions.begin() as s:
-            return s.execute(update(OutboxRow).where(*_PENDING, OutboxRow.next_attempt_at > when)
-                             .values(next_attempt_at=when)).rowcount
+            return affected(s.execute(update(OutboxRow).where(*_PENDING, OutboxRow.next_attempt_at > when)
+                             .values(next_attempt_at=when)))
 
     def purge_delivered(self, before: datetime) -> int:
         """Forget rows delivered before `before` (the utterances themselves stay in their table)."""
         with self.db.sessions.begin() as s:
-            return s.execute(delete(OutboxRow).where(OutboxRow.delivered_at.is_not(None),
-                                                     OutboxRow.delivered_at < before)).rowcount
+            return affected(s.execute(delete(OutboxRow).where(OutboxRow.delivered_at.is_not(None),
+                                                     OutboxRow.delivered_at < before)))

@@ -13,7 +13,7 @@ from typing import Sequence
 
 from sqlalchemy import delete, func, or_, select
 
-from callscribe.store.db import Database
+from callscribe.store.db import Database, affected
 from callscribe.store.models import Call, CallEventRow, OutboxRow, Recording, StreamInterval, Utterance
 
 
@@ -50,4 +50,4 @@ class RetentionRepository:
             s.execute(delete(OutboxRow).where(outbox))
             for child in (CallEventRow, StreamInterval, Utterance, Recording):
                 s.execute(delete(child).where(child.call_id.in_(call_ids)))
-            return s.execute(delete(Call).where(Call.call_id.in_(call_ids))).rowcount
+            return affected(s.execute(delete(Call).where(Call.call_id.in_(call_ids))))
