@@ -44,8 +44,10 @@ def test_a_refused_row_is_logged_counted_and_reported_and_its_neighbours_stored(
 
 @pytest.mark.postgres
 def test_a_database_outage_is_not_ready_then_recovers_with_nothing_lost(start_app, pg_server, call_script,
-                                                                        wait_until):
+                                                                        wait_until, monkeypatch):
     import pg
+
+    from callscribe.delivery import persister as persister_module
 
     with pg.fresh_database(pg_server) as url:
         name = make_url(url).database
@@ -71,12 +73,17 @@ def test_a_database_outage_is_not_ready_then_recovers_with_nothing_lost(start_ap
             assert _metric(app, "callscribe_store_healthy") == 0
             app.flush()  # returns during the outage: readers waiting for stored events do not hang
 
+            # The queue is bounded: past it, events are refused, counted and reported, not hoarded.
+            monkeypatch.setattr(persister_module, "_QUEUE_MAX", 2)
+            app.publish(*(c.utterance("agent", f"queued {i}") for i in range(4)))
+            assert app.services.persister.store_failures(c.ref.call_id) == 2
+            assert _metric(app, 'callscribe_store_failures_total{reason="queue_full"}') == 2
+
             connections(True)
             wait_until(lambda: app.services.persister.store_healthy, "storing resumed")
             assert httpx.get(app.url + "/readyz").json()["status"] != "store-unavailable"
             app.flush()
-            assert _messages(app, "CA-outage") == ["before", "during", "also during"]
-            assert app.services.persister.store_failures(c.ref.call_id) == 0
+            assert _messages(app, "CA-outage") == ["before", "during", "also during", "queued 0", "queued 1"]
         finally:
             connections(True)
             admin.dispose()
