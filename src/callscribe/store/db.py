@@ -56,7 +56,10 @@ def make_engine(url: str) -> Engine:
             cur.close()
 
         return engine
-    return create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=5, hide_parameters=True)
+    # connect_timeout: a server that does not answer (network gone) fails a read or write in
+    # seconds, so the persister reports the outage and readers get an error instead of hanging.
+    return create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=5, hide_parameters=True,
+                         connect_args={"connect_timeout": 10})
 
 
 def _create_private(path: Path) -> None:
