@@ -11,6 +11,7 @@ from callscribe.delivery.outbox import RetryPolicy, WebhookDispatcher
 from callscribe.delivery.persister import Persister
 from callscribe.delivery.retention import RetentionSweeper
 from callscribe.delivery.webhook import Signer, load_or_create_secret
+from callscribe.logsafe import url_for_log
 from callscribe.store import Store
 
 log = logging.getLogger(__name__)
@@ -36,7 +37,7 @@ async def start_delivery(services: Any) -> None:
     services.persister.start()
     if services.webhooks is not None:
         await services.webhooks.start()
-        log.info("webhooks: delivering to %s", settings.webhook_url)
+        log.info("webhooks: delivering to %s", url_for_log(settings.webhook_url))
     services.retention = None
     if settings.retention_days > 0:
         services.retention = RetentionSweeper(store, settings.data_dir, settings.retention_days, services.metrics)
