@@ -53,14 +53,18 @@ def test_http_routes_take_credentials_from_headers_only(start_app):
 
 
 def test_failed_authentications_are_throttled_per_source_address(start_app):
-    app = start_app(auth_failures_per_minute=3)
+    app = start_app(auth_failures_per_minute=4)
     with httpx.Client(base_url=app.url) as client:
         for _ in range(2):
             assert client.get("/v1/calls", headers=WRONG).status_code == 401
-        with pytest.raises(Exception) as closed:  # a WebSocket refused for bad credentials counts too
-            with connect(f"{app.ws_url}/v1/calls/CA-x/events?apiId=ka&apiSecret=wrong") as ws:
-                ws.recv(timeout=30)
-        assert closed.value.rcvd.code == 4401
+        # WebSockets refused for bad credentials count too: the native events socket (4401) and
+        # the ASAPP direct stream with a forged token (1008).
+        for url, code in ((f"{app.ws_url}/v1/calls/CA-x/events?apiId=ka&apiSecret=wrong", 4401),
+                          (f"{app.ws_url}/autotranscribe/v1/stream?token=forged.token", 1008)):
+            with pytest.raises(Exception) as closed:
+                with connect(url) as ws:
+                    ws.recv(timeout=30)
+            assert closed.value.rcvd.code == code
         blocked = client.get("/v1/calls", headers=ACME)  # even the right secret, for the rest of the minute
         assert blocked.status_code == 429 and blocked.json()["error"]["code"] == "429-01"
         assert 1 <= int(blocked.headers["retry-after"]) <= 60
