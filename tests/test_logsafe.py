@@ -30,3 +30,8 @@ def test_uvicorn_lines_lose_tokens_and_secrets(caplog):
 def test_scrub_leaves_ordinary_text_alone():
     assert logsafe.scrub("token bucket refilled; 3 tokens left") == "token bucket refilled; 3 tokens left"
     assert logsafe.scrub("wss://h/x?a=1&token=abc&b=2") == "wss://h/x?a=1&token=…&b=2"
+
+
+def test_configured_urls_are_logged_without_credentials():
+    assert logsafe.url_for_log("https://user:s3cret@hooks.example:8443/in?key=s3cret") == "https://hooks.example:8443/in?…"
+    assert logsafe.url_for_log("http://127.0.0.1:9/hook") == "http://127.0.0.1:9/hook"

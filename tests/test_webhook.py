@@ -169,16 +169,6 @@ def test_order_per_leg_under_retries_and_legs_do_not_block_each_other(start_app,
     assert len(ids) == len(set(ids))
 
 
-def test_a_4xx_is_still_retried(start_app, receiver, call_script, wait_until):
-    hook = receiver(decide=lambda payload, headers, n: 400 if n == 1 else 204)
-    app = start_app(webhook_url=hook.url, webhook_secret=new_secret())
-    app.services.webhooks.policy = FAST
-    c = call_script("CA-4xx")
-    app.publish(c.started(), c.utterance("agent", "hello"))
-    wait_until(lambda: hook.delivered(), "delivery after a 400")
-    assert [s for _, _, s in hook.requests] == [400, 204]
-
-
 def test_pending_webhooks_survive_a_restart(start_app, tmp_path, db_url, call_script, wait_until):
     port = free_port()  # nothing listens here yet: the receiver is down
     url = f"http://127.0.0.1:{port}/hook"

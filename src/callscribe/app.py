@@ -11,7 +11,7 @@ import logging
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, AsyncIterator
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 
 from callscribe import __version__, logsafe
@@ -21,7 +21,10 @@ from callscribe.api import asapp_ws_url as asapp_ws_url_api
 from callscribe.api import messages as messages_api
 from callscribe.api import native as native_api
 from callscribe.api import twilio_url as twilio_url_api
+from callscribe.api import deliveries as deliveries_api
+from callscribe.api.auth import bearer_matches
 from callscribe.api.errors import install_error_handlers
+from callscribe.api.limits import AuthFailureThrottle
 from callscribe.calls.registry import CallRegistry
 from callscribe.config import Settings
 from callscribe.credentials import load_or_create_api_keys
@@ -88,9 +91,10 @@ def create_app(settings: Settings, *, engine: "SpeechEngine | None" = None) -> F
 
     app = FastAPI(title="callscribe", version=__version__, lifespan=lifespan, docs_url="/docs", redoc_url=None)
     app.state.services = services
-    install_error_handlers(app, [(prefix, asapp_wire.error_shape) for prefix in asapp_wire.PATH_PREFIXES])
+    shapes = install_error_handlers(app, [(prefix, asapp_wire.error_shape) for prefix in asapp_wire.PATH_PREFIXES])
+    app.add_middleware(AuthFailureThrottle, per_minute=settings.auth_failures_per_minute, shapes=shapes)
     for router in (native_api.router, messages_api.router, twilio_url_api.router, asapp_api.router,
-                   asapp_ws_url_api.router, twilio_ingest.router, asapp_ws_ingest.router):
+                   asapp_ws_url_api.router, deliveries_api.router, twilio_ingest.router, asapp_ws_ingest.router):
         app.include_router(router)
 
     @app.get("/healthz", include_in_schema=False)
@@ -99,6 +103,8 @@ def create_app(settings: Settings, *, engine: "SpeechEngine | None" = None) -> F
 
     @app.get("/readyz", include_in_schema=False)
     async def readyz() -> JSONResponse:
+        if services.persister is not None and not services.persister.store_healthy:
+            return JSONResponse({"status": "store-unavailable"}, status_code=503)
         if services.ready.is_set() and services.engine is not None:
             return JSONResponse({"status": "ready", "model": services.engine.description})
         body = {"status": "loading" if services.load_error is None else "failed"}
@@ -107,7 +113,9 @@ def create_app(settings: Settings, *, engine: "SpeechEngine | None" = None) -> F
         return JSONResponse(body, status_code=503)
 
     @app.get("/metrics", include_in_schema=False)
-    async def metrics() -> Response:
+    async def metrics(request: Request) -> Response:
+        if settings.metrics_token and not bearer_matches(request.headers, settings.metrics_token):
+            return shapes.response(request.url.path, 401, None, "Unauthorized", headers={"WWW-Authenticate": "Bearer"})
         return Response(services.metrics.render(), media_type="text/plain; version=0.0.4")
 
     return app

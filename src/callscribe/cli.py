@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
 import sys
 
@@ -16,6 +17,9 @@ def _serve(args: argparse.Namespace) -> int:
 
     from callscribe.app import create_app
 
+    # Owner-only for every file the server makes (database, recordings, secrets), also where a
+    # library picks the mode.
+    os.umask(0o077)
     overrides = {k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}
     settings = load_settings(**overrides)
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")

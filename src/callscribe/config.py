@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 
@@ -47,10 +47,12 @@ def _split_list(value: str) -> list[str]:
 
 def parse_api_keys(value: str) -> list[ApiKey]:
     keys = []
-    for item in _split_list(value):
+    items = _split_list(value)
+    for n, item in enumerate(items, 1):
         parts = item.split(":")
         if len(parts) not in (2, 3) or not parts[0] or not parts[1]:
-            raise ValueError(f"expected id:secret[:tenant], got {item!r}")
+            # Never the item itself: it holds (part of) a secret, and this ends up on the console.
+            raise ValueError(f"entry {n} of {len(items)} is not id:secret[:tenant]")
         keys.append(ApiKey(parts[0], parts[1], parts[2] if len(parts) == 3 and parts[2] else "default"))
     return keys
 
@@ -60,14 +62,15 @@ def parse_audiohook_keys(value: str) -> list[AudioHookKey]:
     import binascii
 
     keys = []
-    for item in _split_list(value):
+    items = _split_list(value)
+    for n, item in enumerate(items, 1):
         parts = item.split(":")
         if len(parts) not in (2, 3) or not parts[0]:
-            raise ValueError(f"expected apikey:base64secret[:tenant], got {item!r}")
+            raise ValueError(f"entry {n} of {len(items)} is not apikey:base64secret[:tenant]")
         try:
             secret = base64.b64decode(parts[1], validate=True) if parts[1] else b""
         except binascii.Error as exc:
-            raise ValueError(f"secret of {parts[0]!r} is not base64") from exc
+            raise ValueError(f"the secret of entry {n} is not base64") from None
         keys.append(AudioHookKey(parts[0], secret, parts[2] if len(parts) == 3 and parts[2] else "default"))
     return keys
 
@@ -157,6 +160,17 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(65536, ge=1024)
     rate_limit_per_minute: int = Field(600, ge=1)
     start_wait_for_media_s: float = Field(5.0, ge=0, le=60)
+    auth_failures_per_minute: int = Field(20, ge=1, le=100000)  # per source address, then 429
+    metrics_token: str | None = None  # when set, /metrics wants `Authorization: Bearer <token>`
+
+    # Webhook retry budget: past either limit (or on a 4xx other than 408/429) a row is a dead letter.
+    webhook_max_attempts: int = Field(100, ge=1, le=100000)
+    webhook_max_age_s: float = Field(86400.0, ge=1, le=90 * 86400)
+
+    # Data kept: transcripts, events and recordings of calls older than this are swept (0 = keep).
+    retention_days: int = Field(7, ge=0, le=36500)
+    # One WAV file's length; stays well under the 4 GiB RIFF limit at any rate up to 48 kHz.
+    max_recording_s: int = Field(4 * 3600, ge=1, le=12 * 3600)
 
     @field_validator("api_keys")
     @classmethod
@@ -199,16 +213,24 @@ class Settings(BaseSettings):
             raise ValueError(f"must be one of {sorted(allowed)}")
         return value
 
-    @model_validator(mode="after")
-    def _check_webhook_secret(self) -> "Settings":
-        if self.webhook_secret is not None and self.webhook_secret != "":
+    @field_validator("webhook_secret")
+    @classmethod
+    def _check_webhook_secret(cls, value: str | None) -> str | None:
+        if value:
             try:
                 from standardwebhooks.webhooks import Webhook
 
-                Webhook(self.webhook_secret)
-            except Exception as exc:  # the library raises several kinds for a bad secret
-                raise ValueError(f"CALLSCRIBE_WEBHOOK_SECRET is not a valid signing secret: {exc}") from exc
-        return self
+                Webhook(value)
+            except Exception:  # the library raises several kinds; its message may quote the secret
+                raise ValueError("not a valid signing secret (whsec_ followed by base64)") from None
+        return value
+
+    @field_validator("metrics_token")
+    @classmethod
+    def _check_metrics_token(cls, value: str | None) -> str | None:
+        if value is not None and value != value.strip():
+            raise ValueError("must not start or end with white space")
+        return value or None
 
     @classmethod
     def settings_customise_sources(
@@ -263,13 +285,23 @@ class Settings(BaseSettings):
         return parse_port_range(self.rtp_ports)
 
 
+# Settings whose values are secrets (or may embed one): an error about them never quotes the value.
+SECRET_SETTINGS = frozenset({"api_keys", "audiohook_keys", "webhook_secret", "twilio_auth_token", "metrics_token",
+                             "database_url"})
+
+
 def load_settings(**overrides: Any) -> Settings:
     """Build Settings, turning pydantic's errors into one ConfigError naming each variable."""
     try:
         return Settings(**overrides)
     except ValidationError as exc:
         lines = []
-        for err in exc.errors():
-            name = "CALLSCRIBE_" + str(err["loc"][0]).upper() if err["loc"] else "settings"
-            lines.append(f"{name}: {err['msg']} (got {err.get('input')!r})")
+        for err in exc.errors(include_url=False):
+            field = str(err["loc"][0]) if err["loc"] else None
+            name = "CALLSCRIBE_" + field.upper() if field else "settings"
+            line = f"{name}: {err['msg']}"
+            if field and field not in SECRET_SETTINGS:
+                line += f" (got {err.get('input')!r})"
+            lines.append(line)
         raise ConfigError("; ".join(lines)) from None
+

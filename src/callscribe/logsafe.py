@@ -9,12 +9,22 @@ from __future__ import annotations
 
 import logging
 import re
+from urllib.parse import urlsplit, urlunsplit
 
 _SECRET_PARAM = re.compile(r"(?i)\b(token|apisecret|api_secret|secret)=([^&\s\"']+)")
 
 
 def scrub(text: str) -> str:
     return _SECRET_PARAM.sub(lambda m: f"{m.group(1)}=…", text)
+
+
+def url_for_log(url: str) -> str:
+    """A configured URL as it may be logged: no user:password, no query (either may hold a key)."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    if parts.port is not None:
+        host = f"{host}:{parts.port}"
+    return urlunsplit((parts.scheme, host, parts.path, "…" if parts.query else "", ""))
 
 
 class SecretFilter(logging.Filter):

@@ -23,6 +23,16 @@ class Metrics:
         self.refused = Counter("callscribe_streams_refused_total", "New streams refused for lack of capacity", registry=r)
         self.webhook_attempts = Counter("callscribe_webhook_attempts_total", "Webhook POST attempts", ["outcome"], registry=r)
         self.webhook_backlog = Gauge("callscribe_webhook_backlog", "Webhook deliveries waiting", registry=r)
+        self.webhook_dead_letters = Counter("callscribe_webhook_dead_letters_total",
+                                            "Webhooks set aside as dead letters", ["reason"], registry=r)
+        self.webhook_dead = Gauge("callscribe_webhook_dead", "Dead-letter webhooks kept (not replayed)", registry=r)
+
+        self.store_failures = Counter("callscribe_store_failures_total",
+                                      "Call events the database could not keep", ["reason"], registry=r)
+        self.store_healthy = Gauge("callscribe_store_healthy", "1 while the database takes writes", registry=r)
+        self.store_healthy.set(1)
+        self.retention_deleted_calls = Counter("callscribe_retention_deleted_calls_total",
+                                               "Calls deleted by the retention sweep", registry=r)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

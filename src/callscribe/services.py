@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from callscribe.delivery.fanout import FanoutHub
     from callscribe.delivery.outbox import WebhookDispatcher
     from callscribe.delivery.persister import Persister
+    from callscribe.delivery.retention import RetentionSweeper
     from callscribe.store import Store
 
 
@@ -39,6 +40,7 @@ class Services:
     webhooks: WebhookDispatcher | None = None
     persister: Persister | None = None
     fanout: FanoutHub | None = None
+    retention: RetentionSweeper | None = None
     ready: asyncio.Event = field(default_factory=asyncio.Event)
     load_error: str | None = None
 

@@ -47,3 +47,9 @@ def credentials_from_headers(headers: Mapping[str, str]) -> tuple[str | None, st
         auth = rest.strip()
     api_id, sep, secret = auth.partition(":")
     return (api_id, secret) if sep else (None, None)
+
+
+def bearer_matches(headers: Mapping[str, str], token: str) -> bool:
+    """`Authorization: Bearer <token>` names exactly `token` (constant time)."""
+    scheme, _, given = (headers.get("authorization") or "").partition(" ")
+    return scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode(), token.encode())

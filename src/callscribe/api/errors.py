@@ -68,8 +68,9 @@ class ErrorShapes:
         return JSONResponse(body, status_code=status, headers=headers)
 
 
-def install_error_handlers(app: FastAPI, surfaces: Sequence[tuple[str, ErrorShape]] = ()) -> None:
-    """Answer every error of the app in the shape of the surface its path belongs to."""
+def install_error_handlers(app: FastAPI, surfaces: Sequence[tuple[str, ErrorShape]] = ()) -> ErrorShapes:
+    """Answer every error of the app in the shape of the surface its path belongs to (returned, for
+    answers made outside the routes)."""
     shapes = ErrorShapes(surfaces)
 
     async def api_error(request: Request, exc: Exception) -> JSONResponse:
@@ -97,3 +98,4 @@ def install_error_handlers(app: FastAPI, surfaces: Sequence[tuple[str, ErrorShap
     app.add_exception_handler(StarletteHTTPException, http_error)
     app.add_exception_handler(RequestValidationError, validation_error)
     app.add_exception_handler(Exception, unhandled)
+    return shapes

@@ -1,5 +1,6 @@
 """Request limits for the control surfaces: body size (413-01), per-key rate (429-01 with
-Retry-After) and one request at a time per call guid (409-202).
+Retry-After), one request at a time per call guid (409-202), and failed-auth throttling per source
+address (`AuthFailureThrottle`, 429-01 on HTTP and 4429 on WebSockets).
 
 State lives on the app (`limits_of(app)`), so two apps in one process do not share counters.
 """
@@ -10,14 +11,18 @@ import json
 import math
 import threading
 import time
+from collections import OrderedDict, deque
 from contextlib import asynccontextmanager
-from typing import Any, AsyncIterator, Hashable
+from typing import Any, AsyncIterator, Awaitable, Callable, Hashable, MutableMapping
 
 from fastapi import Request
 
 from callscribe.api.auth import authenticate, credentials_from_headers
-from callscribe.api.errors import ApiError
+from callscribe.api.errors import ApiError, ErrorShapes
 from callscribe.config import ApiKey
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
 
 
 class RateLimiter:
@@ -119,3 +124,100 @@ def authorize(request: Request) -> ApiKey:
     if wait > 0:
         raise ApiError(429, None, "Too Many Requests", headers={"Retry-After": str(max(1, math.ceil(wait)))})
     return key
+
+
+class FailureWindow:
+    """Failures per source in the last `window_s` seconds; a source at `limit` is blocked until its
+    oldest failure leaves the window. At most `max_sources` are tracked (the stalest go first), so
+    a flood of addresses cannot grow memory without bound."""
+
+    def __init__(self, limit: int, window_s: float = 60.0, max_sources: int = 100_000) -> None:
+        self.limit = limit
+        self.window_s = window_s
+        self.max_sources = max_sources
+        self._failures: OrderedDict[str, deque[float]] = OrderedDict()
+
+    def _recent(self, source: str, now: float) -> deque[float] | None:
+        times = self._failures.get(source)
+        while times and times[0] <= now - self.window_s:
+            times.popleft()
+        if times is not None and not times:
+            del self._failures[source]
+            return None
+        return times
+
+    def blocked_for(self, source: str, now: float | None = None) -> float:
+        """0 when the source may try; else the seconds until it may again."""
+        now = time.monotonic() if now is None else now
+        times = self._recent(source, now)
+        if times is None or len(times) < self.limit:
+            return 0.0
+        return times[0] + self.window_s - now
+
+    def record(self, source: str, now: float | None = None) -> None:
+        now = time.monotonic() if now is None else now
+        times = self._recent(source, now)
+        if times is None:
+            times = self._failures[source] = deque(maxlen=self.limit)
+            while len(self._failures) > self.max_sources:
+                self._failures.popitem(last=False)
+        self._failures.move_to_end(source)
+        times.append(now)
+
+
+#: Paths that answer without credentials (probes); never throttled.
+_UNTHROTTLED = frozenset({"/healthz", "/readyz"})
+
+
+def _is_auth_failure(message: Message) -> bool:
+    """An answer that means "bad credentials": HTTP 401, a refused WebSocket upgrade (401/403), a
+    WebSocket closed with 4401, or with 1008 (policy) for a token or credentials."""
+    kind = message["type"]
+    if kind in ("http.response.start", "websocket.http.response.start"):
+        status = message.get("status")
+        return status == 401 or (kind == "websocket.http.response.start" and status == 403)
+    if kind == "websocket.close":
+        code, reason = message.get("code"), str(message.get("reason") or "").lower()
+        return code == 4401 or (code == 1008 and ("token" in reason or "credential" in reason))
+    return False
+
+
+class AuthFailureThrottle:
+    """ASGI middleware: after `per_minute` failed authentications from one address within a minute,
+    that address gets 429-01 (with Retry-After) on HTTP and close code 4429 on WebSockets, whatever
+    it sends, until the minute has passed. Guessing secrets becomes slow; other sources are not
+    affected. The address is the peer's (behind a proxy, run uvicorn with --proxy-headers)."""
+
+    def __init__(self, app: Callable[[Scope, Callable, Callable], Awaitable[None]], per_minute: int,
+                 shapes: ErrorShapes | None = None) -> None:
+        self.app = app
+        self.failures = FailureWindow(per_minute)
+        self.shapes = shapes or ErrorShapes()
+
+    async def __call__(self, scope: Scope, receive: Callable, send: Callable) -> None:
+        if scope["type"] not in ("http", "websocket") or scope.get("path") in _UNTHROTTLED:
+            return await self.app(scope, receive, send)
+        source = (scope.get("client") or ("unknown",))[0]
+        wait = self.failures.blocked_for(source)
+        if wait > 0:
+            return await self._refuse(scope, send, wait)
+
+        async def watching_send(message: Message) -> None:
+            if _is_auth_failure(message):
+                self.failures.record(source)
+            await send(message)
+
+        await self.app(scope, receive, watching_send)
+
+    async def _refuse(self, scope: Scope, send: Callable, wait: float) -> None:
+        if scope["type"] == "websocket":  # before accept: the client sees the close (an HTTP 403)
+            await send({"type": "websocket.close", "code": 4429, "reason": "too many failed authentications"})
+            return
+        response = self.shapes.response(scope.get("path", ""), 429, None,
+                                        "Too many failed authentications from this address",
+                                        headers={"Retry-After": str(max(1, math.ceil(wait)))})
+        await response(scope, _no_body, send)
+
+
+async def _no_body() -> Message:
+    return {"type": "http.request", "body": b"", "more_body": False}

@@ -2,9 +2,13 @@
 
 - In order per leg: only the oldest undelivered row of an ordering key (call + leg) is ever sent, and
   one key has at most one request in flight. Other keys are not held up by a failing one.
-- Retried with exponential backoff and full jitter (1 s doubling to 60 s by default). A 4xx other
-  than 408/429 usually means the receiver rejects the body, but it may be a misconfiguration that
-  gets fixed, so it is still retried, at the longest delay, and logged. A `Retry-After` is honoured.
+- Retried with exponential backoff and full jitter (1 s doubling to 60 s by default). A `Retry-After`
+  is honoured.
+- Dead letters: a 4xx other than 408/429 (the receiver refuses this body; retrying would not help),
+  or a row past its retry budget (CALLSCRIBE_WEBHOOK_MAX_ATTEMPTS attempts or
+  CALLSCRIBE_WEBHOOK_MAX_AGE_S since it was made), is set aside as dead: logged, counted in
+  `callscribe_webhook_dead_letters_total`, and the next row of its key goes on. Dead letters are
+  listed and replayed through the native API (`callscribe.api.deliveries`).
 - Durable: rows are in the database; at start every pending row is made due at once, so a restart
   resumes delivery. Delivery is at least once: a crash between the receiver's 2xx and our record of
   it resends the row, with the same `webhook-id` for the receiver to de-duplicate.
@@ -24,6 +28,7 @@ from datetime import datetime, timedelta, timezone
 import httpx
 
 from callscribe import __version__
+from callscribe.config import Settings
 from callscribe.delivery.webhook import Signer
 from callscribe.metrics import Metrics
 from callscribe.store import OutboxJob, Store
@@ -41,11 +46,32 @@ class RetryPolicy:
     cap_s: float = 60.0
     poll_s: float = 5.0  # longest sleep between looks at the table (rows added by other means)
     keep_delivered: timedelta = timedelta(days=7)
+    max_attempts: int = 100
+    max_age: timedelta = timedelta(days=1)
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> "RetryPolicy":
+        return cls(max_attempts=settings.webhook_max_attempts, max_age=timedelta(seconds=settings.webhook_max_age_s))
 
     def delay(self, attempts: int) -> float:
         """Exponential, capped, with jitter over the upper half so many legs do not retry in lockstep."""
         ceiling = min(self.cap_s, self.base_s * (2 ** max(attempts - 1, 0)))
         return random.uniform(ceiling / 2, ceiling)
+
+    def exhausted(self, job: OutboxJob, attempts: int, now: datetime) -> bool:
+        """The retry budget is spent: no further attempt after this one."""
+        return attempts >= self.max_attempts or now - job.created_at >= self.max_age
+
+
+def refused(status: int | None) -> bool:
+    """A 4xx other than 408 (timeout) and 429 (slow down): the receiver will not take this body."""
+    return status is not None and 400 <= status < 500 and status not in (408, 429)
+
+
+def call_id_of(job: OutboxJob) -> str | None:
+    """The call a row belongs to: ordering keys are `<call_id>:<leg>`."""
+    call_id, sep, _ = job.ordering_key.partition(":")
+    return call_id if sep and call_id else None
 
 
 class WebhookDispatcher:
@@ -106,6 +132,7 @@ class WebhookDispatcher:
         read_at = self._finished
         heads = await self.store.db.read(self.store.outbox.heads)
         self.metrics.webhook_backlog.set(await self.store.db.read(self.store.outbox.pending_count))
+        self.metrics.webhook_dead.set(await self.store.db.read(self.store.outbox.dead_count))
         now = _now()
         wait = self.policy.poll_s
         for job in heads:
@@ -128,15 +155,20 @@ class WebhookDispatcher:
             if error is None:
                 await self.store.db.write(self.store.outbox.mark_delivered, job.id, attempts, _now())
                 return
-            if status is not None and 400 <= status < 500 and status not in (408, 429):
-                delay = self.policy.cap_s  # the receiver refuses it; keep trying, but slowly
-            else:
-                delay = self.policy.delay(attempts)
+            now = _now()
+            reason = "refused" if refused(status) else "budget" if self.policy.exhausted(job, attempts, now) else None
+            if reason is not None:
+                log.error("webhook %s is a dead letter after %d attempt(s) (%s: %s); later rows of %s go on",
+                          job.msg_id, attempts, reason, error, job.ordering_key)
+                await self.store.db.write(self.store.outbox.mark_dead, job.id, attempts, now, error, call_id_of(job))
+                self.metrics.webhook_dead_letters.labels(reason=reason).inc()
+                return
+            delay = self.policy.delay(attempts)
             if retry_after is not None:
                 delay = max(delay, min(retry_after, self.policy.cap_s * 10))
             log.warning("webhook %s attempt %d failed (%s); next try in %.1f s", job.msg_id, attempts, error, delay)
             await self.store.db.write(self.store.outbox.mark_failed, job.id, attempts,
-                                      _now() + timedelta(seconds=delay), error)
+                                      now + timedelta(seconds=delay), error)
         except asyncio.CancelledError:
             raise
         except Exception:  # recording the outcome failed; the row stays pending and is tried again

@@ -2,25 +2,38 @@
 transaction), state changes, stream intervals and summaries, recordings. Partials are not stored.
 
 Events are written in publish order by the store's single writer thread, batched when they arrive
-faster than the database commits. Nothing is dropped: the queue is unbounded, and a database that is
-unreachable is retried until it answers (finals are mandatory).
+faster than the database commits. Storage refuses loudly, never silently:
+
+- A database that is unreachable (or full: OperationalError) is retried until it answers; meanwhile
+  `store_healthy` is False (/readyz answers 503) and `flush()` returns at once instead of waiting.
+- A batch the database refuses is retried row by row, so one bad event does not sink its
+  neighbours; a row that still cannot be stored is logged, counted in
+  `callscribe_store_failures_total` and reported on its call (`store_failures(call_id)`).
+- The queue is bounded (`_QUEUE_MAX` events, hours of finals at full load): past it, while the
+  database is down for that long, new events are refused and reported the same way, rather than
+  growing memory until the process dies.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Callable, Mapping
+import time
+from collections import OrderedDict
+from typing import Any, Callable, Mapping
 
 from sqlalchemy.exc import InterfaceError, OperationalError
 
 from callscribe.calls.events import CallEvent, EventBus, UtteranceEvent
 from callscribe.delivery.webhook import Formatter
+from callscribe.metrics import Metrics
 from callscribe.store import NewOutbox, Store
 
 log = logging.getLogger(__name__)
 _BATCH = 200
 _RETRY_CAP_S = 10.0
+_QUEUE_MAX = 100_000
+_CALLS_REPORTED = 10_000  # calls whose failure counts are remembered (oldest forgotten first)
 
 
 class _Barrier:
@@ -33,16 +46,47 @@ class _Barrier:
 class Persister:
     def __init__(self, bus: EventBus, store: Store, *, webhooks_enabled: bool,
                  formatters: Mapping[str, Formatter] | None = None,
-                 on_outbox: Callable[[], None] | None = None) -> None:
+                 on_outbox: Callable[[], None] | None = None, metrics: Metrics | None = None) -> None:
         self.bus = bus
         self.store = store
         self.webhooks_enabled = webhooks_enabled
         self.formatters = dict(formatters or {})  # control surface -> its webhook formatter
         self._unformatted: set[str] = set()
         self.on_outbox = on_outbox  # wakes the webhook dispatcher
+        self.metrics = metrics
+        # Barriers and the stop marker always go in; events only up to _QUEUE_MAX (see _on_event).
         self._queue: asyncio.Queue[CallEvent | _Barrier | None] = asyncio.Queue()
+        self._queued_events = 0
         self._unsubscribe: Callable[[], None] | None = None
         self._task: asyncio.Task | None = None
+        self.store_healthy = True
+        self._unhealthy = asyncio.Event()  # set while the database is failing: releases flush() waiters
+        self._failures: OrderedDict[str, int] = OrderedDict()
+        self._last_overflow_log = 0.0
+
+    def store_failures(self, call_id: str) -> int:
+        """Events of this call the store could not keep (refused rows, or refused for a full queue)."""
+        return self._failures.get(call_id, 0)
+
+    def _report_failure(self, event: CallEvent, reason: str) -> None:
+        call_id = event.call.call_id
+        self._failures[call_id] = self._failures.pop(call_id, 0) + 1
+        while len(self._failures) > _CALLS_REPORTED:
+            self._failures.popitem(last=False)
+        if self.metrics is not None:
+            self.metrics.store_failures.labels(reason=reason).inc()
+
+    def _set_healthy(self, healthy: bool) -> None:
+        if healthy == self.store_healthy:
+            return
+        self.store_healthy = healthy
+        if healthy:
+            self._unhealthy.clear()
+            log.warning("database available again: storing resumes")
+        else:
+            self._unhealthy.set()
+        if self.metrics is not None:
+            self.metrics.store_healthy.set(1 if healthy else 0)
 
     def start(self) -> None:
         self._unsubscribe = self.bus.subscribe(self._on_event)
@@ -51,15 +95,29 @@ class Persister:
     def _on_event(self, event: CallEvent) -> None:
         if isinstance(event, UtteranceEvent) and event.kind != "final":
             return
+        if self._queued_events >= _QUEUE_MAX:
+            self._report_failure(event, "queue_full")
+            if time.monotonic() - self._last_overflow_log > 10:  # one line per 10 s, not per event
+                self._last_overflow_log = time.monotonic()
+                log.error("not stored: %d events wait for the database already; refusing %s seq %s of call %s",
+                          self._queued_events, type(event).__name__, event.seq, event.call.call_id)
+            return
+        self._queued_events += 1
         self._queue.put_nowait(event)
 
     async def flush(self) -> None:
-        """Return once every event published before this call is stored."""
-        if self._task is None or self._task.done():
+        """Return once every event published before this call is stored, or at once while the
+        database is failing (readers then see what is stored; they must not hang on an outage)."""
+        if self._task is None or self._task.done() or not self.store_healthy:
             return
         barrier = _Barrier()
         self._queue.put_nowait(barrier)
-        await barrier.done
+        outage = asyncio.ensure_future(self._unhealthy.wait())
+        waits: set[asyncio.Future[Any]] = {barrier.done, outage}
+        try:
+            await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            outage.cancel()
 
     async def stop(self, timeout: float = 15.0) -> None:
         """Stop listening, store what is queued (waiting at most `timeout` for the database), end."""
@@ -86,6 +144,7 @@ class Persister:
                 elif isinstance(item, _Barrier):
                     barriers.append(item)
                 else:
+                    self._queued_events -= 1
                     batch.append(item)
                 if stopping or len(batch) >= _BATCH or self._queue.empty():
                     break
@@ -130,14 +189,18 @@ class Persister:
         while True:
             try:
                 await self.store.db.write(self.store.calls.save_events, items)
+                self._set_healthy(True)
                 return True
             except (OperationalError, InterfaceError) as exc:
+                self._set_healthy(False)
                 log.warning("storing %d event(s) failed (%s); retrying in %.1f s", len(items), exc, delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, _RETRY_CAP_S)
             except Exception:
+                self._set_healthy(True)  # the database answered: it refuses this, it is not down
                 if len(items) == 1:
                     event = items[0][0]
                     log.exception("not stored: %s seq %s of call %s", type(event).__name__, event.seq,
                                   event.call.call_id)
+                    self._report_failure(event, "refused")
                 return False

@@ -7,9 +7,11 @@ import logging
 from typing import TYPE_CHECKING
 
 from callscribe.delivery.fanout import FanoutHub
-from callscribe.delivery.outbox import WebhookDispatcher
+from callscribe.delivery.outbox import RetryPolicy, WebhookDispatcher
 from callscribe.delivery.persister import Persister
+from callscribe.delivery.retention import RetentionSweeper
 from callscribe.delivery.webhook import Signer, load_or_create_secret
+from callscribe.logsafe import url_for_log
 from callscribe.store import Store
 
 if TYPE_CHECKING:
@@ -20,7 +22,8 @@ log = logging.getLogger(__name__)
 
 async def start_delivery(services: Services) -> None:
     """Open the database (migrating it), then subscribe the fan-out hub and the persister to the
-    bus, then start the webhook dispatcher. Fills services.store, .fanout, .persister, .webhooks."""
+    bus, then start the webhook dispatcher and the retention sweep. Fills services.store, .fanout,
+    .persister, .webhooks, .retention."""
     settings = services.settings
     store = Store(settings.resolved_database_url)
     await store.start()
@@ -29,18 +32,26 @@ async def start_delivery(services: Services) -> None:
     services.fanout.start()
     if settings.webhook_url:
         signer = Signer(load_or_create_secret(settings))
-        services.webhooks = WebhookDispatcher(store, settings.webhook_url, signer, services.metrics)
+        services.webhooks = WebhookDispatcher(store, settings.webhook_url, signer, services.metrics,
+                                              policy=RetryPolicy.from_settings(settings))
     services.persister = Persister(services.bus, store, webhooks_enabled=services.webhooks is not None,
                                    formatters=services.formatters,
-                                   on_outbox=services.webhooks.wake if services.webhooks else None)
+                                   on_outbox=services.webhooks.wake if services.webhooks else None,
+                                   metrics=services.metrics)
     services.persister.start()
-    if services.webhooks is not None:
+    if services.webhooks is not None and settings.webhook_url:
         await services.webhooks.start()
-        log.info("webhooks: delivering to %s", settings.webhook_url)
+        log.info("webhooks: delivering to %s", url_for_log(settings.webhook_url))
+    services.retention = None
+    if settings.retention_days > 0:
+        services.retention = RetentionSweeper(store, settings.data_dir, settings.retention_days, services.metrics)
+        services.retention.start()
 
 
 async def stop_delivery(services: Services) -> None:
-    """Store what is still queued, stop sending, close the database."""
+    """Store what is still queued, stop sending and sweeping, close the database."""
+    if services.retention is not None:
+        await services.retention.stop()
     if services.persister is not None:
         await services.persister.stop()
     if services.webhooks is not None:

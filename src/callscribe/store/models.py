@@ -172,10 +172,16 @@ class OutboxRow(Base):
     next_attempt_at: Mapped[datetime] = mapped_column(UTCDateTime())
     delivered_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     last_error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    # Set when the row became a dead letter (refused, or past the retry budget); cleared on replay.
+    dead_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    # The call the row belongs to, so dead letters can be listed per tenant (set when it dies).
+    call_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
 
     __table_args__ = (
         # The dispatcher's only hot query: the oldest undelivered row of each key.
         Index("ix_outbox_pending", "ordering_key", "id",
               sqlite_where=text("delivered_at IS NULL"), postgresql_where=text("delivered_at IS NULL")),
         Index("ix_outbox_delivered_at", "delivered_at"),
+        Index("ix_outbox_dead", "call_id", "dead_at",
+              sqlite_where=text("dead_at IS NOT NULL"), postgresql_where=text("dead_at IS NOT NULL")),
     )

@@ -1,8 +1,9 @@
-"""The webhook outbox table: which rows are due, and recording each attempt's outcome.
+"""The webhook outbox table: which rows are due, recording each attempt's outcome, and dead letters.
 
-Rows of one ordering key are delivered one at a time in id order, so only the oldest undelivered
-row of each key (its "head") is ever a candidate. Every method is one short transaction; the
-dispatcher never holds one across an HTTP request.
+Rows of one ordering key are delivered one at a time in id order, so only the oldest pending row
+of each key (its "head") is ever a candidate. A row is pending while it is neither delivered nor
+dead; a dead letter steps aside so the rows after it go on, and a replay makes it pending again.
+Every method is one short transaction; the dispatcher never holds one across an HTTP request.
 """
 
 from __future__ import annotations
@@ -12,8 +13,10 @@ from datetime import datetime
 
 from sqlalchemy import delete, func, select, update
 
-from callscribe.store.db import Database
-from callscribe.store.models import OutboxRow
+from callscribe.store.db import Database, affected
+from callscribe.store.models import Call, OutboxRow
+
+_PENDING = (OutboxRow.delivered_at.is_(None), OutboxRow.dead_at.is_(None))
 
 
 @dataclass(frozen=True)
@@ -24,6 +27,20 @@ class OutboxJob:
     payload: str
     attempts: int
     next_attempt_at: datetime
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    id: int
+    msg_id: str
+    call_id: str | None
+    guid: str
+    payload: str
+    attempts: int
+    last_error: str | None
+    created_at: datetime
+    dead_at: datetime | None  # never None as listed; typed as the column is
 
 
 class OutboxRepository:
@@ -31,19 +48,54 @@ class OutboxRepository:
         self.db = db
 
     def heads(self) -> list[OutboxJob]:
-        """The oldest undelivered row of every ordering key, due or not."""
+        """The oldest pending row of every ordering key, due or not."""
         oldest = (select(func.min(OutboxRow.id).label("id"))
-                  .where(OutboxRow.delivered_at.is_(None))
+                  .where(*_PENDING)
                   .group_by(OutboxRow.ordering_key).subquery())
         with self.db.sessions() as s:
             rows = s.scalars(select(OutboxRow).join(oldest, OutboxRow.id == oldest.c.id)
                              .order_by(OutboxRow.next_attempt_at, OutboxRow.id)).all()
-            return [OutboxJob(r.id, r.msg_id, r.ordering_key, r.payload, r.attempts, r.next_attempt_at)
-                    for r in rows]
+            return [OutboxJob(r.id, r.msg_id, r.ordering_key, r.payload, r.attempts, r.next_attempt_at,
+                              r.created_at) for r in rows]
 
     def pending_count(self) -> int:
         with self.db.sessions() as s:
-            return s.scalar(select(func.count()).select_from(OutboxRow).where(OutboxRow.delivered_at.is_(None))) or 0
+            return s.scalar(select(func.count()).select_from(OutboxRow).where(*_PENDING)) or 0
+
+    def dead_count(self) -> int:
+        with self.db.sessions() as s:
+            return s.scalar(select(func.count()).select_from(OutboxRow).where(OutboxRow.dead_at.is_not(None))) or 0
+
+    def mark_dead(self, row_id: int, attempts: int, when: datetime, error: str, call_id: str | None) -> None:
+        """The row will not be sent again unless replayed; the next row of its key becomes the head."""
+        with self.db.sessions.begin() as s:
+            s.execute(update(OutboxRow).where(OutboxRow.id == row_id)
+                      .values(attempts=attempts, dead_at=when, last_error=error[:2000], call_id=call_id))
+
+    def dead_letters(self, tenant: str, limit: int = 100, before_id: int | None = None) -> list[DeadLetter]:
+        """The tenant's dead letters, newest first (`before_id` pages on)."""
+        query = (select(OutboxRow, Call.guid).join(Call, Call.call_id == OutboxRow.call_id)
+                 .where(OutboxRow.dead_at.is_not(None), Call.tenant == tenant))
+        if before_id is not None:
+            query = query.where(OutboxRow.id < before_id)
+        with self.db.sessions() as s:
+            rows = s.execute(query.order_by(OutboxRow.id.desc()).limit(limit)).all()
+            return [DeadLetter(r.id, r.msg_id, r.call_id, guid, r.payload, r.attempts, r.last_error, r.created_at,
+                               r.dead_at) for r, guid in rows]
+
+    def replay(self, tenant: str, row_id: int, when: datetime) -> bool:
+        """Make one of the tenant's dead letters pending and due now, with a fresh retry budget.
+
+        It becomes the head of its key again (the oldest pending id), so it goes before any later
+        row of its leg still waiting; its age budget counts from now (`created_at` is reset).
+        False when the tenant has no such dead letter."""
+        mine = select(Call.call_id).where(Call.tenant == tenant).scalar_subquery()
+        with self.db.sessions.begin() as s:
+            return affected(s.execute(update(OutboxRow)
+                             .where(OutboxRow.id == row_id, OutboxRow.dead_at.is_not(None),
+                                    OutboxRow.call_id.in_(mine))
+                             .values(dead_at=None, attempts=0, next_attempt_at=when, created_at=when,
+                                     last_error=None))) == 1
 
     def mark_delivered(self, row_id: int, attempts: int, when: datetime) -> None:
         with self.db.sessions.begin() as s:
@@ -56,14 +108,13 @@ class OutboxRepository:
                       .values(attempts=attempts, next_attempt_at=next_attempt_at, last_error=error[:2000]))
 
     def resume_all(self, when: datetime) -> int:
-        """Make every undelivered row due now (at start: a restart is a good moment to try again)."""
+        """Make every pending row due now (at start: a restart is a good moment to try again)."""
         with self.db.sessions.begin() as s:
-            return s.execute(update(OutboxRow).where(OutboxRow.delivered_at.is_(None),
-                                                     OutboxRow.next_attempt_at > when)
-                             .values(next_attempt_at=when)).rowcount
+            return affected(s.execute(update(OutboxRow).where(*_PENDING, OutboxRow.next_attempt_at > when)
+                             .values(next_attempt_at=when)))
 
     def purge_delivered(self, before: datetime) -> int:
         """Forget rows delivered before `before` (the utterances themselves stay in their table)."""
         with self.db.sessions.begin() as s:
-            return s.execute(delete(OutboxRow).where(OutboxRow.delivered_at.is_not(None),
-                                                     OutboxRow.delivered_at < before)).rowcount
+            return affected(s.execute(delete(OutboxRow).where(OutboxRow.delivered_at.is_not(None),
+                                                     OutboxRow.delivered_at < before)))
