@@ -40,6 +40,9 @@ if [ -z "${CALLSCRIBE_TEST_PG_URL:-}" ]; then
   fi
 fi
 
+# Types first: the seams between the layers are typed and checked (config in pyproject.toml).
+"$PYTHON" -m mypy
+
 status=0
 "$PYTHON" -m pytest "$@" || status=$?
 exit $status
