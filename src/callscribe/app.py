@@ -107,6 +107,8 @@ def create_app(settings: Settings, *, engine: Any = None) -> FastAPI:
     app.include_router(twilio_ingest.router)
     app.include_router(asapp_api.router)
     app.include_router(asapp_ws_ingest.router)
+    from callscribe.api import dashboard as dashboard_api  # the page at / and the reads only it uses
+    app.include_router(dashboard_api.router)
 
     @app.get("/healthz", include_in_schema=False)
     async def healthz() -> dict:
