@@ -38,8 +38,8 @@ def _sender(payload: str) -> tuple[dict[str, Any], int | None, str | None]:
         return {}, None, None
     utterances = (body.get("autotranscribeResponse") or {}).get("utterance") or [{}]
     text = utterances[0].get("text") if isinstance(utterances[0], dict) else None
-    sender = body.get("sender") if isinstance(body.get("sender"), dict) else {}
-    return sender, body.get("sequence"), text
+    sender = body.get("sender")
+    return (sender if isinstance(sender, dict) else {}), body.get("sequence"), text
 
 
 def call_deliveries(db: Database, tenant: str, guid: str, call_id: str | None = None) -> list[dict] | None:

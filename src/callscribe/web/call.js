@@ -1,6 +1,6 @@
 // One call: header and controls, the live transcript, stream intervals, recordings, webhook deliveries.
 import { api, blobUrl, eventsSocket, path } from "./api.js";
-import { legsOf, stateBadge, transcriptionOf } from "./calls.js";
+import { legsOf, stateBadge, transcriptionOf, TRANSCRIPTION_KINDS } from "./calls.js";
 import { badge, clock, dateTime, duration, h, maskedText, speakerOf, speakerSlot } from "./dom.js";
 import { Transcript } from "./transcript.js";
 
@@ -9,11 +9,14 @@ const REDACTION_OUTPUTS = ["redacted", "unredacted", "redacted_and_unredacted"];
 const DETAIL_POLL_MS = 4000;
 const DELIVERY_ROWS = 100;
 
+const plural = (n, word) => `${n} ${word}${n === 1 ? "" : "s"}`;
+
 export class CallView {
-  constructor(guid, pane, { onUnauthorized }) {
+  constructor(guid, pane, { onUnauthorized, onStateChange }) {
     this.guid = guid;
     this.pane = pane;
     this.onUnauthorized = onUnauthorized;
+    this.onStateChange = onStateChange; // the call list refreshes at once rather than at its next poll
     this.detail = null;
     this.lastSeq = 0;
     this.ws = null;
@@ -82,7 +85,7 @@ export class CallView {
           this.el.live),
         h("p", { class: "sub" }, `${d.namespace || "–"} · call id ${d.callId || "–"} · started ${dateTime(d.createdAt)}`),
         h("dl", { class: "facts" },
-          h("div", {}, h("dt", {}, "State"), h("dd", {}, this.el.state)),
+          h("div", {}, h("dt", {}, "Media"), h("dd", {}, this.el.state)),
           h("div", {}, h("dt", {}, "Transcription"), h("dd", {}, this.el.transcription)),
           h("div", {}, h("dt", {}, "Duration"), h("dd", {}, this.el.duration)),
           h("div", {}, h("dt", {}, "Redaction"), h("dd", {}, this.el.redaction))),
@@ -131,7 +134,10 @@ export class CallView {
     if (typeof ev.seq === "number") this.lastSeq = Math.max(this.lastSeq, ev.seq);
     this.transcript.apply(ev);
     this.el.transcriptEmpty.hidden = !this.transcript.empty;
-    if (ev.type === "state") this.refresh();
+    if (ev.type === "state") {
+      this.refresh();
+      this.onStateChange?.();
+    }
     if (ev.type === "final") this.legend(ev);
   }
 
@@ -165,8 +171,7 @@ export class CallView {
     const legs = legsOf(d);
     const transcription = transcriptionOf(d);
     this.el.state.replaceChildren(stateBadge(d.state));
-    this.el.transcription.replaceChildren(badge(transcription,
-      { On: "on", Paused: "warn", Off: "off", Ended: "off" }[transcription]));
+    this.el.transcription.replaceChildren(badge(transcription, TRANSCRIPTION_KINDS[transcription]));
     this.el.transcription.dataset.value = transcription;
     const modes = [...new Set(legs.map((l) => l.redaction).filter(Boolean))];
     this.el.redaction.textContent = modes.join(", ") || "–";
@@ -189,6 +194,7 @@ export class CallView {
     const d = this.detail;
     const box = this.el.controls;
     if (!ASAPP_NAMESPACES.has(d.namespace) || d.state === "ended") {
+      if (box.dataset.mode !== "none" && d.state === "ended") this.el.controlMsg.textContent = "";
       box.replaceChildren();
       box.dataset.mode = "none";
       return;
@@ -245,7 +251,7 @@ export class CallView {
     const answer = await this.control("stop-streaming", { namespace: this.detail.namespace, guid: this.guid }, button);
     if (!answer) return;
     const parts = Object.entries(answer.autotranscribeResponse || {}).map(([who, leg]) =>
-      `${who}: ${duration(leg.summary?.audioDurationMs)} of audio, ${leg.summary?.transcripts ?? 0} transcripts`);
+      `${who}: ${duration(leg.summary?.audioDurationMs)} of audio, ${plural(leg.summary?.transcripts ?? 0, "final")}`);
     this.el.controlMsg.textContent = `Transcription paused. ${parts.join("; ")}.`;
   }
 
@@ -271,13 +277,12 @@ export class CallView {
       return;
     }
     this.el.streams.replaceChildren(h("table", { class: "compact" },
-      h("thead", {}, h("tr", {}, ["Participant", "Started", "Stopped", "Audio", "Finals"].map((t) => h("th", { scope: "col" }, t)))),
+      h("thead", {}, h("tr", {}, ["Participant", "Interval", "Audio", "Finals"].map((t) => h("th", { scope: "col" }, t)))),
       h("tbody", {}, streams.map((s) => {
         const summary = s.summary || live.get(s.streamId);
         return h("tr", {},
           h("td", { title: `stream ${s.streamId}` }, speakerOf(s)),
-          h("td", {}, clock(s.startedAt)),
-          h("td", {}, s.stoppedAt ? clock(s.stoppedAt) : badge("open", "on")),
+          h("td", { class: "num" }, clock(s.startedAt), " – ", s.stoppedAt ? clock(s.stoppedAt) : badge("open", "on")),
           h("td", { class: "num" }, summary ? duration(summary.audioDurationMs) : "–"),
           h("td", { class: "num" }, summary ? summary.transcripts : "–"));
       }))));
@@ -332,13 +337,12 @@ export class CallView {
     this.el.deliveries.replaceChildren(
       h("p", { class: "counts" }, Object.entries(data.counts).map(([k, n]) => badge(`${n} ${k}`, n ? kinds[k] : "off"))),
       h("table", { class: "compact" },
-        h("thead", {}, h("tr", {}, ["#", "Participant", "Status", "Tries", "Text"].map((t) => h("th", { scope: "col" }, t)))),
+        h("thead", {}, h("tr", {}, ["#", "Participant", "Status", "Text"].map((t) => h("th", { scope: "col" }, t)))),
         h("tbody", {}, rows.slice(-DELIVERY_ROWS).reverse().map((r) => h("tr", {},
           h("td", { class: "num" }, r.sequence ?? "–"),
           h("td", {}, speakerOf(r)),
           h("td", { title: r.lastError || (r.deliveredAt ? `delivered ${dateTime(r.deliveredAt)}` : "") },
-            badge(r.status, kinds[r.status])),
-          h("td", { class: "num" }, r.attempts),
-          h("td", { class: "clip" }, maskedText(r.text || "")))))));
+            badge(r.status, kinds[r.status]), r.attempts > 1 ? h("span", { class: "muted" }, ` ${r.attempts} tries`) : null),
+          h("td", { class: "clip", title: r.text || "" }, maskedText(r.text || "")))))));
   }
 }

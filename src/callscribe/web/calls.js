@@ -1,16 +1,18 @@
 // The call list: live and stored calls of the tenant, refreshed by polling, with search and a state filter.
 import { api, path } from "./api.js";
-import { badge, dateTime, duration, h, speakerOf } from "./dom.js";
+import { badge, dateTime, duration, h, Poller, speakerOf } from "./dom.js";
 
 const POLL_MS = 2000;
 const DETAIL_LOOKUPS = 25; // ended calls whose participants are fetched once (the list has no legs for them)
 
+// The call's media; whether it is being transcribed is shown beside it (transcriptionOf).
 export const STATE_LABELS = {
-  streaming: ["Transcribing", "on"],
-  connected: ["Connected", "info"],
-  pending: ["Waiting for media", "warn"],
+  streaming: ["Live", "info"],
+  connected: ["Live", "info"],
+  pending: ["Waiting", "warn"],
   ended: ["Ended", "off"],
 };
+export const TRANSCRIPTION_KINDS = { On: "on", Paused: "warn", Off: "off" };
 
 export function stateBadge(state) {
   const [label, kind] = STATE_LABELS[state] || [state || "unknown", "off"];
@@ -33,16 +35,16 @@ export function legsOf(call) {
   return [...bySpeaker.values()];
 }
 
-/** "On", "Paused" (stopped with media still connected), "Off" or "Ended". */
+/** "On", "Paused" (stopped while the media is still connected) or "Off". */
 export function transcriptionOf(call) {
   if (call.state === "streaming") return "On";
-  if (call.state === "ended") return "Ended";
+  if (call.state === "ended") return "Off";
   const intervals = call.live?.intervals ?? (call.streams || []).length;
   return intervals ? "Paused" : "Off";
 }
 
 export class CallList {
-  constructor({ onChange }) {
+  constructor({ onChange } = {}) {
     this.rows = document.getElementById("call-rows");
     this.status = document.getElementById("calls-status");
     this.empty = document.getElementById("calls-empty");
@@ -52,24 +54,18 @@ export class CallList {
     this.details = new Map(); // callId -> stored detail of an ended call (it no longer changes)
     this.selected = null;
     this.onChange = onChange;
-    this.timer = null;
+    this.poller = new Poller(() => this.refresh(), POLL_MS);
     this.search.addEventListener("input", () => this.render());
     this.stateFilter.addEventListener("change", () => this.render());
     document.getElementById("call-filters").addEventListener("submit", (e) => e.preventDefault());
   }
 
   start() {
-    if (this.timer) return;
-    const tick = async () => {
-      await this.refresh();
-      this.timer = setTimeout(tick, POLL_MS);
-    };
-    this.timer = setTimeout(tick, 0);
+    this.poller.start();
   }
 
   stop() {
-    clearTimeout(this.timer);
-    this.timer = null;
+    this.poller.stop();
   }
 
   async refresh() {
@@ -127,11 +123,11 @@ export class CallList {
         h("a", { href: `#/calls/${encodeURIComponent(call.guid)}`, class: "guid" }, call.guid),
         h("div", { class: "sub" }, `${call.namespace || "–"} · ${dateTime(call.createdAt)}`)),
       h("td", {}, stateBadge(call.state)),
+      h("td", {}, badge(transcription, TRANSCRIPTION_KINDS[transcription])),
       h("td", {}, legs.length
         ? legs.map((l) => h("span", { class: "chip", title: l.externalId ? `external id ${l.externalId}` : null }, l.speaker))
         : h("span", { class: "muted" }, "–")),
       h("td", { class: "num" }, duration(end - Date.parse(call.createdAt))),
-      h("td", {}, badge(transcription, { On: "on", Paused: "warn", Off: "off", Ended: "off" }[transcription])),
-      h("td", {}, modes.length ? modes.join(", ") : h("span", { class: "muted" }, "–")));
+      h("td", {}, modes.length ? modes.join(", ").replaceAll("_", "_\u200b") : h("span", { class: "muted" }, "–")));
   }
 }

@@ -20,7 +20,8 @@ export function h(tag, attrs = {}, ...children) {
 /** Text with each run of '#' (what redaction leaves) marked so masks are visible as such. */
 export function maskedText(text) {
   const frag = document.createDocumentFragment();
-  for (const part of String(text).split(/(#+)/)) {
+  // A masked number keeps its separators ("#### ####", "# # #"): one mark for the whole run reads better.
+  for (const part of String(text).split(/(#+(?:[ ,.\/-]{1,2}#+)*)/)) {
     if (!part) continue;
     if (part.startsWith("#")) frag.append(h("span", { class: "mask", title: "masked by redaction" }, part));
     else frag.append(part);
@@ -70,4 +71,30 @@ export function speakerSlot(name) {
 
 export function badge(text, kind) {
   return h("span", { class: `badge badge-${kind}` }, text);
+}
+
+/** Runs `fn` at once and then `ms` after each run ends, from start() until stop(). */
+export class Poller {
+  constructor(fn, ms) {
+    this.fn = fn;
+    this.ms = ms;
+    this.timer = null;
+    this.generation = 0; // a run still in flight when stopped must not schedule another
+  }
+
+  start() {
+    if (this.timer !== null) return;
+    const generation = ++this.generation;
+    const tick = async () => {
+      await this.fn();
+      if (generation === this.generation) this.timer = setTimeout(tick, this.ms);
+    };
+    this.timer = setTimeout(tick, 0);
+  }
+
+  stop() {
+    this.generation++;
+    clearTimeout(this.timer);
+    this.timer = null;
+  }
 }

@@ -1,6 +1,6 @@
 // The engine view: admission, legs, queues, partials shed and final latency, polled every POLL_MS.
 import { api, path } from "./api.js";
-import { badge, clock, h, seconds } from "./dom.js";
+import { badge, clock, h, Poller, seconds } from "./dom.js";
 
 const POLL_MS = 2000;
 const SVG = "http://www.w3.org/2000/svg";
@@ -14,6 +14,12 @@ function svg(tag, attrs = {}, ...children) {
   return el;
 }
 
+/** 0.1, 0.2, 0.25, 0.5, 1, 2, 2.5, 5 ... at least `raw`. */
+function niceStep(raw) {
+  const p = 10 ** Math.floor(Math.log10(raw));
+  return [1, 2, 2.5, 5, 10].map((m) => m * p).find((s) => s >= raw);
+}
+
 function tile(label, value, note, id) {
   return h("div", { class: "tile", id },
     h("div", { class: "tile-label" }, label),
@@ -23,9 +29,10 @@ function tile(label, value, note, id) {
 
 /** Final latency p50/p95 per step as two lines, with the deadline dashed; gaps where nothing was final. */
 function chart(lat, deadlineS) {
-  const W = 720, H = 220, L = 48, R = 12, T = 12, B = 28;
+  const W = 1100, H = 260, L = 52, R = 12, T = 14, B = 28;
   const pts = lat.series || [];
-  const top = Math.max(deadlineS, ...pts.map((p) => p.p95 || 0)) * 1.15;
+  const step = niceStep(Math.max(deadlineS, ...pts.map((p) => p.p95 || 0)) * 1.1 / 4);
+  const top = step * Math.ceil((Math.max(deadlineS, ...pts.map((p) => p.p95 || 0)) * 1.1) / step);
   const x = (i) => L + (pts.length > 1 ? (i / (pts.length - 1)) * (W - L - R) : (W - L - R) / 2);
   const y = (v) => T + (1 - v / top) * (H - T - B);
   const line = (key, cls) => {
@@ -39,10 +46,9 @@ function chart(lat, deadlineS) {
     return [svg("path", { d, class: `line ${cls}` }), ...dots.filter(Boolean)];
   };
   const grid = [];
-  for (let k = 0; k <= 4; k++) {
-    const v = (top * k) / 4;
+  for (let v = 0; v <= top + 1e-9; v += step) {
     grid.push(svg("line", { x1: L, x2: W - R, y1: y(v), y2: y(v), class: "grid" }),
-      svg("text", { x: L - 6, y: y(v) + 4, class: "axis", "text-anchor": "end" }, `${v.toFixed(1)} s`));
+      svg("text", { x: L - 6, y: y(v) + 4, class: "axis", "text-anchor": "end" }, `${+v.toFixed(2)} s`));
   }
   const minutes = Math.round((pts.length * (lat.stepS || 30)) / 60);
   const labels = pts.length ? [
@@ -60,22 +66,16 @@ export class EngineView {
   constructor() {
     this.body = document.getElementById("engine-body");
     this.status = document.getElementById("engine-status");
-    this.timer = null;
+    this.poller = new Poller(() => this.refresh(), POLL_MS);
     this.tableOpen = false;
   }
 
   start() {
-    if (this.timer) return;
-    const tick = async () => {
-      await this.refresh();
-      this.timer = setTimeout(tick, POLL_MS);
-    };
-    this.timer = setTimeout(tick, 0);
+    this.poller.start();
   }
 
   stop() {
-    clearTimeout(this.timer);
-    this.timer = null;
+    this.poller.stop();
   }
 
   async refresh() {
@@ -105,10 +105,11 @@ export class EngineView {
         tile("Active legs", e.activeLegs, `${e.activeCalls} calls with media`, "engine-legs"),
         tile("Workers busy", e.workers == null ? "–" : `${e.busyWorkers} / ${e.workers}`,
           e.load == null ? null : `load ${(e.load * 100).toFixed(0)} %, finals ${(e.finalLoad * 100).toFixed(0)} %`),
-        tile("Queued", `${e.queues.finals} finals · ${e.queues.partials} partials`, `${e.queues.webhooks} webhooks waiting`,
-          "engine-queues"),
+        tile("Streams refused", e.streamsRefused, "for lack of capacity"),
+        tile("Finals queued", e.queues.finals, "waiting for the model", "engine-finals-queue"),
+        tile("Partials queued", e.queues.partials, "at most one per leg"),
         tile("Partials shed", e.partialsShed, "dropped or merged under load", "engine-shed"),
-        tile("Streams refused", e.streamsRefused, "for lack of capacity")),
+        tile("Webhooks waiting", e.queues.webhooks, "in the outbox")),
       h("section", { class: "panel", "aria-labelledby": "latency-title" },
         h("div", { class: "panel-head" },
           h("h2", { id: "latency-title" }, "End of speech to final text"),

@@ -58,7 +58,10 @@ function route() {
     list.select(guid);
     const pane = $("call-pane");
     if (guid) {
-      callView = new CallView(guid, pane, { onUnauthorized: () => signOut("Your key was refused. Sign in again.") });
+      callView = new CallView(guid, pane, {
+        onUnauthorized: () => signOut("Your key was refused. Sign in again."),
+        onStateChange: () => list?.refresh(),
+      });
       callView.open();
       document.title = `${guid} · callscribe`;
     } else {
