@@ -145,6 +145,40 @@ def test_sign_in_list_and_live_transcript(start_app, call_script, webhook, page)
     assert page.evaluate("sessionStorage.length") == 0
 
 
+def test_speaker_is_the_participant_when_there_is_one(start_app, page):
+    """Legs are becoming participant-keyed: the page names the participant, else the role."""
+    app = start_app()
+    page.goto(app.url + "/")
+    got = page.evaluate("""async () => {
+        const { speakerOf } = await import("/ui/dom.js");
+        return [speakerOf({ participant: "p-7", role: "customer" }), speakerOf({ role: "agent" })];
+    }""")
+    assert got == ["p-7", "agent"]
+
+
+def test_deliveries_that_fail_are_listed_as_retrying(start_app, call_script):
+    app = start_app(webhook_url="http://127.0.0.1:9/hook")  # nothing listens there
+    call = call_script("dash-retry-1")
+    app.publish(call.state("media-connected"), call.started(), call.utterance("agent", "hello there"))
+    acme, globex = {"asapp-api-id": "ka", "asapp-api-secret": "sa"}, {"asapp-api-id": "kb", "asapp-api-secret": "sb"}
+    url = app.url + "/v1/calls/dash-retry-1/deliveries"
+    body = wait_until(lambda: (r := httpx.get(url, headers=acme).json())["counts"]["retrying"] == 1 and r,
+                      "a failed attempt")
+    (row,) = body["deliveries"]
+    assert row["status"] == "retrying" and row["attempts"] >= 1 and row["lastError"]
+    assert row["role"] == "agent" and row["text"] == "hello there" and row["sequence"] == call.seq
+    assert httpx.get(url, headers=globex).status_code == 404  # another tenant's call does not exist
+
+
+def test_latency_quantiles_interpolate_inside_buckets():
+    from callscribe.api.dashboard import quantile
+
+    bounds = [0.5, 1.0, 2.0, float("inf")]
+    assert quantile(0.5, bounds, [0, 0, 0, 0]) is None
+    assert quantile(0.5, bounds, [0, 4, 4, 4]) == 0.75  # all four in (0.5, 1]: the middle of it
+    assert quantile(0.95, bounds, [2, 2, 2, 4]) == 2.0  # beyond the last bound: that bound
+
+
 def test_engine_endpoint_needs_a_key(start_app):
     app = start_app()
     assert httpx.get(app.url + "/v1/engine").status_code == 401

@@ -60,14 +60,6 @@ export class CallList {
     document.getElementById("call-filters").addEventListener("submit", (e) => e.preventDefault());
   }
 
-  start() {
-    this.poller.start();
-  }
-
-  stop() {
-    this.poller.stop();
-  }
-
   async refresh() {
     try {
       const data = await api(path.calls());

@@ -70,14 +70,6 @@ export class EngineView {
     this.tableOpen = false;
   }
 
-  start() {
-    this.poller.start();
-  }
-
-  stop() {
-    this.poller.stop();
-  }
-
   async refresh() {
     try {
       const e = await api(path.engine());

@@ -24,8 +24,8 @@ function show(name) {
 
 function signOut(message = "") {
   clearCredentials();
-  list?.stop();
-  engine?.stop();
+  list?.poller.stop();
+  engine?.poller.stop();
   callView?.close();
   list = engine = callView = null;
   $("sign-in-error").textContent = message;
@@ -43,14 +43,14 @@ function route() {
   const call = hash.match(/^#\/calls\/(.+)$/);
   if (hash.startsWith("#/engine")) {
     show("engine");
-    list.stop();
-    engine.start();
+    list.poller.stop();
+    engine.poller.start();
     document.title = "Engine · callscribe";
     return;
   }
   show("calls");
-  engine.stop();
-  list.start();
+  engine.poller.stop();
+  list.poller.start();
   const guid = call ? decodeURIComponent(call[1]) : null;
   if (callView?.guid !== guid) {
     callView?.close();
