@@ -128,6 +128,8 @@ def test_sign_in_list_and_live_transcript(start_app, call_script, webhook, page)
     deliveries = page.get_by_role("region", name="Webhook deliveries")
     expect(deliveries).to_contain_text("2 delivered", timeout=WAIT_MS)
     screenshot(page, "scripted-call")
+    page.set_viewport_size({"width": 1366, "height": 768})  # a small laptop: side panels go below
+    screenshot(page, "scripted-call-1366")
 
     # Search and the state filter narrow the list.
     page.get_by_role("link", name="Calls").click()
@@ -246,6 +248,13 @@ def test_live_twilio_call_in_the_browser(twilio_app, webhook, call_wavs, page):
         expect(row).to_be_visible(timeout=WAIT_MS)
         starter.join(120)
         assert started and started[0].status_code == 200, started and started[0].text
+        # The engine while the call is transcribed, in a second tab (which signs in on its own).
+        engine_tab = page.context.new_page()
+        sign_in(engine_tab, twilio_app.url, "tw", "tw-secret")
+        engine_tab.get_by_role("link", name="Engine").click()
+        expect(engine_tab.locator("#engine-legs .tile-value")).to_have_text("2", timeout=WAIT_MS)
+        screenshot(engine_tab, "engine-view-live")
+        engine_tab.close()
         row.get_by_role("link", name=guid).click()
         expect(page.locator("#call-title")).to_contain_text(guid, timeout=WAIT_MS)
 

@@ -136,6 +136,7 @@ export class CallView {
     this.el.transcriptEmpty.hidden = !this.transcript.empty;
     if (ev.type === "state") {
       this.refresh();
+      setTimeout(() => this.refresh(), 1000); // the stored intervals may lag the live event a little
       this.onStateChange?.();
     }
     if (ev.type === "final") this.legend(ev);
@@ -271,7 +272,7 @@ export class CallView {
 
   renderStreams() {
     const streams = this.detail.streams || [];
-    const live = new Map((this.detail.live?.legs || []).map((l) => [l.stream_id, l.summary]));
+    const live = new Map((this.detail.live?.legs || []).map((l) => [l.stream_id, l]));
     if (!streams.length) {
       this.el.streams.replaceChildren(h("p", { class: "muted" }, "Transcription has not been started."));
       return;
@@ -279,10 +280,12 @@ export class CallView {
     this.el.streams.replaceChildren(h("table", { class: "compact" },
       h("thead", {}, h("tr", {}, ["Participant", "Interval", "Audio", "Finals"].map((t) => h("th", { scope: "col" }, t)))),
       h("tbody", {}, streams.map((s) => {
-        const summary = s.summary || live.get(s.streamId);
+        const leg = live.get(s.streamId);
+        const summary = s.summary || leg?.summary;
+        const stopped = s.stoppedAt ? clock(s.stoppedAt) : leg?.streaming === false ? "stopped" : badge("open", "on");
         return h("tr", {},
           h("td", { title: `stream ${s.streamId}` }, speakerOf(s)),
-          h("td", { class: "num" }, clock(s.startedAt), " – ", s.stoppedAt ? clock(s.stoppedAt) : badge("open", "on")),
+          h("td", { class: "num" }, clock(s.startedAt), " – ", stopped),
           h("td", { class: "num" }, summary ? duration(summary.audioDurationMs) : "–"),
           h("td", { class: "num" }, summary ? summary.transcripts : "–"));
       }))));

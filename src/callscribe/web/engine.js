@@ -59,7 +59,9 @@ function chart(lat, deadlineS) {
   ...grid,
   svg("line", { x1: L, x2: W - R, y1: y(deadlineS), y2: y(deadlineS), class: "deadline" }),
   svg("text", { x: W - R, y: y(deadlineS) - 4, class: "axis deadline-label", "text-anchor": "end" }, "deadline"),
-  ...line("p95", "p95"), ...line("p50", "p50"), ...labels);
+  ...line("p95", "p95"), ...line("p50", "p50"), ...labels,
+  pts.some((p) => p.p50 != null) ? "" : svg("text", { x: (L + W - R) / 2, y: H / 2, class: "axis", "text-anchor": "middle" },
+    "No finals in the last minutes"));
 }
 
 export class EngineView {
@@ -94,7 +96,7 @@ export class EngineView {
     this.body.replaceChildren(
       h("div", { class: "tiles" },
         tile("Admission", badge(admissionText, admissionKind), e.model || e.loadError, "engine-admission"),
-        tile("Active legs", e.activeLegs, `${e.activeCalls} calls with media`, "engine-legs"),
+        tile("Active legs", e.activeLegs, `${e.activeCalls} ${e.activeCalls === 1 ? "call" : "calls"} with media`, "engine-legs"),
         tile("Workers busy", e.workers == null ? "–" : `${e.busyWorkers} / ${e.workers}`,
           e.load == null ? null : `load ${(e.load * 100).toFixed(0)} %, finals ${(e.finalLoad * 100).toFixed(0)} %`),
         tile("Streams refused", e.streamsRefused, "for lack of capacity"),
