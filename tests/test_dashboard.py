@@ -240,7 +240,8 @@ def test_live_twilio_call_in_the_browser(twilio_app, webhook, call_wavs, page):
 
     # The contact centre starts transcription (it waits for the media) and the stream plays the call.
     started: list[httpx.Response] = []
-    starter = threading.Thread(target=lambda: started.append(control(twilio_app, "start-streaming", start_body(guid))))
+    body = start_body(guid, autotranscribeParams={"audioRecordingAllowed": True})
+    starter = threading.Thread(target=lambda: started.append(control(twilio_app, "start-streaming", body)))
     starter.start()
     proc = streamdouble(stream_url(twilio_app), customer_wav, agent_wav, f"guid={guid}")
     try:
@@ -271,6 +272,11 @@ def test_live_twilio_call_in_the_browser(twilio_app, webhook, call_wavs, page):
         expect(page.locator('#transcript li[data-state="streaming-stopped"]')).to_be_visible(timeout=WAIT_MS)
         expect(page.get_by_role("button", name="Resume transcription")).to_be_visible()
         expect(row).to_contain_text("Paused", timeout=WAIT_MS)
+        # The paused interval's recordings play in the page (fetched with the key, played from a blob).
+        recordings = page.get_by_role("region", name="Recordings")
+        expect(recordings.get_by_role("button", name="Load and play")).to_have_count(2, timeout=WAIT_MS)
+        recordings.get_by_role("button", name="Load and play").first.click()
+        page.wait_for_function("() => document.querySelector('audio')?.readyState >= 1", timeout=WAIT_MS)
         screenshot(page, "call-view")
     finally:
         report = finish(proc)
