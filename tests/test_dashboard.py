@@ -20,6 +20,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from playwright.sync_api import expect, sync_playwright
+
 from callscribe.testing import speech
 from callscribe.testing.wav import write_wav
 from e2e_helpers import Secret, leaks_in
@@ -28,8 +30,6 @@ from servers import wait_until
 from test_twilio_calls import (assert_roles, by_role, control, finish, start_body,  # noqa: F401 (fixtures)
                                stream_url, streamdouble, twilio_app, webhook)
 
-playwright_api = pytest.importorskip("playwright.sync_api", reason="the `test` extra installs playwright")
-expect = playwright_api.expect
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -43,7 +43,7 @@ LONG_WAIT_MS = 180_000
 def browser():
     if not Path(CHROMIUM).exists():
         pytest.fail(f"{CHROMIUM} is missing: scripts/test.sh installs Debian's chromium")
-    with playwright_api.sync_playwright() as p:
+    with sync_playwright() as p:
         b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         yield b
         b.close()
@@ -179,6 +179,27 @@ def test_latency_quantiles_interpolate_inside_buckets():
     assert quantile(0.5, bounds, [0, 0, 0, 0]) is None
     assert quantile(0.5, bounds, [0, 4, 4, 4]) == 0.75  # all four in (0.5, 1]: the middle of it
     assert quantile(0.95, bounds, [2, 2, 2, 4]) == 2.0  # beyond the last bound: that bound
+
+
+def test_latency_history_counts_finals_per_window(monkeypatch):
+    from callscribe.api import dashboard
+    from callscribe.metrics import Metrics
+
+    clock = [1000.0]
+    monkeypatch.setattr(dashboard.time, "monotonic", lambda: clock[0])
+    hist = Metrics().final_latency
+    history = dashboard.LatencyHistory(hist)
+    history.sample()
+    for _ in range(3):
+        hist.observe(0.6)
+    clock[0] += dashboard.STEP_S
+    history.sample()
+    clock[0] += dashboard.STEP_S
+    hist.observe(2.5)  # after the last sample: counted all the same
+    report = history.report()
+    assert report["count"] == 4
+    assert [p["count"] for p in report["series"]] == [3, 1]
+    assert 0.5 < report["series"][0]["p50"] <= 0.75 and 2.0 < report["series"][1]["p95"] <= 3.0
 
 
 def test_engine_endpoint_needs_a_key(start_app):

@@ -92,10 +92,11 @@ class LatencyHistory:
         self.bounds, _ = histogram_counts(histogram)
         self.samples: deque[Snapshot] = deque(maxlen=int(KEEP_S / SAMPLE_S) + 2)
 
-    def sample(self, now: float | None = None) -> Snapshot:
-        snap = (time.monotonic() if now is None else now, histogram_counts(self.histogram)[1])
-        self.samples.append(snap)
-        return snap
+    def current(self) -> Snapshot:
+        return time.monotonic(), histogram_counts(self.histogram)[1]
+
+    def sample(self) -> None:
+        self.samples.append(self.current())
 
     def _at(self, when: float) -> Snapshot | None:
         """The newest sample taken at or before `when` (else the oldest: the app is younger than that)."""
@@ -114,14 +115,14 @@ class LatencyHistory:
 
     def report(self) -> dict:
         """The last WINDOW_S now, and one point per STEP_S over the last SERIES_S (oldest first)."""
-        now = self.sample()
+        now = self.current()  # not kept: how often the page asks must not shorten the history
         series = []
         wall = time.time()
         for k in range(int(SERIES_S / STEP_S), 0, -1):
             start, end = now[0] - k * STEP_S, now[0] - (k - 1) * STEP_S
-            if self.samples[0][0] > end:
+            if not self.samples or self.samples[0][0] >= end:
                 continue  # before the app started
-            point = self.window(self._at(start), self._at(end) or now)
+            point = self.window(self._at(start), now if k == 1 else self._at(end))
             point["t"] = datetime.fromtimestamp(wall - (k - 1) * STEP_S, timezone.utc).isoformat(timespec="seconds")
             series.append(point)
         return {"windowS": WINDOW_S, **self.window(self._at(now[0] - WINDOW_S), now), "stepS": STEP_S,

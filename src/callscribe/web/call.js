@@ -208,7 +208,8 @@ export class CallView {
         onclick: (e) => this.stop(e.currentTarget) }, "Stop transcription"));
       return;
     }
-    const last = (role) => [...(d.streams || [])].reverse().find((s) => s.role === role);
+    // ASAPP calls have the participants "customer" and "agent", whether legs are keyed by role or participant.
+    const last = (who) => [...(d.streams || [])].reverse().find((s) => speakerOf(s) === who || s.role === who);
     const prev = (d.streams || []).at(-1) || {};
     const field = (id, label, input) => h("div", { class: "field" }, h("label", { for: id }, label), input);
     const form = h("form", { class: "start-form", "aria-label": "Start transcription" },
