@@ -189,7 +189,6 @@ def test_latency_history_counts_finals_per_window(monkeypatch):
     monkeypatch.setattr(dashboard.time, "monotonic", lambda: clock[0])
     hist = Metrics().final_latency
     history = dashboard.LatencyHistory(hist)
-    history.sample()
     for _ in range(3):
         hist.observe(0.6)
     clock[0] += dashboard.STEP_S

@@ -91,6 +91,7 @@ class LatencyHistory:
         self.histogram = histogram
         self.bounds, _ = histogram_counts(histogram)
         self.samples: deque[Snapshot] = deque(maxlen=int(KEEP_S / SAMPLE_S) + 2)
+        self.sample()
 
     def current(self) -> Snapshot:
         return time.monotonic(), histogram_counts(self.histogram)[1]
@@ -98,18 +99,18 @@ class LatencyHistory:
     def sample(self) -> None:
         self.samples.append(self.current())
 
-    def _at(self, when: float) -> Snapshot | None:
-        """The newest sample taken at or before `when` (else the oldest: the app is younger than that)."""
+    def _at(self, when: float) -> Snapshot:
+        """The newest sample taken at or before `when` (else the oldest: the app is younger than that).
+        There is always one: the first is taken when the history is made."""
         best = None
         for snap in self.samples:
             if snap[0] > when:
                 break
             best = snap
-        return best or (self.samples[0] if self.samples else None)
+        return best or self.samples[0]
 
-    def window(self, start: Snapshot | None, end: Snapshot) -> dict:
-        base = start[1] if start else [0.0] * len(end[1])
-        delta = [b - a for a, b in zip(base, end[1])]
+    def window(self, start: Snapshot, end: Snapshot) -> dict:
+        delta = [b - a for a, b in zip(start[1], end[1])]
         return {"p50": quantile(0.5, self.bounds, delta), "p95": quantile(0.95, self.bounds, delta),
                 "count": int(delta[-1]) if delta else 0}
 
@@ -120,7 +121,7 @@ class LatencyHistory:
         wall = time.time()
         for k in range(int(SERIES_S / STEP_S), 0, -1):
             start, end = now[0] - k * STEP_S, now[0] - (k - 1) * STEP_S
-            if not self.samples or self.samples[0][0] >= end:
+            if self.samples[0][0] >= end:
                 continue  # before the app started
             point = self.window(self._at(start), now if k == 1 else self._at(end))
             point["t"] = datetime.fromtimestamp(wall - (k - 1) * STEP_S, timezone.utc).isoformat(timespec="seconds")
@@ -133,7 +134,6 @@ class LatencyHistory:
 async def _sampling(app: FastAPI) -> AsyncIterator[None]:
     history = LatencyHistory(app.state.services.metrics.final_latency)
     app.state.latency_history = history
-    history.sample()
 
     async def run() -> None:
         while True:
