@@ -127,7 +127,7 @@ class LatencyHistory:
             point["t"] = datetime.fromtimestamp(wall - (k - 1) * STEP_S, timezone.utc).isoformat(timespec="seconds")
             series.append(point)
         return {"windowS": WINDOW_S, **self.window(self._at(now[0] - WINDOW_S), now), "stepS": STEP_S,
-                "series": series}
+                "seriesS": SERIES_S, "series": series}
 
 
 @asynccontextmanager

@@ -33,7 +33,9 @@ function chart(lat, deadlineS) {
   const pts = lat.series || [];
   const step = niceStep(Math.max(deadlineS, ...pts.map((p) => p.p95 || 0)) * 1.1 / 4);
   const top = step * Math.ceil((Math.max(deadlineS, ...pts.map((p) => p.p95 || 0)) * 1.1) / step);
-  const x = (i) => L + (pts.length > 1 ? (i / (pts.length - 1)) * (W - L - R) : (W - L - R) / 2);
+  // The axis always spans the whole history; a young server has points only at its right end.
+  const slots = Math.max(2, Math.round((lat.seriesS || 600) / (lat.stepS || 30)), pts.length);
+  const x = (i) => L + ((slots - pts.length + i) / (slots - 1)) * (W - L - R);
   const y = (v) => T + (1 - v / top) * (H - T - B);
   const line = (key, cls) => {
     let d = "", pen = false;
@@ -42,7 +44,7 @@ function chart(lat, deadlineS) {
       d += `${pen ? "L" : "M"}${x(i).toFixed(1)},${y(p[key]).toFixed(1)}`;
       pen = true;
     });
-    const dots = pts.map((p, i) => p[key] == null ? null : svg("circle", { cx: x(i), cy: y(p[key]), r: 2.5, class: cls }));
+    const dots = pts.map((p, i) => p[key] == null ? null : svg("circle", { cx: x(i), cy: y(p[key]), r: 3.5, class: cls }));
     return [svg("path", { d, class: `line ${cls}` }), ...dots.filter(Boolean)];
   };
   const grid = [];
@@ -50,10 +52,11 @@ function chart(lat, deadlineS) {
     grid.push(svg("line", { x1: L, x2: W - R, y1: y(v), y2: y(v), class: "grid" }),
       svg("text", { x: L - 6, y: y(v) + 4, class: "axis", "text-anchor": "end" }, `${+v.toFixed(2)} s`));
   }
-  const minutes = Math.round((pts.length * (lat.stepS || 30)) / 60);
-  const labels = pts.length ? [
+  const minutes = Math.round((slots * (lat.stepS || 30)) / 60);
+  const labels = [
     svg("text", { x: L, y: H - 6, class: "axis" }, `${minutes} min ago`),
-    svg("text", { x: W - R, y: H - 6, class: "axis", "text-anchor": "end" }, "now")] : [];
+    svg("text", { x: (L + W - R) / 2, y: H - 6, class: "axis", "text-anchor": "middle" }, `${minutes / 2} min ago`),
+    svg("text", { x: W - R, y: H - 6, class: "axis", "text-anchor": "end" }, "now")];
   return svg("svg", { viewBox: `0 0 ${W} ${H}`, class: "chart", role: "img",
     "aria-label": `Final latency p50 and p95 per ${lat.stepS} seconds over the last ${minutes} minutes; the table below has the values` },
   ...grid,
