@@ -21,6 +21,7 @@ from callscribe.api import asapp_ws_url as asapp_ws_url_api
 from callscribe.api import messages as messages_api
 from callscribe.api import native as native_api
 from callscribe.api import twilio_url as twilio_url_api
+from callscribe.api import dashboard as dashboard_api
 from callscribe.api import deliveries as deliveries_api
 from callscribe.api.auth import bearer_matches
 from callscribe.api.errors import install_error_handlers
@@ -94,7 +95,8 @@ def create_app(settings: Settings, *, engine: "SpeechEngine | None" = None) -> F
     shapes = install_error_handlers(app, [(prefix, asapp_wire.error_shape) for prefix in asapp_wire.PATH_PREFIXES])
     app.add_middleware(AuthFailureThrottle, per_minute=settings.auth_failures_per_minute, shapes=shapes)
     for router in (native_api.router, messages_api.router, twilio_url_api.router, asapp_api.router,
-                   asapp_ws_url_api.router, deliveries_api.router, twilio_ingest.router, asapp_ws_ingest.router):
+                   asapp_ws_url_api.router, deliveries_api.router, dashboard_api.router, twilio_ingest.router,
+                   asapp_ws_ingest.router):
         app.include_router(router)
 
     @app.get("/healthz", include_in_schema=False)

@@ -66,7 +66,7 @@ class AsrScheduler:
         self._busy = 0
         self._busy_log: collections.deque[tuple[float, float, str]] = collections.deque()  # (end, seconds, kind)
         self._latencies: collections.deque[float] = collections.deque(maxlen=400)
-        self._counts = collections.Counter()
+        self._counts: collections.Counter[str] = collections.Counter()
 
     @classmethod
     def from_settings(cls, engine: SpeechEngine, settings: Any, metrics: Any = None) -> "AsrScheduler":
@@ -186,7 +186,7 @@ class AsrScheduler:
                 self._busy_log.append((time.monotonic(), elapsed, kind))
                 self._counts[kind + "_batches"] += 1
                 self._counts[kind + "s"] += len(batch)
-                self._counts[kind + "_audio_s"] += sum(len(j.cut.audio) for j in batch) / 16000
+                self._counts[kind + "_audio_ms"] += sum(len(j.cut.audio) for j in batch) // 16
                 self._gauge()
                 self._cv.notify_all()
 
