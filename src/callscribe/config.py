@@ -172,6 +172,13 @@ class Settings(BaseSettings):
     # One WAV file's length; stays well under the 4 GiB RIFF limit at any rate up to 48 kHz.
     max_recording_s: int = Field(4 * 3600, ge=1, le=12 * 3600)
 
+    # Media sockets: in all, per source address, and those not yet past their protocol's start
+    # (unauthenticated or idle before it); and the longest one media session may last.
+    max_connections: int = Field(2000, ge=1, le=1_000_000)
+    max_connections_per_source: int = Field(500, ge=1, le=1_000_000)
+    max_unstarted_connections: int = Field(100, ge=1, le=1_000_000)
+    max_call_s: float = Field(4 * 3600.0, ge=1, le=7 * 86400)
+
     @field_validator("api_keys")
     @classmethod
     def _check_api_keys(cls, value: str) -> str:

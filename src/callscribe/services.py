@@ -11,6 +11,7 @@ from callscribe.calls.events import EventBus
 from callscribe.config import ApiKey, Settings
 from callscribe.delivery.webhook import Formatter
 from callscribe.metrics import Metrics
+from callscribe.tokens import TokenUses
 
 if TYPE_CHECKING:
     from callscribe.asr.engine import SpeechEngine
@@ -20,6 +21,7 @@ if TYPE_CHECKING:
     from callscribe.delivery.outbox import WebhookDispatcher
     from callscribe.delivery.persister import Persister
     from callscribe.delivery.retention import RetentionSweeper
+    from callscribe.ingest.limits import ConnectionLimits
     from callscribe.store import Store
 
 
@@ -41,6 +43,8 @@ class Services:
     persister: Persister | None = None
     fanout: FanoutHub | None = None
     retention: RetentionSweeper | None = None
+    connections: ConnectionLimits | None = None  # media sockets held (ingest/limits.py)
+    token_uses: TokenUses = field(default_factory=TokenUses)  # stream tokens bound at first use
     ready: asyncio.Event = field(default_factory=asyncio.Event)
     load_error: str | None = None
 

@@ -33,7 +33,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
-from callscribe.api.asapp_wire import ROLES, SURFACE, summary, track_participants
+from callscribe.api.asapp_wire import ROLES, SURFACE, track_participants
 from callscribe.api.errors import ApiError
 from callscribe.api.limits import authorize, limits_of, read_json
 from callscribe.calls.leg import StreamParams
@@ -197,5 +197,5 @@ async def stop_streaming(request: Request) -> JSONResponse:
         except AlreadyStopped:
             raise ApiError(409, "409-201", "Transcription already stopped") from None
     return JSONResponse({"isOk": True, "autotranscribeResponse": {
-        leg.role: {"streamId": leg.stream_id, "status": OK, "summary": summary(leg.summary())}
+        leg.role: {"streamId": leg.stream_id, "status": OK, "summary": leg.summary().as_camel()}
         for leg in legs.values()}})

@@ -28,6 +28,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 Key = tuple[str, str, str]  # tenant, namespace, guid
+SOURCE_START_TIMEOUT_S = 30.0  # a pulled source that has no media by then is reported as failed
 
 
 class RegistryError(Exception):
@@ -71,8 +72,9 @@ class CallRegistry:
 
     def __init__(self, bus: EventBus, scheduler: Callable[[], "AsrScheduler | None"], data_dir: Path, *,
                  languages: Callable[[], Iterable[str] | None] = lambda: None, metrics: "Metrics | None" = None,
-                 retention_s: float = 900.0):
-        self._ctx = CallContext(bus=bus, scheduler=scheduler, data_dir=Path(data_dir), metrics=metrics)
+                 retention_s: float = 900.0, max_recording_s: float = 4 * 3600.0):
+        self._ctx = CallContext(bus=bus, scheduler=scheduler, data_dir=Path(data_dir), metrics=metrics,
+                                max_recording_s=max_recording_s)
         self._languages = languages
         self._calls: dict[Key, Call] = {}
         self._arrived = asyncio.Condition()
@@ -180,31 +182,42 @@ class CallRegistry:
         call = self._calls.get(key)
         if call is not None and call.ending:
             raise MediaEnding(guid)
+        started: PulledSource | None = None
         if (call is None or not call.live) and source is not None:
             call = await self._start_source(key, source)
+            started = source
         if call is None or not call.live:
             call = await self._wait_for_media(key, wait_s) if wait_s > 0 else None
             if call is None or not call.live:
                 raise CallNotFound(guid)
-        async with call.lock:
-            if any(p in call.legs for p in (participants or call.legs)):
-                raise AlreadyStarted(guid)
-            plan = call.plan(params, participants)
-            if not plan:
-                raise CallNotFound(guid)  # media ended while we waited for the lock
-            try:
-                return call.open_legs(params, plan, participants)
-            except NoCapacity:
-                if self._ctx.metrics is not None:
-                    self._ctx.metrics.refused.inc()
-                raise
+        try:
+            async with call.lock:
+                if any(p in call.legs for p in (participants or call.legs)):
+                    raise AlreadyStarted(guid)
+                plan = call.plan(params, participants)
+                if not plan:
+                    raise CallNotFound(guid)  # media ended while we waited for the lock
+                try:
+                    return call.open_legs(params, plan, participants)
+                except NoCapacity:
+                    if self._ctx.metrics is not None:
+                        self._ctx.metrics.refused.inc()
+                    raise
+        except BaseException:
+            if started is not None:  # a pull this start began must not outlive the refusal
+                await call.stop_source(started)
+            raise
 
     async def _start_source(self, key: Key, source: PulledSource) -> Call:
         tenant, namespace, guid = key
         try:
-            await source.start(self, tenant=tenant, namespace=namespace, guid=guid)
+            await asyncio.wait_for(source.start(self, tenant=tenant, namespace=namespace, guid=guid),
+                                   SOURCE_START_TIMEOUT_S)
         except MediaRefused as refused:
             raise SourceFailed(refused.reason) from None
+        except asyncio.TimeoutError:
+            await source.stop()
+            raise SourceFailed(f"the source connected no media in {SOURCE_START_TIMEOUT_S:.0f} s") from None
         call = self._calls.get(key)
         if call is None or not call.live:
             await source.stop()

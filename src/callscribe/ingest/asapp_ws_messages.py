@@ -123,7 +123,5 @@ def start_response(stream_id: str) -> dict[str, Any]:
 
 
 def final_response(stream_id: str | None, code: int, description: str, summary: StreamSummary | None) -> dict[str, Any]:
-    s = summary or StreamSummary(0, 0, 0, 0)
     return {"message": "finalResponse", "streamId": stream_id, "status": status(code, description),
-            "summary": {"totalAudioBytes": s.total_audio_bytes, "audioDurationMs": s.audio_duration_ms,
-                        "streamingSeconds": s.streaming_seconds, "transcripts": s.transcripts}}
+            "summary": (summary or StreamSummary(0, 0, 0, 0)).as_camel()}
