@@ -178,6 +178,8 @@ class Settings(BaseSettings):
     max_connections_per_source: int = Field(500, ge=1, le=1_000_000)
     max_unstarted_connections: int = Field(100, ge=1, le=1_000_000)
     max_call_s: float = Field(4 * 3600.0, ge=1, le=7 * 86400)
+    # At SIGTERM: how long calls in progress get to finish their last utterances before the exit.
+    drain_s: float = Field(30.0, ge=0, le=3600)
 
     @field_validator("api_keys")
     @classmethod

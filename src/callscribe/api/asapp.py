@@ -39,7 +39,7 @@ from callscribe.api.limits import authorize, limits_of, read_json
 from callscribe.calls.leg import StreamParams
 from callscribe.calls.redaction import REDACTION_OUTPUTS
 from callscribe.calls.registry import (AlreadyStarted, AlreadyStopped, CallNotFound, CallRegistry, MediaEnding,
-                                       NoCapacity, NotReady, SourceFailed, UnsupportedLanguage)
+                                       NoCapacity, NotReady, ShuttingDown, SourceFailed, UnsupportedLanguage)
 
 router = APIRouter(tags=["ASAPP media gateway"])
 
@@ -173,6 +173,8 @@ async def start_streaming(request: Request) -> JSONResponse:
             raise ApiError(409, "409-203", "The call's media is ending") from None
         except (NoCapacity, NotReady):
             raise ApiError(503, "503-01", "No transcription capacity available") from None
+        except ShuttingDown:
+            raise ApiError(503, "503-01", "The server is shutting down") from None
         except SourceFailed as exc:
             raise ApiError(500, "500-201", f"The call's media could not be fetched: {exc}") from None
     return JSONResponse({"isOk": True, "autotranscribeResponse": {

@@ -59,12 +59,17 @@ class UnsupportedLanguage(RegistryError):
     pass
 
 
+class ShuttingDown(RegistryError):
+    """The server is draining before it stops: no new legs or media."""
+
+
 class SourceFailed(RegistryError):
     """A pulled source could not connect its media; the message says why."""
 
 
 __all__ = ["CallRegistry", "RegistryError", "CallNotFound", "AlreadyStarted", "AlreadyStopped",
-           "MediaEnding", "NoCapacity", "NotReady", "UnsupportedLanguage", "SourceFailed", "StreamParams"]
+           "MediaEnding", "NoCapacity", "NotReady", "UnsupportedLanguage", "SourceFailed", "ShuttingDown",
+           "StreamParams"]
 
 
 class CallRegistry:
@@ -79,6 +84,7 @@ class CallRegistry:
         self._calls: dict[Key, Call] = {}
         self._arrived = asyncio.Condition()
         self.retention_s = retention_s
+        self.draining = False  # set at SIGTERM: calls in progress finish, nothing new starts
         self._sweeper: asyncio.Task[None] | None = None
         if metrics is not None:  # read at scrape time, so it is never stale
             metrics.active_calls.set_function(lambda: sum(1 for c in list(self._calls.values()) if c.live))
@@ -129,6 +135,8 @@ class CallRegistry:
     async def media_connected(self, *, tenant: str, namespace: str, guid: str, tracks: Sequence[str | TrackSpec],
                               source: str, metadata: dict[str, Any] | None = None) -> MediaSession:
         key = (tenant, namespace, guid)
+        if self.draining:
+            raise MediaRefused("the server is shutting down", capacity=True)
         specs = track_specs(tracks)
         if not specs:
             raise MediaRefused("media with no tracks")
@@ -175,8 +183,10 @@ class CallRegistry:
         Waits up to `wait_s` for the call's media. With a `source`, a call that has no live media
         starts it (the source connects the media) and keeps it until the call is discarded.
         Raises CallNotFound, AlreadyStarted, MediaEnding, NoCapacity, NotReady, UnsupportedLanguage,
-        SourceFailed.
+        SourceFailed, ShuttingDown.
         """
+        if self.draining:
+            raise ShuttingDown()
         self.check_language(params.language)
         key = (tenant, namespace, guid)
         call = self._calls.get(key)

@@ -33,7 +33,7 @@ from callscribe import urls
 from callscribe.calls.events import UtteranceEvent
 from callscribe.calls.leg import Leg
 from callscribe.calls.media import MediaCall, MediaRefused, Participant, TrackSpec
-from callscribe.calls.registry import CallRegistry, NoCapacity, NotReady, UnsupportedLanguage
+from callscribe.calls.registry import CallRegistry, NoCapacity, NotReady, ShuttingDown, UnsupportedLanguage
 from callscribe.ingest import asapp_ws_messages as wire
 from callscribe.ingest.asapp_ws_messages import refused
 from callscribe.ingest.backchannel import Backchannel
@@ -61,6 +61,7 @@ class DirectStream(WebSocketAdapter):
         self.ws = ws
         self.token = token
         self.token_uses = services.token_uses
+        self.drainers = services.drainers
         self.registry: CallRegistry = services.registry
         self.bus = services.bus
         self.tenant: str = claims["tenant"]
@@ -128,6 +129,8 @@ class DirectStream(WebSocketAdapter):
 
     async def start(self, msg: dict[str, Any]) -> None:
         role, external_id, params = wire.parse_start(msg)
+        if self.registry.draining:
+            raise refused(5001, "service shutting down")
         if not self.token_uses.bind(self.token, (self.guid, role), urls.URL_TTL_S + IDLE_TIMEOUT_S):
             raise refused(1008, "invalid or expired access token: it was used for another speaker")
         try:
@@ -149,6 +152,8 @@ class DirectStream(WebSocketAdapter):
             legs = await self.registry.start_streaming(self.tenant, NAMESPACE, self.guid, params, participants=[role])
         except (NoCapacity, NotReady):
             raise refused(5002, "no instances available") from None
+        except ShuttingDown:
+            raise refused(5001, "service shutting down") from None
         except Exception:
             log.exception("direct stream start failed")
             raise refused(5000, "internal service error") from None
@@ -156,6 +161,7 @@ class DirectStream(WebSocketAdapter):
         self.backchannel.stream_id = self.leg.stream_id
         self.state = "streaming"
         self.started = True
+        self.drainers.add(self.drain)
         await self.send(wire.start_response(self.leg.stream_id))
 
     async def _send_transcript(self, ev: UtteranceEvent) -> None:
@@ -182,7 +188,14 @@ class DirectStream(WebSocketAdapter):
         # The base's own refusals (a frame too large, say) are bad messages in ASAPP's words.
         await self.finish(error.status or (4040 if error.code != Close.INTERNAL else 5000), error.reason)
 
+    async def drain(self) -> None:
+        """The server is stopping: the last finals, then finalResponse 5001, then close."""
+        if self.state == "streaming":
+            await self.finish(5001, "service shutting down")
+            await close(self.ws, Close.NORMAL, "service shutting down")
+
     async def end(self, reason: str) -> None:
+        self.drainers.discard(self.drain)
         self.state = "done"
         try:
             await self._close_leg()
