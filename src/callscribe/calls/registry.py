@@ -19,7 +19,8 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence
 from callscribe.calls.call import Call, CallContext, MediaSession, NoCapacity
 from callscribe.calls.events import CallRef, EventBus
 from callscribe.calls.leg import Leg, StreamParams
-from callscribe.calls.media import MediaRefused, PulledSource, TrackSpec, track_specs
+from callscribe.calls.media import (MAX_EXTERNAL_ID, MAX_PARTICIPANT_ID, MediaRefused, PulledSource, TrackSpec, identity_problem,
+                                   track_specs, valid_id)
 
 if TYPE_CHECKING:
     from callscribe.asr.scheduler import AsrScheduler
@@ -59,6 +60,10 @@ class UnsupportedLanguage(RegistryError):
     pass
 
 
+class BadIdentity(RegistryError):
+    """A call id, participant or external id that cannot be kept (too long, control characters)."""
+
+
 class ShuttingDown(RegistryError):
     """The server is draining before it stops: no new legs or media."""
 
@@ -68,7 +73,7 @@ class SourceFailed(RegistryError):
 
 
 __all__ = ["CallRegistry", "RegistryError", "CallNotFound", "AlreadyStarted", "AlreadyStopped",
-           "MediaEnding", "NoCapacity", "NotReady", "UnsupportedLanguage", "SourceFailed", "ShuttingDown",
+           "MediaEnding", "NoCapacity", "NotReady", "UnsupportedLanguage", "SourceFailed", "ShuttingDown", "BadIdentity",
            "StreamParams"]
 
 
@@ -140,6 +145,9 @@ class CallRegistry:
         specs = track_specs(tracks)
         if not specs:
             raise MediaRefused("media with no tracks")
+        problem = identity_problem(guid, [t.participant for t in specs if t.participant is not None])
+        if problem or not all(valid_id(t.name, MAX_PARTICIPANT_ID) for t in specs):
+            raise MediaRefused(problem or "track names must be short printable strings")
         call = self._calls.get(key)
         if call is None:
             call = self._new_call(key)
@@ -187,6 +195,11 @@ class CallRegistry:
         """
         if self.draining:
             raise ShuttingDown()
+        problem = identity_problem(guid, list(params.participants.values())) or next(
+            (f"external ids must be at most {MAX_EXTERNAL_ID} printable characters"
+             for v in params.external_ids.values() if v and not valid_id(v, MAX_EXTERNAL_ID)), None)
+        if problem:
+            raise BadIdentity(problem)
         self.check_language(params.language)
         key = (tenant, namespace, guid)
         call = self._calls.get(key)

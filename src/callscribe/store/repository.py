@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session
 
 from callscribe.asr.types import Word
 from callscribe.calls.events import CallEvent, CallRef, CallStateEvent, StreamSummary, UtteranceEvent
+from callscribe.calls.media import MAX_GUID, valid_id
 from callscribe.store.db import Database
 from callscribe.store.models import Call, CallEventRow, OutboxRow, Recording, StreamInterval, Utterance
 
@@ -274,6 +275,8 @@ class CallRepository:
 
     def recording_path(self, tenant: str, guid: str, stream_id: str, participant: str) -> str | None:
         """The stored path (relative to the data dir) of one leg's recording, if the tenant owns it."""
+        if not _storable(guid, stream_id, participant):
+            return None
         with self.db.sessions() as s:
             return s.scalars(
                 select(Recording.path).join(Call, Call.call_id == Recording.call_id)
@@ -284,6 +287,8 @@ class CallRepository:
     def messages(self, tenant: str, guid: str, limit: int = 1000) -> list[MessageRecord] | None:
         """Final utterances of every call of the tenant with this guid (all namespaces and legs),
         oldest first; None when the tenant has no such call."""
+        if not _storable(guid):
+            return None
         with self.db.sessions() as s:
             calls = {c.call_id: c for c in s.scalars(
                 select(Call).where(Call.tenant == tenant, Call.guid == guid))}
@@ -318,6 +323,8 @@ class CallRepository:
 
     @staticmethod
     def _newest(s: Session, tenant: str, guid: str, call_id: str | None = None) -> Call | None:
+        if not _storable(guid):
+            return None
         q = select(Call).where(Call.tenant == tenant, Call.guid == guid)
         if call_id is not None:
             q = q.where(Call.call_id == call_id)
@@ -328,6 +335,12 @@ class CallRepository:
 # their names in the native API, which are the registry's: connected | streaming | ended.
 _LIFECYCLE = {"media-connected": "connected", "streaming-started": "streaming", "streaming-stopped": "connected",
               "media-ended": "ended", "media-interrupted": "interrupted"}
+
+
+def _storable(*values: str) -> bool:
+    """Whether a looked-up value could be in the database at all; PostgreSQL refuses a NUL in a
+    query parameter, and no stored id has one (the registry refuses such ids)."""
+    return all(valid_id(v, MAX_GUID) for v in values)
 
 
 def _call_record(c: Call) -> CallRecord:
