@@ -69,7 +69,7 @@ def parse_audiohook_keys(value: str) -> list[AudioHookKey]:
             raise ValueError(f"entry {n} of {len(items)} is not apikey:base64secret[:tenant]")
         try:
             secret = base64.b64decode(parts[1], validate=True) if parts[1] else b""
-        except binascii.Error as exc:
+        except binascii.Error:
             raise ValueError(f"the secret of entry {n} is not base64") from None
         keys.append(AudioHookKey(parts[0], secret, parts[2] if len(parts) == 3 and parts[2] else "default"))
     return keys
