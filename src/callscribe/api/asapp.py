@@ -7,15 +7,19 @@ Error codes (ASAPP shape, fresh requestId each):
   twilioParams.trackMap.*, amazonConnectParams.startSelectorType) or an unusable guid: the
   spec's wording for 400-201 is "MG transcription API parameter incorrect"; also, at once, a
   namespace of the seed whose media this server does not take yet (`SERVED_NAMESPACES`), with a
-  message that names it: nothing answers success for a call that cannot arrive;
+  message that names it: nothing answers success for a call that cannot arrive; a malformed
+  amazonConnectParams.streamArn or afterFragmentNumber; a Kinesis stream that cannot be read as
+  given (no such stream, not allowed);
 - 400-202: an unknown value or bad combination of AutoTranscribe parameters (redactionOutput not in
   its enum; detailedToken true with a redacting redactionOutput; FRAGMENT_NUMBER without
   afterFragmentNumber; a trackMap giving both tracks the same role);
-- 400-203: no such call (after waiting settings.start_wait_for_media_s for its media on start); a call
-  of another tenant is indistinguishable from one that does not exist;
+- 400-203: no such call (after waiting settings.start_wait_for_media_s for its media on start, or
+  kvs_start_timeout_s for an amazonconnect stream's first Connect audio); a call of another tenant is
+  indistinguishable from one that does not exist;
 - 409-201: already started / already stopped; 409-202: another request for the same guid is in progress;
   409-203: a start while the call's media is ending (hang-up or SIPREC BYE being processed; a stop
   then waits and reports the interval the hang-up closed);
+- 500-201: an amazonconnect pull failed for another reason (AWS unreachable or failing): retryable;
 - 401-01, 413-01, 429-01 (Retry-After): see api/limits.py;
 - 503-01: the speech model is not loaded, or the scheduler cannot take all of the call's legs. A start
   is all or nothing: half a call transcribed is worse than a refusal the client can retry, so
@@ -40,11 +44,13 @@ from callscribe.calls.leg import StreamParams
 from callscribe.calls.redaction import REDACTION_OUTPUTS
 from callscribe.calls.registry import (AlreadyStarted, AlreadyStopped, CallNotFound, CallRegistry, MediaEnding,
                                        NoCapacity, NotReady, SourceFailed, UnsupportedLanguage)
+from callscribe.ingest.kvs.puller import (KvsPull, NoMedia, PullSettings, StreamArn, StreamUnusable, parse_stream_arn,
+                                          valid_fragment_number)
 
 router = APIRouter(tags=["ASAPP media gateway"])
 
 NAMESPACES = ("siprec", "twilio", "amazonconnect", "genesysaudiohook")
-SERVED_NAMESPACES = ("twilio",)  # the namespaces whose media this server takes today
+SERVED_NAMESPACES = ("twilio", "amazonconnect")  # the namespaces whose media this server takes today
 MEDIA_LINE_ORDERS = ("CUSTOMER_FIRST", "AGENT_FIRST")
 START_SELECTORS = ("NOW", "FRAGMENT_NUMBER")
 _GUID = re.compile(r"^[\x21-\x7e]{1,256}$")  # printable ASCII, no spaces: every vendor's call id fits
@@ -116,17 +122,10 @@ def parse_start(body: Any) -> tuple[str, str, StreamParams]:
     if namespace == "twilio" and inbound == outbound:
         raise _bad("400-202", "twilioParams.trackMap must give inbound and outbound different roles")
 
-    ac = _field(body, "amazonConnectParams", dict, "", default=None)
     options: dict[str, Any] = {"customer_id": customer_id, "agent_id": agent_id}
     if namespace == "twilio":
         options["twilio_track_map"] = {"inbound": inbound, "outbound": outbound}
-    if ac is not None:
-        _field(ac, "streamArn", str, "amazonConnectParams.")
-        selector = _field(ac, "startSelectorType", str, "amazonConnectParams.", default="NOW")
-        after = _field(ac, "afterFragmentNumber", str, "amazonConnectParams.")
-        _enum(selector, START_SELECTORS, "amazonConnectParams.startSelectorType", "400-201")
-        if selector == "FRAGMENT_NUMBER" and not after:
-            raise _bad("400-202", "amazonConnectParams.afterFragmentNumber is required with FRAGMENT_NUMBER")
+    _kvs_params(body, namespace)  # checked here; start_streaming builds the pull from it
 
     external_ids = {"customer": customer_id, "agent": agent_id}
     params = StreamParams(
@@ -136,6 +135,57 @@ def parse_start(body: Any) -> tuple[str, str, StreamParams]:
                                         media_line_order=order, external_ids=external_ids),
     )
     return namespace, guid, params
+
+
+def _kvs_params(body: dict, namespace: str) -> tuple[StreamArn, str, str | None] | None:
+    """(stream ARN, start selector, afterFragmentNumber) of amazonConnectParams; None without them.
+    Only an amazonconnect call reads the stream, so only its ARN is checked."""
+    ac = _field(body, "amazonConnectParams", dict, "", default=None)
+    if ac is None:
+        return None
+    arn = _field(ac, "streamArn", str, "amazonConnectParams.", required=namespace == "amazonconnect")
+    selector = _field(ac, "startSelectorType", str, "amazonConnectParams.", default="NOW")
+    after = _field(ac, "afterFragmentNumber", str, "amazonConnectParams.")
+    _enum(selector, START_SELECTORS, "amazonConnectParams.startSelectorType", "400-201")
+    if selector == "FRAGMENT_NUMBER" and not after:
+        raise _bad("400-202", "amazonConnectParams.afterFragmentNumber is required with FRAGMENT_NUMBER")
+    if namespace != "amazonconnect":
+        return None
+    try:
+        stream = parse_stream_arn(arn)
+    except ValueError as exc:
+        raise _bad("400-201", f"amazonConnectParams.streamArn is {exc}") from None
+    if selector == "FRAGMENT_NUMBER" and not valid_fragment_number(after):
+        raise _bad("400-201", "amazonConnectParams.afterFragmentNumber must be a fragment number (digits)")
+    return stream, selector, after if selector == "FRAGMENT_NUMBER" else None
+
+
+def _pulled_source(request: Request, body: dict, namespace: str) -> KvsPull | None:
+    """The Kinesis Video pull an amazonconnect start carries (started only if the call has no media)."""
+    kvs = _kvs_params(body, namespace)
+    if kvs is None:
+        return None
+    services = request.app.state.services
+    settings = services.settings
+    metrics = services.metrics
+    return KvsPull(kvs[0], selector=kvs[1], after_fragment=kvs[2],
+                   settings=PullSettings(start_timeout_s=settings.kvs_start_timeout_s,
+                                         idle_timeout_s=settings.kvs_idle_timeout_s,
+                                         read_timeout_s=settings.kvs_read_timeout_s),
+                   observe_lag=metrics.kvs_lag.observe if metrics is not None else None)
+
+
+def _source_failed(source: KvsPull | None, exc: SourceFailed) -> ApiError:
+    """A pull that could not connect: 400-201 when the stream as given cannot be read (no such
+    stream, not allowed: a parameter incorrect, retrying will not help), 400-203 when it carries no
+    Connect audio in time (as for any call whose media never arrives), 500-201 otherwise (AWS
+    unreachable or failing: an internal error the client may retry)."""
+    refusal = source.refusal if source is not None else None
+    if isinstance(refusal, StreamUnusable):
+        return ApiError(400, "400-201", f"amazonConnectParams.streamArn cannot be read: {exc}")
+    if isinstance(refusal, NoMedia):
+        return ApiError(400, "400-203", f"No call with this guid: {exc}")
+    return ApiError(500, "500-201", f"The call's media could not be fetched: {exc}")
 
 
 def _registry(request: Request) -> CallRegistry:
@@ -157,10 +207,11 @@ async def start_streaming(request: Request) -> JSONResponse:
     body = await read_json(request, services.settings.max_body_bytes)
     namespace, guid, params = parse_start(body)
     registry = _registry(request)
+    source = _pulled_source(request, body, namespace)
     async with limits_of(request.app).in_flight.hold((key.tenant, namespace, guid)):
         try:
             legs = await registry.start_streaming(key.tenant, namespace, guid, params,
-                                                  wait_s=services.settings.start_wait_for_media_s)
+                                                  wait_s=services.settings.start_wait_for_media_s, source=source)
         except UnsupportedLanguage:
             status = {"code": 4050, "description": f"language not supported: {params.language}"}
             return JSONResponse({"isOk": False, "errorMessage": status["description"],
@@ -174,7 +225,7 @@ async def start_streaming(request: Request) -> JSONResponse:
         except (NoCapacity, NotReady):
             raise ApiError(503, "503-01", "No transcription capacity available") from None
         except SourceFailed as exc:
-            raise ApiError(500, "500-201", f"The call's media could not be fetched: {exc}") from None
+            raise _source_failed(source, exc) from None
     return JSONResponse({"isOk": True, "autotranscribeResponse": {
         leg.role: {"streamId": leg.stream_id, "status": OK} for leg in legs.values()}})
 

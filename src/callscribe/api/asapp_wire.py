@@ -29,6 +29,7 @@ from callscribe.api.errors import callscribe_shape
 from callscribe.calls.events import CallEvent, StreamSummary, UtteranceEvent
 from callscribe.calls.media import Participant
 from callscribe.delivery.webhook import WebhookMessage, encode, message_id, ordering_key
+from callscribe.ingest.kvs import connect
 
 SURFACE = "asapp"
 PATH_PREFIXES = ("/mg-autotranscribe/", "/autotranscribe/", "/conversation/")
@@ -48,6 +49,8 @@ def track_participants(namespace: str, *, track_map: dict[str, str], media_line_
         roles = {"inbound": track_map.get("inbound", "customer"), "outbound": track_map.get("outbound", "agent")}
     elif namespace == "siprec":  # m-lines in offer order
         roles = dict(zip(("0", "1"), ("agent", "customer") if media_line_order == "AGENT_FIRST" else ROLES))
+    elif namespace == "amazonconnect":
+        roles = {connect.CUSTOMER_TRACK: "customer", connect.AGENT_TRACK: "agent"}
     else:
         return {}
     return {track: Participant(role, role, external_id=external_ids.get(role, "")) for track, role in roles.items()}
