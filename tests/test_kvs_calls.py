@@ -272,7 +272,8 @@ def test_error_tag_ends_the_call_with_its_code(app, webhook, kvs, tracks):
 def test_start_refusals(app, kvs, tracks):
     """Each way a pull cannot start gets its ASAPP code, and leaves no call behind."""
     arn = stream_arn("connect-contact-known")
-    kvs({arn: [], stream_arn("connect-contact-silent"): []})
+    gone = Fragment("1000", 0, {}, error=("4000", "FRAGMENT_NOT_FOUND"))
+    kvs({arn: [], stream_arn("connect-contact-gone"): [gone], stream_arn("connect-contact-silent"): []})
 
     def start(guid: str, **params) -> httpx.Response:
         return control(app, "start-streaming", start_body(guid, **params))
@@ -289,9 +290,13 @@ def test_start_refusals(app, kvs, tracks):
     missing = start("g4", arn=stream_arn("connect-contact-nowhere"))  # ResourceNotFoundException
     assert missing.status_code == 400 and code(missing) == "400-201", missing.text
     assert "ResourceNotFoundException" in missing.json()["error"]["message"]
+    gone = start("g6", arn=stream_arn("connect-contact-gone"), startSelectorType="FRAGMENT_NUMBER",
+                 afterFragmentNumber="123")  # GetMedia's error tag: no such fragment
+    assert gone.status_code == 400 and code(gone) == "400-201", gone.text
+    assert "4000" in gone.json()["error"]["message"]
     silent = start("g5", arn=stream_arn("connect-contact-silent"))  # a stream with no Connect audio
     assert silent.status_code == 400 and code(silent) == "400-203", silent.text
-    for guid in ("g1", "g2", "g3", "g4", "g5"):
+    for guid in ("g1", "g2", "g3", "g4", "g5", "g6"):
         assert call_view(app, guid) is None
 
 

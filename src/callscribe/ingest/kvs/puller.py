@@ -108,7 +108,7 @@ class KvsPull:
         self._released = asyncio.Event()
         self._media: MediaCall | None = None
         self._stopping = threading.Event()
-        self._endpoint: str | None = None
+        self._media_client: Any = None
         self._contact: str | None = None
         self._delivered: int | None = None  # number of the last fragment delivered
         self._token: str | None = None
@@ -253,6 +253,9 @@ class KvsPull:
         """Act on one fragment event; True when the stream made progress. Raises _Stop."""
         frag = event.fragment
         if frag.error is not None:
+            if self._media is None and frag.tags.get(connect.ERROR_CODE, "").startswith("4"):
+                # 4xxx: the fragment asked for does not exist or the stream's key cannot be used
+                raise StreamUnusable(f"stream {self.arn.name}: GetMedia error {frag.error}")
             raise _Stop(f"kvs-error {frag.error}")
         if isinstance(event, connect.Done):
             if frag.tags.get(connect.CONTINUATION_TOKEN) and self._delivered is not None \
@@ -335,30 +338,28 @@ class KvsPull:
                 except Exception:
                     pass
 
-    def _session(self) -> Any:
-        import boto3  # imported on first pull: most deployments never pull
+    def _client(self) -> Any:
+        """The GetMedia client, made once per pull (botocore clients are thread-safe)."""
+        if self._media_client is None:
+            import boto3  # imported on first pull: most deployments never pull
+            from botocore.config import Config
 
-        return boto3.session.Session(region_name=self.arn.region)
-
-    def _config(self) -> Any:
-        from botocore.config import Config
-
-        # the pull retries and resumes by itself: botocore retries once, briefly, so a start learns
-        # within start_timeout_s that AWS cannot be reached
-        return Config(connect_timeout=min(5.0, self.settings.start_timeout_s / 4),
-                      read_timeout=self.settings.read_timeout_s,
-                      retries={"mode": "standard", "total_max_attempts": 2})
+            session = boto3.session.Session(region_name=self.arn.region)
+            # the pull retries and resumes by itself: botocore retries once, briefly, so a start
+            # learns within start_timeout_s that AWS cannot be reached
+            config = Config(connect_timeout=min(5.0, self.settings.start_timeout_s / 4),
+                            read_timeout=self.settings.read_timeout_s,
+                            retries={"mode": "standard", "total_max_attempts": 2})
+            kwargs: dict[str, Any] = {}
+            if not os.environ.get("AWS_ENDPOINT_URL_KINESIS_VIDEO_MEDIA"):  # else botocore reads it
+                control = session.client("kinesisvideo", config=config)
+                kwargs["endpoint_url"] = control.get_data_endpoint(
+                    StreamARN=self.arn.arn, APIName="GET_MEDIA")["DataEndpoint"]
+            self._media_client = session.client("kinesis-video-media", config=config, **kwargs)
+        return self._media_client
 
     def _get_media(self, selector: dict[str, str]) -> Any:
-        session = self._session()
-        kwargs: dict[str, Any] = {}
-        if not os.environ.get("AWS_ENDPOINT_URL_KINESIS_VIDEO_MEDIA"):
-            if self._endpoint is None:
-                control = session.client("kinesisvideo", config=self._config())
-                self._endpoint = control.get_data_endpoint(StreamARN=self.arn.arn, APIName="GET_MEDIA")["DataEndpoint"]
-            kwargs["endpoint_url"] = self._endpoint
-        media = session.client("kinesis-video-media", config=self._config(), **kwargs)
-        return media.get_media(StreamARN=self.arn.arn, StartSelector=selector)["Payload"]
+        return self._client().get_media(StreamARN=self.arn.arn, StartSelector=selector)["Payload"]
 
 
 def _str(value: int | None) -> str | None:
