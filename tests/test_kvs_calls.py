@@ -11,7 +11,6 @@ real fixtures, so roles can only come from the track names.
 
 from __future__ import annotations
 
-import re
 import uuid
 
 import httpx
@@ -21,6 +20,7 @@ import pytest
 from callscribe.config import load_settings
 from callscribe.testing import speech
 from e2e_helpers import WebhookReceiver
+from test_twilio_calls import AGENT_WORDS, CUSTOMER_WORDS, SCRIPT, assert_roles, by_role, webhook_roles
 from kvs_fixtures import Fragment, KinesisVideoEndpoint, aws_env, fragments_of, stream_arn
 from servers import running_app, wait_until
 
@@ -28,14 +28,6 @@ pytestmark = pytest.mark.slow
 
 HEADERS = {"asapp-api-id": "ac", "asapp-api-secret": "ac-secret"}
 HANG_GUARD_S = 120.0  # stops a broken test from hanging; never a timing assertion
-SCRIPT = [
-    ("agent", "Thank you for calling Northwind support. How can I help you today?"),
-    ("customer", "Hello, I would like to check the status of my order please."),
-    ("agent", "Of course. Your parcel left our warehouse this morning."),
-    ("customer", "Wonderful, thank you very much for your help."),
-]
-AGENT_WORDS = {"northwind", "support", "parcel", "warehouse", "morning"}
-CUSTOMER_WORDS = {"status", "order", "wonderful", "hello"}
 NEXT_CONTACT = [("customer", "Pineapple bananas and strawberries are ripe."),
                 ("agent", "Purple elephants dance on the trampoline.")]
 NEXT_WORDS = {"pineapple", "bananas", "strawberries", "purple", "elephants", "trampoline"}
@@ -64,19 +56,23 @@ def call_fragments(tracks: dict[str, np.ndarray], contact: str, **kw) -> list[Fr
 
 
 @pytest.fixture(scope="module")
-def webhook():
+def app(engine, tmp_path_factory):
+    """The app and the receiver of its webhooks (`app.webhook`)."""
     receiver = WebhookReceiver()
-    yield receiver
-    receiver.close()
-
-
-@pytest.fixture(scope="module")
-def app(engine, webhook, tmp_path_factory):
     settings = load_settings(data_dir=tmp_path_factory.mktemp("data"), sip_port=0, api_keys="ac:ac-secret:acme",
-                             webhook_url=webhook.url, kvs_start_timeout_s=5, kvs_idle_timeout_s=3,
+                             webhook_url=receiver.url, kvs_start_timeout_s=5, kvs_idle_timeout_s=3,
                              kvs_read_timeout_s=2)
-    with running_app(settings, engine=engine) as server:
-        yield server
+    try:
+        with running_app(settings, engine=engine) as server:
+            server.webhook = receiver
+            yield server
+    finally:
+        receiver.close()
+
+
+@pytest.fixture
+def webhook(app) -> WebhookReceiver:
+    return app.webhook
 
 
 @pytest.fixture
@@ -121,32 +117,10 @@ def received_ms(server, guid: str) -> dict[str, int]:
     return {t["name"]: t["received_ms"] for t in call_view(server, guid)["tracks"]}
 
 
-def words(text: str) -> set[str]:
-    return set(re.findall(r"[a-z]+", text.lower()))
-
-
-def webhook_roles(webhook: WebhookReceiver, guid: str) -> dict[str, set[str]]:
-    out: dict[str, set[str]] = {"customer": set(), "agent": set()}
-    for b in webhook.transcripts(guid):
-        out[b["sender"]["role"]] |= words(b["autotranscribeResponse"]["utterance"][0]["text"])
-    return out
-
-
 def message_roles(server, guid: str) -> dict[str, set[str]]:
     r = httpx.get(f"{server.url}/conversation/v1/conversation/messages", params={"externalId": guid}, headers=HEADERS)
     assert r.status_code == 200, r.text
-    out: dict[str, set[str]] = {"customer": set(), "agent": set()}
-    for item in r.json()["items"]:
-        out[item["sender"]["role"]] |= words(item["text"])
-    return out
-
-
-def assert_roles(heard: dict[str, set[str]]) -> None:
-    """Most of each side's words on its own role, none on the other."""
-    assert len(heard["agent"] & AGENT_WORDS) >= len(AGENT_WORDS) - 2, heard
-    assert len(heard["customer"] & CUSTOMER_WORDS) >= len(CUSTOMER_WORDS) - 1, heard
-    assert not heard["customer"] & AGENT_WORDS, heard
-    assert not heard["agent"] & CUSTOMER_WORDS, heard
+    return by_role([(item["sender"]["role"], item["text"]) for item in r.json()["items"]])
 
 
 def duration_ms(frags: list[Fragment], name: str) -> int:

@@ -4,15 +4,16 @@ Each fragment is a little Matroska file: tracks named AUDIO_FROM_CUSTOMER / AUDI
 (numbers vary, so tracks are mapped by name; the legacy single track "Track_audio/L16" is the
 customer), raw 16-bit little-endian 8 kHz PCM whatever the CodecID says (Connect writes A_AAC), the
 AWS_KINESISVIDEO_* tags GetMedia adds before the Cluster and Connect's own tags (ContactId first)
-in Tags elements after it. `FragmentAssembler` turns reader items into fragments: `Ready` once a
+in Tags elements after it. `FragmentAssembler` turns reader items into fragments: `ready` once a
 fragment's audio is complete and its ContactId known (so audio of the next contact on a reused
-stream is never delivered before its ContactId is checked), `Done` when the fragment ends, with
+stream is never delivered before its ContactId is checked), `done` when the fragment ends, with
 the tags that follow its audio (continuation token, lag, error).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Literal
 
 import numpy as np
 
@@ -76,16 +77,11 @@ class Fragment:
 
 
 @dataclass(frozen=True)
-class Ready:
+class Event:
+    """`ready`: the fragment's audio is complete and its contact known; `done`: the fragment ended."""
+
+    kind: Literal["ready", "done"]
     fragment: Fragment
-
-
-@dataclass(frozen=True)
-class Done:
-    fragment: Fragment
-
-
-Event = Ready | Done
 
 
 class FragmentAssembler:
@@ -116,7 +112,7 @@ class FragmentAssembler:
                 frag.tags.setdefault(item.name, item.value)
                 if not frag.ready and (item.name in (CONTACT_ID, ERROR_CODE, ERROR_ID)):
                     frag.ready = True
-                    out.append(Ready(frag))
+                    out.append(Event("ready", frag))
         return out
 
     def close(self) -> list[Event]:
@@ -125,7 +121,7 @@ class FragmentAssembler:
         out: list[Event] = []
         frag, self._frag = self._frag, None
         if frag is not None and frag.ready:
-            out.append(Done(frag))
+            out.append(Event("done", frag))
         return out
 
     def _end(self, out: list[Event]) -> None:
@@ -134,5 +130,5 @@ class FragmentAssembler:
             return
         if not frag.ready:
             frag.ready = True
-            out.append(Ready(frag))
-        out.append(Done(frag))
+            out.append(Event("ready", frag))
+        out.append(Event("done", frag))

@@ -257,7 +257,7 @@ class KvsPull:
                 # 4xxx: the fragment asked for does not exist or the stream's key cannot be used
                 raise StreamUnusable(f"stream {self.arn.name}: GetMedia error {frag.error}")
             raise _Stop(f"kvs-error {frag.error}")
-        if isinstance(event, connect.Done):
+        if event.kind == "done":
             if frag.tags.get(connect.CONTINUATION_TOKEN) and self._delivered is not None \
                     and frag.number is not None and _int(frag.number) == self._delivered:
                 self._token = frag.tags[connect.CONTINUATION_TOKEN]
