@@ -11,6 +11,7 @@ real fixtures, so roles can only come from the track names.
 
 from __future__ import annotations
 
+import re
 import uuid
 
 import httpx
@@ -163,6 +164,8 @@ def test_two_voices_land_on_their_roles(app, webhook, kvs, tracks):
     app.flush()
     assert_roles(webhook_roles(webhook, guid))
     assert_roles(message_roles(app, guid))
+    lag = re.search(r"^callscribe_kvs_millis_behind_now_seconds_count (\S+)$", httpx.get(app.url + "/metrics").text, re.M)
+    assert lag and float(lag.group(1)) >= len(frags) - 1  # MILLIS_BEHIND_NOW of each fragment read
     for b in webhook.transcripts(guid):
         assert b["namespace"] == "amazonconnect"
         assert b["sender"]["externalId"] == {"customer": "cust-1", "agent": "agent-1"}[b["sender"]["role"]]
@@ -193,14 +196,31 @@ def test_stop_pauses_and_start_resumes_on_the_same_pull(app, webhook, kvs, track
     assert {b["streamId"] for b in webhook.transcripts(guid)} <= first_ids | second_ids
 
 
-def test_dropped_connections_resume_without_loss_or_duplicates(app, webhook, kvs, tracks, monkeypatch):
-    """Connections cut mid-fragment resume after the last whole fragment; the data endpoint setting
-    AWS_ENDPOINT_URL_KINESIS_VIDEO_MEDIA is honoured."""
+@pytest.fixture(scope="module")
+def moto_kinesis():
+    """moto's Kinesis Video control plane (CreateStream, GetDataEndpoint), served on loopback."""
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    yield f"http://{host}:{port}"
+    server.stop()
+
+
+def test_dropped_connections_resume_without_loss_or_duplicates(app, webhook, kvs, tracks, moto_kinesis, monkeypatch):
+    """Connections cut mid-fragment resume after the last whole fragment. The control plane is moto
+    (its data endpoint is an AWS name); AWS_ENDPOINT_URL_KINESIS_VIDEO_MEDIA sends GetMedia here."""
+    import boto3
+
     guid = str(uuid.uuid4())
-    arn = stream_arn("connect-contact-cut")
+    arn = boto3.client("kinesisvideo", region_name="us-east-1", endpoint_url=moto_kinesis,
+                       aws_access_key_id="a", aws_secret_access_key="b").create_stream(
+        StreamName=f"connect-contact-{guid}", DataRetentionInHours=24, MediaType="audio/L16")["StreamARN"]
     frags = call_fragments(tracks, guid)
     size = len(frags[0].to_bytes())
     endpoint = kvs({arn: frags}, cut_at=[int(size * 2.5), int(size * 1.3), 777])
+    monkeypatch.setenv("AWS_ENDPOINT_URL_KINESIS_VIDEO", moto_kinesis)  # kvs() pointed it at the fake
     monkeypatch.setenv("AWS_ENDPOINT_URL_KINESIS_VIDEO_MEDIA", endpoint.url)
     assert control(app, "start-streaming", start_body(guid, arn)).status_code == 200
     finish(app, guid)
@@ -210,6 +230,8 @@ def test_dropped_connections_resume_without_loss_or_duplicates(app, webhook, kvs
     assert received_ms(app, guid) == {name: duration_ms(frags, name) for name in tracks}
     app.flush()
     assert_roles(webhook_roles(webhook, guid))
+    not_in_moto = control(app, "start-streaming", start_body(str(uuid.uuid4()), stream_arn("connect-contact-none")))
+    assert not_in_moto.status_code == 400 and not_in_moto.json()["error"]["code"] == "400-201", not_in_moto.text
 
 
 def test_contact_change_ends_the_pull(app, webhook, kvs, tracks):

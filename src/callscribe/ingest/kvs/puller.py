@@ -1,9 +1,9 @@
 """The Kinesis Video pull behind an `amazonconnect` call: a `PulledSource` (calls/media.py).
 
 GetDataEndpoint(GET_MEDIA), then GetMedia from the start selector, through botocore with the
-standard credential chain and endpoint settings (AWS_ENDPOINT_URL_KINESIS_VIDEO for the control
-plane, AWS_ENDPOINT_URL_KINESIS_VIDEO_MEDIA, when set, instead of the returned data endpoint), in
-the region of the stream's ARN. Each connection is read by its own thread (a GetMedia response is
+standard credential chain (a profile with role_arn assumes a role) and endpoint settings
+(AWS_ENDPOINT_URL_KINESIS_VIDEO for the control plane; AWS_ENDPOINT_URL_KINESIS_VIDEO_MEDIA, when
+set, instead of the returned data endpoint), in the region of the stream's ARN. Each connection is read by its own thread (a GetMedia response is
 a blocking, never-ending body; the shared executor must not be held by it) that hands chunks to
 the event loop, where the Matroska is parsed and the audio fed to the call.
 
@@ -350,11 +350,11 @@ class KvsPull:
             config = Config(connect_timeout=min(5.0, self.settings.start_timeout_s / 4),
                             read_timeout=self.settings.read_timeout_s,
                             retries={"mode": "standard", "total_max_attempts": 2})
+            control = session.client("kinesisvideo", config=config)
+            endpoint = control.get_data_endpoint(StreamARN=self.arn.arn, APIName="GET_MEDIA")["DataEndpoint"]
             kwargs: dict[str, Any] = {}
-            if not os.environ.get("AWS_ENDPOINT_URL_KINESIS_VIDEO_MEDIA"):  # else botocore reads it
-                control = session.client("kinesisvideo", config=config)
-                kwargs["endpoint_url"] = control.get_data_endpoint(
-                    StreamARN=self.arn.arn, APIName="GET_MEDIA")["DataEndpoint"]
+            if not os.environ.get("AWS_ENDPOINT_URL_KINESIS_VIDEO_MEDIA"):  # else botocore reads that
+                kwargs["endpoint_url"] = endpoint
             self._media_client = session.client("kinesis-video-media", config=config, **kwargs)
         return self._media_client
 
