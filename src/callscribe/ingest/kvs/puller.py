@@ -3,9 +3,10 @@
 GetDataEndpoint(GET_MEDIA), then GetMedia from the start selector, through botocore with the
 standard credential chain (a profile with role_arn assumes a role) and endpoint settings
 (AWS_ENDPOINT_URL_KINESIS_VIDEO for the control plane; AWS_ENDPOINT_URL_KINESIS_VIDEO_MEDIA, when
-set, instead of the returned data endpoint), in the region of the stream's ARN. Each connection is read by its own thread (a GetMedia response is
-a blocking, never-ending body; the shared executor must not be held by it) that hands chunks to
-the event loop, where the Matroska is parsed and the audio fed to the call.
+set, instead of the returned data endpoint), in the region of the stream's ARN. Each connection
+is read by its own thread (a GetMedia response is a blocking, never-ending body; the shared
+executor must not be held by it) that hands chunks to the event loop, where the Matroska is parsed
+and the audio fed to the call.
 
 The pull ends the call's media when the stream's ContactId changes (Connect reuses streams for
 the next contact), on a GetMedia error tag, after `idle_timeout_s` without a new fragment, or
@@ -33,7 +34,8 @@ from callscribe.ingest.kvs.ebml import EbmlError, MkvReader
 
 log = logging.getLogger("callscribe.ingest.kvs")
 
-_ARN = re.compile(r"^arn:aws[a-z-]*:kinesisvideo:([a-z]{2}(?:-[a-z]+)+-\d):(\d{12}):stream/([A-Za-z0-9_.-]{1,256})/(\d{1,20})$")
+_ARN = re.compile(r"^arn:aws[a-z-]*:kinesisvideo:([a-z]{2}(?:-[a-z]+)+-\d):(\d{12}):"
+                  r"stream/([A-Za-z0-9_.-]{1,256})/(\d{1,20})$")
 _FRAGMENT = re.compile(r"^\d{1,64}$")
 CHUNK_BYTES = 16384
 # ClientError codes that no retry will cure: the stream as given cannot be read by us.
