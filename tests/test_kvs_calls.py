@@ -176,19 +176,23 @@ def test_stop_pauses_and_start_resumes_on_the_same_pull(app, webhook, kvs, track
     guid = str(uuid.uuid4())
     arn = stream_arn("connect-contact-pause")
     frags = call_fragments(tracks, guid)
-    endpoint = kvs({arn: frags}, speed=2.0)
+    endpoint = kvs({arn: frags}, speed=1.0)  # real time: the stop lands mid-call
     assert control(app, "start-streaming", start_body(guid, arn)).status_code == 200
     wait_until(lambda: webhook.transcripts(guid), "a first transcript")
     stop = control(app, "stop-streaming", {"namespace": "amazonconnect", "guid": guid})
     assert stop.status_code == 200, stop.text
     assert call_view(app, guid)["media"] == "connected"
     first_ids = {leg["streamId"] for leg in stop.json()["autotranscribeResponse"].values()}
+    at_stop = received_ms(app, guid)["AUDIO_FROM_CUSTOMER"]
+    wait_until(lambda: received_ms(app, guid)["AUDIO_FROM_CUSTOMER"] >= at_stop + 2000, "audio while stopped")
     again = control(app, "start-streaming", start_body(guid, arn))  # a live call: no second pull
     assert again.status_code == 200, again.text
     second_ids = {leg["streamId"] for leg in again.json()["autotranscribeResponse"].values()}
     assert not first_ids & second_ids
-    finish(app, guid)
+    last = finish(app, guid)
     assert received_ms(app, guid) == {name: duration_ms(frags, name) for name in tracks}
+    transcribed = sum(r["customer"]["summary"]["audioDurationMs"] for r in (stop.json()["autotranscribeResponse"], last))
+    assert 0 < transcribed < duration_ms(frags, "AUDIO_FROM_CUSTOMER")  # what came while stopped was dropped
     assert endpoint.requests[0]["StartSelector"] == {"StartSelectorType": "NOW"}
     assert all(r["StartSelector"]["StartSelectorType"] == "CONTINUATION_TOKEN" for r in endpoint.requests[1:])
     heard = webhook_roles(webhook, guid)
