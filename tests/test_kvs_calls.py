@@ -264,8 +264,10 @@ def test_error_tag_ends_the_call_with_its_code(app, webhook, kvs, tracks):
     error = Fragment("0", 0, {}, error=("4000", "FRAGMENT_NOT_FOUND"))
     kvs({arn: frags + [error]})
     assert control(app, "start-streaming", start_body(guid, arn)).status_code == 200
-    finish(app, guid)
+    legs = finish(app, guid)
     assert ended_reason(app, guid) == "kvs-error 4000 FRAGMENT_NOT_FOUND"
+    for leg in legs.values():  # the error is the status of the legs it closed
+        assert leg["status"] == {"code": 5000, "description": "media stream error: kvs-error 4000 FRAGMENT_NOT_FOUND"}
     assert received_ms(app, guid) == {name: duration_ms(frags, name) for name in tracks}
 
 

@@ -45,7 +45,7 @@ from callscribe.calls.redaction import REDACTION_OUTPUTS
 from callscribe.calls.registry import (AlreadyStarted, AlreadyStopped, CallNotFound, CallRegistry, MediaEnding,
                                        NoCapacity, NotReady, SourceFailed, UnsupportedLanguage)
 from callscribe.ingest.kvs.puller import (KvsPull, NoMedia, PullSettings, StreamArn, StreamUnusable, parse_stream_arn,
-                                          valid_fragment_number)
+                                          stream_error, valid_fragment_number)
 
 router = APIRouter(tags=["ASAPP media gateway"])
 
@@ -234,7 +234,8 @@ async def start_streaming(request: Request) -> JSONResponse:
 async def stop_streaming(request: Request) -> JSONResponse:
     """Stop (pause or end) transcription of a call. Audio received before the stop is still
     transcribed; the answer comes once its last final is out, with each leg's summary of the interval.
-    A stop after the call hung up reports, once, the interval the hang-up closed."""
+    A stop after the call hung up reports, once, the interval the hang-up closed (with status 5000 on
+    its legs when a Kinesis Video error ended an amazonconnect pull)."""
     key = authorize(request)
     services = request.app.state.services
     body = await read_json(request, services.settings.max_body_bytes)
@@ -247,6 +248,10 @@ async def stop_streaming(request: Request) -> JSONResponse:
             raise ApiError(400, "400-203", "No call with this guid") from None
         except AlreadyStopped:
             raise ApiError(409, "409-201", "Transcription already stopped") from None
+    status = OK
+    error = stream_error(registry.get_call(key.tenant, guid, namespace)) if namespace == "amazonconnect" else None
+    if error is not None:  # the legs this stop reports were closed by a Kinesis error
+        status = {"code": 5000, "description": f"media stream error: {error}"}
     return JSONResponse({"isOk": True, "autotranscribeResponse": {
-        leg.role: {"streamId": leg.stream_id, "status": OK, "summary": summary(leg.summary())}
+        leg.role: {"streamId": leg.stream_id, "status": status, "summary": summary(leg.summary())}
         for leg in legs.values()}})

@@ -364,6 +364,18 @@ class KvsPull:
         return self._client().get_media(StreamARN=self.arn.arn, StartSelector=selector)["Payload"]
 
 
+def stream_error(call_view: dict[str, Any] | None) -> str | None:
+    """The GetMedia error that ended a call's pull ("kvs-error <code> <id>"), from the registry's view
+    of the call; None when its media is live or ended otherwise."""
+    if call_view is None or call_view.get("media") != "ended":
+        return None
+    for event in reversed(call_view.get("protocol_events", [])):
+        if event.get("name") == "kvs-ended":
+            reason = str(event.get("data", {}).get("reason", ""))
+            return reason if reason.startswith("kvs-error") else None
+    return None
+
+
 def _str(value: int | None) -> str | None:
     return None if value is None else str(value)
 
