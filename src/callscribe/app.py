@@ -32,6 +32,7 @@ from callscribe.credentials import load_or_create_api_keys
 from callscribe.delivery.service import start_delivery, stop_delivery
 from callscribe.ingest import asapp_ws as asapp_ws_ingest
 from callscribe.ingest import twilio_endpoint as twilio_ingest
+from callscribe.ingest.kvs.puller import amazon_connect_sources
 from callscribe.ingest.limits import ConnectionLimits
 from callscribe.metrics import Metrics
 
@@ -57,6 +58,7 @@ def create_app(settings: Settings, *, engine: "SpeechEngine | None" = None) -> F
                         formatters={asapp_wire.SURFACE: asapp_wire.webhook},
                         connections=ConnectionLimits(settings.max_connections, settings.max_connections_per_source,
                                                      settings.max_unstarted_connections))
+    services.sources["amazonconnect"] = amazon_connect_sources(settings, services.metrics.kvs_lag.observe)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

@@ -163,6 +163,13 @@ class Settings(BaseSettings):
     auth_failures_per_minute: int = Field(20, ge=1, le=100000)  # per source address, then 429
     metrics_token: str | None = None  # when set, /metrics wants `Authorization: Bearer <token>`
 
+    # Amazon Connect (Kinesis Video) pulls: the first Connect audio must come within kvs_start_timeout_s
+    # (else start-streaming answers 400-203); kvs_idle_timeout_s without a new fragment ends the call;
+    # a connection silent for kvs_read_timeout_s is dropped and resumed.
+    kvs_start_timeout_s: float = Field(10.0, gt=0, le=120)
+    kvs_idle_timeout_s: float = Field(20.0, gt=0, le=3600)
+    kvs_read_timeout_s: float = Field(5.0, gt=0, le=120)
+
     # Webhook retry budget: past either limit (or on a 4xx other than 408/429) a row is a dead letter.
     webhook_max_attempts: int = Field(100, ge=1, le=100000)
     webhook_max_age_s: float = Field(86400.0, ge=1, le=90 * 86400)
