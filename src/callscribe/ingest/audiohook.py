@@ -64,6 +64,7 @@ IDLE_TIMEOUT_S = 60.0  # a live session pings every 5 s even when paused
 CLOSE_WAIT_S = 5.0  # after `disconnect`, how long the client gets to start its close transaction
 MIN_FAILURE_S = 0.5  # a failed upgrade check is answered no sooner (timing side channel)
 MAX_GAP_MS = 4 * 3600 * 1000  # a gap longer than a call is a broken client
+MAX_QUEUED_S = 30  # audio held behind a start or stop before the reader waits for it
 
 
 def unauthorized(reason: str) -> AdapterError:
@@ -106,6 +107,8 @@ class AudioHookSession(WebSocketAdapter):
         self._send_lock = asyncio.Lock()
         self._jobs: asyncio.Queue[Callable[[], Awaitable[None]]] = asyncio.Queue()
         self._worker: asyncio.Task[None] | None = None
+        self._queued_samples = 0  # audio waiting behind a start or stop
+        self._pending = 0  # jobs queued or running
         self.ended = False
 
     @property
@@ -301,15 +304,29 @@ class AudioHookSession(WebSocketAdapter):
         else:  # L16 in the byte order of the reference client (little-endian)
             samples = l16_decode(memoryview(data)[:usable], channels=channels)
             pcm = [samples[:, i].copy() for i in range(channels)] if channels > 1 else [samples]
-        for name, channel in zip(media.channels, pcm):
-            await self.call.audio(name, channel, media.rate, timestamp_ms)
+        if self._pending:
+            # A start or stop is under way: this audio waits behind it, so it lands in the interval
+            # the client meant (a resume's audio in the new interval), in order.
+            self._queued_samples += n
+            if self._queued_samples > MAX_QUEUED_S * media.rate:
+                await self._jobs.join()  # back-pressure on a client that outruns a slow stop
+            self._enqueue(lambda: self._feed(pcm, timestamp_ms, n))
+        else:
+            await self._feed(pcm, timestamp_ms, 0)
         return False
+
+    async def _feed(self, pcm: list[np.ndarray], timestamp_ms: int | None, queued: int) -> None:
+        assert self.media is not None and self.call is not None
+        self._queued_samples -= queued
+        for name, channel in zip(self.media.channels, pcm):
+            await self.call.audio(name, channel, self.media.rate, timestamp_ms)
 
     # -- transcription (worker) ------------------------------------------------------------------------------
 
     def _enqueue(self, job: Callable[[], Awaitable[None]]) -> None:
         if self._worker is None:
             self._worker = asyncio.create_task(self._work(), name=f"audiohook-{self.session_id}")
+        self._pending += 1
         self._jobs.put_nowait(job)
 
     async def _work(self) -> None:
@@ -319,13 +336,16 @@ class AudioHookSession(WebSocketAdapter):
                 await job()
             except Exception:
                 log.exception("audiohook session %s: a transcription step failed", self.label)
+            finally:
+                self._pending -= 1
+                self._jobs.task_done()
 
     def _key(self) -> tuple[str, str, str]:
         assert self.open is not None
         return self.tenant, NAMESPACE, self.open.conversation_id
 
     async def _start(self) -> None:
-        if self.params is None or self.media is None or self.state not in ("active",):
+        if self.params is None or self.media is None or self.state in ("disconnecting", "closed"):
             return
         try:
             legs = await self.registry.start_streaming(*self._key(), self.params)
@@ -375,7 +395,7 @@ class AudioHookSession(WebSocketAdapter):
         await self._stop(None)  # hold or secure pause: nobody's transcription goes on
 
     async def _resume(self) -> None:
-        if self.resume_own and self.state == "active":
+        if self.resume_own:  # even if a close already arrived: the audio queued behind this is the call's
             self.resume_own = False
             await self._start()
 
