@@ -216,7 +216,7 @@ def test_connector_inverted_channels_ping_while_decoding(server, call_audio):
 
     c, opened, pong, closed, code = asyncio.run(go())
     assert opened["parameters"]["media"] == [media(["internal", "external"])]
-    assert "en" in opened["parameters"]["supportedLanguages"]
+    assert "en-US" in opened["parameters"]["supportedLanguages"]
     finals = [t for t in c.transcripts() if t["isFinal"]]
     by_channel = {ch: " ".join(t["alternatives"][0]["interpretations"][0]["transcript"] for t in finals
                                if t["channelId"] == ch).lower() for ch in (0, 1)}

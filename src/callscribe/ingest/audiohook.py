@@ -11,7 +11,8 @@ Two variants share this code (media-protocols spec §2.4):
 - Transcription Connector: an `open` that names a `language` starts transcription itself, and its
   partial and final transcripts go back on the socket as `event` messages with `transcript`
   entities (channelId = the channel's index in the chosen media). `customConfig.redactionOutput`
-  ("redacted", the default, or "unredacted", which adds word tokens) picks what Genesys gets.
+  ("redacted", the default, or "unredacted", which adds word tokens) picks what Genesys gets, and
+  `customConfig.partials: false` sends finals only.
 
 Pause: a `paused` (hold, secure pause) stops transcription like an ASAPP stop-streaming (the
 interval closes, its last finals are delivered); `resumed` restarts only what this session itself
@@ -43,7 +44,7 @@ from callscribe.calls.leg import Leg, StreamParams
 from callscribe.calls.media import MediaCall, MediaRefused, Participant, TrackSpec
 from callscribe.calls.redaction import REDACTION_OUTPUTS
 from callscribe.calls.registry import (AlreadyStarted, AlreadyStopped, CallNotFound, CallRegistry, MediaEnding,
-                                       RegistryError, UnsupportedLanguage)
+                                       NoCapacity, RegistryError, UnsupportedLanguage)
 from callscribe.config import AudioHookKey
 from callscribe.ingest import audiohook_auth
 from callscribe.ingest import audiohook_messages as wire
@@ -64,6 +65,7 @@ IDLE_TIMEOUT_S = 60.0  # a live session pings every 5 s even when paused
 CLOSE_WAIT_S = 5.0  # after `disconnect`, how long the client gets to start its close transaction
 MIN_FAILURE_S = 0.5  # a failed upgrade check is answered no sooner (timing side channel)
 MAX_GAP_MS = 4 * 3600 * 1000  # a gap longer than a call is a broken client
+START_RETRY_S = 10.0  # how long a connector start retries a refusal for capacity
 MAX_QUEUED_S = 30  # audio held behind a start or stop before the reader waits for it
 
 
@@ -215,7 +217,7 @@ class AudioHookSession(WebSocketAdapter):
             raise AdapterError("no offered media is supported (PCMU 8 kHz or L16 8/16 kHz, external/internal)")
         opened: dict[str, Any] = {"media": [chosen.raw]}
         if params.supported_languages:
-            opened["supportedLanguages"] = self._languages()
+            opened["supportedLanguages"] = wire.language_tags(self._languages())
         if params.language and not params.probe:
             self.params = self._stream_params(params)
         if not params.probe:
@@ -262,7 +264,10 @@ class AudioHookSession(WebSocketAdapter):
         redaction = params.custom_config.get("redactionOutput", "redacted")
         if redaction not in REDACTION_OUTPUTS or redaction == "redacted_and_unredacted":
             raise AdapterError("'customConfig.redactionOutput' must be redacted or unredacted")
-        return StreamParams(language=params.language, redaction_output=redaction,
+        partials = params.custom_config.get("partials", True)
+        if not isinstance(partials, bool):
+            raise AdapterError("'customConfig.partials' must be a boolean")
+        return StreamParams(language=params.language, redaction_output=redaction, partials=partials,
                             detailed_token=redaction == "unredacted", surface=SURFACE,
                             options={"audiohook_session": self.session_id})
 
@@ -348,13 +353,13 @@ class AudioHookSession(WebSocketAdapter):
         if self.params is None or self.media is None or self.state in ("disconnecting", "closed"):
             return
         try:
-            legs = await self.registry.start_streaming(*self._key(), self.params)
+            legs = await self._start_streaming(self.params)
         except AlreadyStarted:
             log.info("audiohook session %s: transcription already started by another request", self.label)
             return
         except (CallNotFound, MediaEnding):
             return
-        except RegistryError as exc:
+        except (RegistryError, NoCapacity) as exc:
             log.warning("audiohook session %s: transcription not started: %s", self.label, type(exc).__name__)
             await self._disconnect("error", "transcription is not available now")
             return
@@ -366,8 +371,20 @@ class AudioHookSession(WebSocketAdapter):
             bc = self.backchannels.get(pid)
             if bc is None:
                 bc = self.backchannels[pid] = Backchannel(self.services.bus, self._sender(self.media.channels.index(channel)),
-                                                          finals_only=False)
+                                                          finals_only=not self.params.partials)
             bc.stream_id = leg.stream_id
+
+    async def _start_streaming(self, params: StreamParams) -> dict[str, Leg]:
+        """Start, retrying a refusal for capacity for a while: the scheduler refuses while it drains
+        the finals of a stop (a pause just before a resume), and the audio waits behind this."""
+        deadline = time.monotonic() + START_RETRY_S
+        while True:
+            try:
+                return await self.registry.start_streaming(*self._key(), params)
+            except NoCapacity:
+                if time.monotonic() > deadline:
+                    raise
+                await asyncio.sleep(0.25)
 
     def _sender(self, channel_id: int) -> Callable[[UtteranceEvent], Awaitable[None]]:
         async def send(ev: UtteranceEvent) -> None:

@@ -26,6 +26,12 @@ RATES = {"PCMU": (8000,), "L16": (8000, 16000)}
 CLIENT_TYPES = ("open", "ping", "update", "paused", "resumed", "discarded", "error", "close")
 CLOSE_REASONS = ("end", "error", "disconnect", "reconnect")
 MAX_SEQ = 2**53
+#: The language-REGION tags offered in `supportedLanguages` for each language the engine knows
+#: (Genesys names languages with a region; the registry accepts any region of a known language).
+REGIONS = {"en": ("US", "GB", "AU", "CA", "IN"), "es": ("ES", "US", "MX"), "fr": ("FR", "CA"), "de": ("DE",),
+           "it": ("IT",), "pt": ("BR", "PT"), "nl": ("NL",), "ja": ("JP",), "ko": ("KR",), "zh": ("CN", "TW"),
+           "ru": ("RU",), "pl": ("PL",), "sv": ("SE",), "da": ("DK",), "fi": ("FI",), "tr": ("TR",),
+           "ar": ("SA", "AE"), "hi": ("IN",)}
 
 _DURATION = re.compile(r"^PT(?:(\d{1,9})H)?(?:(\d{1,9})M)?(?:(\d{1,12})(?:\.(\d{1,9}))?S)?$")
 
@@ -144,6 +150,11 @@ def parse_open(params: dict[str, Any]) -> Open:
     return Open(organization, conversation, participant, media, len(offers), language or None,
                 boolean(params, "supportedLanguages", False, where=where),
                 obj(params, "customConfig", required=False, where=where))
+
+
+def language_tags(languages: list[str]) -> list[str]:
+    """`supportedLanguages`: language-REGION tags of the engine's languages."""
+    return [f"{lang}-{region}" for lang in sorted(languages) for region in REGIONS.get(lang, ())]
 
 
 def select_media(offers: list[Media]) -> Media | None:
