@@ -274,6 +274,33 @@ def test_connector_pause_and_resume(server, call_audio, wait_until):
     assert_envelopes(c)
 
 
+def test_frames_of_any_size_and_a_lost_socket(server, wait_until):
+    """Frames that split sample pairs are put back together; a socket lost without `close` ends the
+    call's media."""
+    guid = str(uuid.uuid4())
+    events = collect(server, guid)
+    audio = interleave(b"\xff" * 8000, b"\x7f" * 8000)  # one second of stereo silence
+
+    async def go():
+        async with client(server) as c:
+            await c.open(guid)
+            i = 0
+            for size in (1, 333, 3201, 7, 1600, 2, 9999):
+                await c.send_raw(audio[i:i + size])
+                i += size
+            await c.send_raw(audio[i:])
+            await c.send("ping")
+            await c.expect("pong")
+            snapshot = server.services.registry.get_call("acme", guid, "genesysaudiohook")
+            # the socket goes away without the close transaction
+        return snapshot
+
+    snapshot = asyncio.run(go())
+    assert {t["name"]: t["received_ms"] for t in snapshot["tracks"]} == {"external": 1000, "internal": 1000}
+    ended = wait_until(lambda: [e for e in events if getattr(e, "state", None) == "media-ended"], "media end")
+    assert "closed by the peer" in ended[0].data["reason"]
+
+
 def test_connection_probe(server):
     async def go():
         async with client(server) as c:

@@ -66,6 +66,7 @@ CLOSE_WAIT_S = 5.0  # after `disconnect`, how long the client gets to start its 
 MIN_FAILURE_S = 0.5  # a failed upgrade check is answered no sooner (timing side channel)
 MAX_GAP_MS = 4 * 3600 * 1000  # a gap longer than a call is a broken client
 START_RETRY_S = 10.0  # how long a connector start retries a refusal for capacity
+END_WAIT_S = 130.0  # a stop waits up to the registry's drain timeout for the engine's last finals
 MAX_QUEUED_S = 30  # audio held behind a start or stop before the reader waits for it
 
 
@@ -482,6 +483,12 @@ class AudioHookSession(WebSocketAdapter):
             return
         self.ended = True
         if self._worker is not None:
+            # Let a start or stop under way finish (cancelling one mid-stop would leave its legs
+            # half closed), with the audio queued behind it; then the media ends.
+            try:
+                await asyncio.wait_for(self._jobs.join(), END_WAIT_S)
+            except asyncio.TimeoutError:
+                log.error("audiohook session %s: transcription steps still running at the end", self.label)
             self._worker.cancel()
         try:
             if self.call is not None:
