@@ -413,3 +413,14 @@ def test_unsigned_key_without_secret_is_accepted(server):
             return await c.close()
 
     assert asyncio.run(go())["type"] == "closed"
+
+
+@pytest.mark.parametrize("value", ["key:not*base64!", "key:c2VjcmV0:acme:extra", ":c2VjcmV0"])
+def test_bad_keys_setting_is_one_line_without_the_secret(value):
+    from callscribe.config import ConfigError, load_settings
+
+    with pytest.raises(ConfigError) as err:
+        load_settings(audiohook_keys=value)
+    message = str(err.value)
+    assert message.startswith("CALLSCRIBE_AUDIOHOOK_KEYS:") and "\n" not in message
+    assert "base64!" not in message and "c2VjcmV0" not in message
