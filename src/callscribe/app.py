@@ -18,6 +18,8 @@ from callscribe import __version__, logsafe
 from callscribe.api import asapp as asapp_api
 from callscribe.api import asapp_wire
 from callscribe.api import asapp_ws_url as asapp_ws_url_api
+from callscribe.api import memories as memories_api
+from callscribe.api import memories_wire
 from callscribe.api import messages as messages_api
 from callscribe.api import native as native_api
 from callscribe.api import twilio_url as twilio_url_api
@@ -52,8 +54,11 @@ def create_app(settings: Settings, *, engine: "SpeechEngine | None" = None) -> F
     """Build the app. Pass `engine` to share one loaded model between several apps (tests)."""
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     logsafe.install()
+    memories_tasks = memories_api.TaskBook()
     services = Services(settings=settings, metrics=Metrics(), api_keys=load_or_create_api_keys(settings),
-                        formatters={asapp_wire.SURFACE: asapp_wire.webhook})
+                        formatters={asapp_wire.SURFACE: asapp_wire.webhook,
+                                    memories_wire.SURFACE: memories_wire.formatter(memories_tasks.media_ms)})
+    memories_tasks.watch(services.bus)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -92,11 +97,13 @@ def create_app(settings: Settings, *, engine: "SpeechEngine | None" = None) -> F
 
     app = FastAPI(title="callscribe", version=__version__, lifespan=lifespan, docs_url="/docs", redoc_url=None)
     app.state.services = services
-    shapes = install_error_handlers(app, [(prefix, asapp_wire.error_shape) for prefix in asapp_wire.PATH_PREFIXES])
+    app.state.memories_tasks = memories_tasks
+    shapes = install_error_handlers(app, [(prefix, asapp_wire.error_shape) for prefix in asapp_wire.PATH_PREFIXES]
+                                    + [(prefix, memories_wire.error_shape) for prefix in memories_wire.PATH_PREFIXES])
     app.add_middleware(AuthFailureThrottle, per_minute=settings.auth_failures_per_minute, shapes=shapes)
     for router in (native_api.router, messages_api.router, twilio_url_api.router, asapp_api.router,
                    asapp_ws_url_api.router, deliveries_api.router, dashboard_api.router, twilio_ingest.router,
-                   asapp_ws_ingest.router):
+                   asapp_ws_ingest.router, memories_api.router):
         app.include_router(router)
 
     @app.get("/healthz", include_in_schema=False)

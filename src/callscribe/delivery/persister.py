@@ -170,6 +170,10 @@ class Persister:
                 message = formatter(event)
                 if message is not None:
                     outbox = NewOutbox(message.msg_id, message.ordering_key, message.payload)
+            elif self.webhooks_enabled and not isinstance(event, UtteranceEvent):  # state events: any surface's
+                message = next((m for f in self.formatters.values() if (m := f(event)) is not None), None)
+                if message is not None:
+                    outbox = NewOutbox(message.msg_id, message.ordering_key, message.payload)
             items.append((event, outbox))
         return items
 

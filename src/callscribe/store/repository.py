@@ -157,6 +157,9 @@ class CallRepository:
             return
         s.add(CallEventRow(call_id=call.call_id, seq=event.seq, state=event.state,
                            data=jsonable(event.data), created_at=event.created_at))
+        if outbox is not None:  # a surface's webhook for a state change (the end of a memories.ai task)
+            s.add(OutboxRow(msg_id=outbox.msg_id, ordering_key=outbox.ordering_key, payload=outbox.payload,
+                            created_at=event.created_at, attempts=0, next_attempt_at=event.created_at))
         if event.state in _LIFECYCLE and not (call.ended_at is not None and event.state.startswith("streaming-")):
             call.state = event.state
         handler = {

@@ -1,0 +1,300 @@
+"""Pulls audio from a URL (HTTP(S) file, HLS, RTMP, RTSP, ...) as a PulledSource (calls/media.py).
+
+PyAV (FFmpeg) demuxes and decodes whatever the URL serves; one worker thread per source opens it,
+decodes, resamples to 16 kHz int16 and hands ~100 ms chunks to the call on the event loop. Audio is
+never fed faster than real time: a file arrives as a live source would, and a live source, which
+cannot arrive faster, is unaffected. The thread blocks on each hand-over, so decoding never runs
+ahead of the call.
+
+How a pull ends is `SourceEnd(status, message)`, handed to the media's `end` as the reason
+`"source:<status>:<message>"` (see `end_reason` / `parse_end_reason`), so the control surface that
+started it can tell its client why:
+
+- ENDED: the file ended, or a live source sent no audio for `inactivity_timeout_s`;
+- UNREACHABLE: the URL could not be opened (refused, 404, timeout); a live source (RTMP, RTSP, SRT,
+  or a URL whose stream has no duration) is retried with backoff until `inactivity_timeout_s`;
+- UNDECODABLE: it opened but holds no decodable audio (a text page, a corrupt file);
+- STOPPED / SHUTDOWN: `finish()` by the control surface, or `stop()` by the registry.
+
+Tracks: one track "speaker" (participant "speaker", all channels down-mixed), or with
+`per_channel` one track per channel ("channel-0", ...; participants "speaker_0", ...). Only the
+first track is connected at `start`, before the URL is opened (so a URL that cannot be opened
+still ends a connected call, with its status); the other channels connect as a second media
+session once the stream says how many there are.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any, Callable
+from urllib.parse import urlsplit
+
+import numpy as np
+
+from callscribe.calls.media import MediaCall, MediaRegistry, Participant, TrackSpec
+
+log = logging.getLogger(__name__)
+
+RATE = 16000
+CHUNK_SAMPLES = RATE // 10  # 100 ms per hand-over
+LIVE_SCHEMES = ("rtmp", "rtmps", "rtsp", "rtsps", "srt", "udp", "tcp")
+SCHEMES = ("http", "https") + LIVE_SCHEMES
+READ_TIMEOUT_S = 5.0  # a blocking read returns within this, so stop() is noticed
+MAX_BACKOFF_S = 8.0
+
+
+@dataclass(frozen=True)
+class SourceEnd:
+    status: str  # ended | unreachable | undecodable | stopped | shutdown | error
+    message: str
+
+
+def end_reason(end: SourceEnd) -> str:
+    return f"source:{end.status}:{end.message}"
+
+
+def parse_end_reason(reason: str) -> SourceEnd | None:
+    """The SourceEnd a media-ended reason carries, or None for an end no source chose."""
+    kind, _, rest = reason.partition(":")
+    if kind != "source":
+        return None
+    status, _, message = rest.partition(":")
+    return SourceEnd(status, message)
+
+
+def url_for_display(url: str) -> str:
+    """The URL without credentials or query string (which may carry tokens)."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    if parts.port:
+        host = f"{host}:{parts.port}"
+    return f"{parts.scheme}://{host}{parts.path}"
+
+
+class _Stopped(Exception):
+    pass
+
+
+class UrlSource:
+    """One pull of one URL. `release()` lets audio flow (once transcription is on); `finish(end)`
+    ends it with the caller's status; `stop()` (the registry's) ends it as a shutdown."""
+
+    def __init__(self, url: str, *, per_channel: bool = False, inactivity_timeout_s: float = 30.0,
+                 on_progress: Callable[[float], None] | None = None):
+        self.url = url
+        self.per_channel = per_channel
+        self.inactivity_timeout_s = inactivity_timeout_s
+        self.on_progress = on_progress  # media seconds fed so far, called on the event loop
+        self.fed_ms = 0.0
+        self.end: SourceEnd | None = None
+        self._released = threading.Event()
+        self._stopping = threading.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._registry: MediaRegistry | None = None
+        self._key = ("", "", "")  # tenant, namespace, guid
+        self._media: list[MediaCall] = []  # the first session, then the extra channels' one
+        self._tracks: list[str] = []
+        self._ended = asyncio.Event()
+        self._thread: threading.Thread | None = None
+
+    # -- PulledSource ----------------------------------------------------------------------------
+
+    async def start(self, registry: MediaRegistry, *, tenant: str, namespace: str, guid: str) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._registry = registry
+        self._key = (tenant, namespace, guid)
+        first = TrackSpec("channel-0", Participant("speaker_0", "speaker")) if self.per_channel else \
+            TrackSpec("speaker", Participant("speaker", "speaker"))
+        self._media = [await registry.media_connected(tenant=tenant, namespace=namespace, guid=guid, tracks=[first],
+                                                      source="url", metadata={"url": url_for_display(self.url)})]
+        self._tracks = [first.name]
+        self._thread = threading.Thread(target=self._run, name=f"url-{guid[:8]}", daemon=True)
+        self._thread.start()
+
+    async def stop(self) -> None:
+        await self.finish(SourceEnd("shutdown", "Server shutting down"))
+
+    # -- control -----------------------------------------------------------------------------------
+
+    def release(self) -> None:
+        """Transcription is on: audio may flow."""
+        self._released.set()
+
+    async def finish(self, end: SourceEnd) -> None:
+        """End the pull and its media with this status (the first end wins). Idempotent."""
+        self._stopping.set()
+        self._released.set()
+        if self.end is not None:
+            await self._ended.wait()
+            return
+        self.end = end
+        try:
+            for media in reversed(self._media):  # extra channels first: the last end names the reason
+                await media.end(end_reason(end))
+        finally:
+            self._ended.set()
+
+    # -- the worker thread -------------------------------------------------------------------------
+
+    def _call(self, coro: Any) -> Any:
+        assert self._loop is not None
+        return asyncio.run_coroutine_threadsafe(coro, self._loop).result()
+
+    def _run(self) -> None:
+        try:
+            end = self._pull()
+        except _Stopped:
+            return
+        except Exception as exc:  # a bug, not the source: still end the task with a status
+            log.exception("pulling %s failed", url_for_display(self.url))
+            end = SourceEnd("error", f"Internal error: {type(exc).__name__}")
+        if not self._stopping.is_set():
+            try:
+                self._call(self.finish(end))
+            except RuntimeError:
+                pass  # the loop is closing
+
+    def _live_scheme(self) -> bool:
+        return urlsplit(self.url).scheme.lower() in LIVE_SCHEMES
+
+    def _pull(self) -> SourceEnd:
+        """Open, decode and feed until the source ends; reconnect a live source with backoff."""
+        import av
+
+        live = self._live_scheme()
+        last_audio = time.monotonic()
+        backoff = 0.5
+        opened_once = False
+        clock: list[float] = []  # wall-clock origin of the pacing, set at the first chunk
+        while True:
+            if self._stopping.is_set():
+                raise _Stopped()
+            try:
+                container = av.open(self.url, timeout=(10.0, READ_TIMEOUT_S))
+            except av.error.InvalidDataError as exc:
+                return SourceEnd("undecodable", f"The source could not be decoded: {_why(exc)}")
+            except (av.error.FFmpegError, OSError) as exc:
+                if not live or time.monotonic() - last_audio > self.inactivity_timeout_s:
+                    if opened_once:
+                        return SourceEnd("ended", f"The stream went away and did not come back: {_why(exc)}")
+                    return SourceEnd("unreachable", f"The source could not be reached: {_why(exc)}")
+                self._sleep(backoff)
+                backoff = min(backoff * 2, MAX_BACKOFF_S)
+                continue
+            try:
+                if not container.streams.audio:
+                    return SourceEnd("undecodable", "The source has no audio stream")
+                live = live or container.duration is None
+                got = self._decode(container, clock)
+            except av.error.InvalidDataError as exc:
+                if not opened_once:
+                    return SourceEnd("undecodable", f"The source could not be decoded: {_why(exc)}")
+                got = False
+            except (av.error.FFmpegError, OSError) as exc:
+                log.info("reading %s: %s", url_for_display(self.url), _why(exc))
+                got = False
+            finally:
+                container.close()
+            if got:
+                opened_once = True
+                last_audio = time.monotonic()
+                backoff = 0.5
+            elif not opened_once:
+                return SourceEnd("undecodable", "The source holds no decodable audio")
+            if not live:
+                return SourceEnd("ended", "Stream ended")
+            if time.monotonic() - last_audio > self.inactivity_timeout_s:
+                return SourceEnd("ended", f"Stream ended: no audio for {self.inactivity_timeout_s:g} s")
+            self._sleep(backoff)
+            backoff = min(backoff * 2, MAX_BACKOFF_S)
+
+    def _decode(self, container: Any, clock: list[float]) -> bool:
+        """Feed every frame of one connection; True if any audio came."""
+        import av
+
+        stream = container.streams.audio[0]
+        channels = max(1, stream.codec_context.channels or 1) if self.per_channel else 1
+        if channels > len(self._tracks):
+            self._connect_channels(channels)
+        layout = "mono" if channels == 1 else None
+        resampler = av.AudioResampler(format="s16p", layout=layout or stream.layout, rate=RATE)
+        pending: list[np.ndarray] = []
+        pending_n = 0
+        got = False
+        for frame in _frames(container, stream):
+            for out in resampler.resample(frame):
+                got = True
+                pcm = out.to_ndarray().reshape(channels, -1)
+                pending.append(pcm)
+                pending_n += pcm.shape[1]
+                if pending_n >= CHUNK_SAMPLES:
+                    self._feed(np.concatenate(pending, axis=1), clock)
+                    pending, pending_n = [], 0
+        for out in resampler.resample(None):
+            pending.append(out.to_ndarray().reshape(channels, -1))
+        if pending:
+            self._feed(np.concatenate(pending, axis=1), clock)
+        return got
+
+    def _connect_channels(self, channels: int) -> None:
+        assert self._registry is not None
+        extra = [TrackSpec(f"channel-{i}", Participant(f"speaker_{i}", "speaker"))
+                 for i in range(len(self._tracks), channels)]
+        tenant, namespace, guid = self._key
+        media = self._call(self._registry.media_connected(tenant=tenant, namespace=namespace, guid=guid, tracks=extra,
+                                                          source="url"))
+        self._media.append(media)
+        self._tracks += [t.name for t in extra]
+
+    def _feed(self, pcm: np.ndarray, clock: list[float]) -> None:
+        """Hand one chunk (channels x samples) to the call, no earlier than real time allows."""
+        self._released.wait()
+        if self._stopping.is_set():
+            raise _Stopped()
+        if not clock:
+            clock.append(time.monotonic() - self.fed_ms / 1000)
+        self._sleep(clock[0] + self.fed_ms / 1000 - time.monotonic())
+        if self._stopping.is_set():
+            raise _Stopped()
+        self._call(self._deliver(pcm))
+
+    async def _deliver(self, pcm: np.ndarray) -> None:
+        if self.end is not None:
+            return
+        for media, track, channel in zip(self._media_for_tracks(), self._tracks, pcm):
+            await media.audio(track, np.ascontiguousarray(channel), RATE)
+        self.fed_ms += pcm.shape[1] * 1000 / RATE
+        if self.on_progress is not None:
+            self.on_progress(self.fed_ms / 1000)
+
+    def _media_for_tracks(self) -> list[MediaCall]:
+        return [self._media[0]] + [self._media[-1]] * (len(self._tracks) - 1)
+
+    def _sleep(self, seconds: float) -> None:
+        if seconds > 0 and self._stopping.wait(seconds):
+            raise _Stopped()
+
+
+def _frames(container: Any, stream: Any) -> Any:
+    """Decoded frames of one stream; a packet that does not decode is skipped, as players do."""
+    import av
+
+    bad = 0
+    for packet in container.demux(stream):
+        try:
+            yield from packet.decode()
+            bad = 0
+        except av.error.InvalidDataError:
+            bad += 1
+            if bad > 50:  # not a glitch: the stream is not what it claims to be
+                raise
+
+
+def _why(exc: BaseException) -> str:
+    """FFmpeg's own words, without the URL it appends (which may carry a token)."""
+    text = getattr(exc, "strerror", None) or str(exc)
+    return str(text).split(": '")[0]
