@@ -260,3 +260,44 @@ def test_start_errors_in_the_envelope(app):
     assert r.status_code == 401 and r.json()["data"] is None
     r = httpx.get(app.url + "/serve/api/v2/audio-stream/unknown", headers=AUTH)
     assert r.status_code == 400 and r.json()["code"] == 400
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _rtmp_server(source: Path, port: int) -> subprocess.Popen:
+    """ffmpeg as a one-client RTMP server that sends `source` in real time, then ends the stream."""
+    return subprocess.Popen(["ffmpeg", "-loglevel", "error", "-re", "-i", str(source), "-c:a", "aac", "-f", "flv",
+                             "-listen", "1", f"rtmp://127.0.0.1:{port}/live/stream"],
+                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def test_live_rtmp_source_reconnects_then_ends_after_inactivity(app, hook, tmp_path):
+    """A live source that drops is reconnected with backoff (the second half of the speech comes
+    from a second server on the same address), and ends the task after inactivity_timeout."""
+    first, second = tmp_path / "first.wav", tmp_path / "second.wav"
+    _write_wav(first, np.concatenate([silence(0.5), say(SENTENCES[0], "joe"), silence(1.0)]))
+    _write_wav(second, np.concatenate([silence(0.3), say(SENTENCES[2], "joe"), silence(1.0)]))
+    port = _free_port()
+    server = _rtmp_server(first, port)
+    try:
+        task_id = _start(app, audio_url=f"rtmp://127.0.0.1:{port}/live/stream", provider="assemblyai",
+                         inactivity_timeout=5)
+        server.wait(timeout=120)
+        server = _rtmp_server(second, port)  # the stream comes back
+        server.wait(timeout=120)
+        *segments, end = _wait_end(hook, task_id)
+    finally:
+        server.kill()
+    assert end["data"]["status"] == 15 and end["data"]["transcript"] is None
+    heard = _words(" ".join(cb["data"]["transcript"]["text"] for cb in segments))
+    for word in ("calling", "support", "friday", "afternoon"):  # both halves, one task
+        assert word in heard, heard
+    # The media timeline goes on across the reconnect (the time without audio is not counted).
+    later = [cb for cb in segments if "friday" in _words(cb["data"]["transcript"]["text"])]
+    assert later and float(later[0]["data"]["transcript"]["start_time"]) >= 3.0

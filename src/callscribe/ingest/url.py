@@ -174,7 +174,8 @@ class UrlSource:
             if self._stopping.is_set():
                 raise _Stopped()
             try:
-                container = av.open(self.url, timeout=(10.0, READ_TIMEOUT_S))
+                # A short analysis: a live source probed for FFmpeg's default 5 s starts 5 s late.
+                container = av.open(self.url, timeout=(10.0, READ_TIMEOUT_S), options={"analyzeduration": "500000"})
             except av.error.InvalidDataError as exc:
                 return SourceEnd("undecodable", f"The source could not be decoded: {_why(exc)}")
             except (av.error.FFmpegError, OSError) as exc:
@@ -185,20 +186,20 @@ class UrlSource:
                 self._sleep(backoff)
                 backoff = min(backoff * 2, MAX_BACKOFF_S)
                 continue
+            fed_before = self.fed_ms
             try:
                 if not container.streams.audio:
                     return SourceEnd("undecodable", "The source has no audio stream")
                 live = live or container.duration is None
-                got = self._decode(container, clock)
+                self._decode(container, clock)
             except av.error.InvalidDataError as exc:
-                if not opened_once:
+                if not opened_once and self.fed_ms == fed_before:
                     return SourceEnd("undecodable", f"The source could not be decoded: {_why(exc)}")
-                got = False
-            except (av.error.FFmpegError, OSError) as exc:
+            except (av.error.FFmpegError, OSError) as exc:  # a live source dropping is the usual case
                 log.info("reading %s: %s", url_for_display(self.url), _why(exc))
-                got = False
             finally:
                 container.close()
+            got = self.fed_ms > fed_before
             if got:
                 opened_once = True
                 last_audio = time.monotonic()
@@ -212,8 +213,8 @@ class UrlSource:
             self._sleep(backoff)
             backoff = min(backoff * 2, MAX_BACKOFF_S)
 
-    def _decode(self, container: Any, clock: list[float]) -> bool:
-        """Feed every frame of one connection; True if any audio came."""
+    def _decode(self, container: Any, clock: list[float]) -> None:
+        """Feed every frame of one connection."""
         import av
 
         stream = container.streams.audio[0]
@@ -224,10 +225,8 @@ class UrlSource:
         resampler = av.AudioResampler(format="s16p", layout=layout or stream.layout, rate=RATE)
         pending: list[np.ndarray] = []
         pending_n = 0
-        got = False
         for frame in _frames(container, stream):
             for out in resampler.resample(frame):
-                got = True
                 pcm = out.to_ndarray().reshape(channels, -1)
                 pending.append(pcm)
                 pending_n += pcm.shape[1]
@@ -238,7 +237,6 @@ class UrlSource:
             pending.append(out.to_ndarray().reshape(channels, -1))
         if pending:
             self._feed(np.concatenate(pending, axis=1), clock)
-        return got
 
     def _connect_channels(self, channels: int) -> None:
         assert self._registry is not None
