@@ -6,6 +6,7 @@ idempotent, and the seed's own Python example), unreachable and undecodable sour
 from __future__ import annotations
 
 import functools
+import json
 import subprocess
 import threading
 import time
@@ -301,3 +302,73 @@ def test_live_rtmp_source_reconnects_then_ends_after_inactivity(app, hook, tmp_p
     # The media timeline goes on across the reconnect (the time without audio is not counted).
     later = [cb for cb in segments if "friday" in _words(cb["data"]["transcript"]["text"])]
     assert later and float(later[0]["data"]["transcript"]["start_time"]) >= 3.0
+
+
+def test_speaker_labels_transcribe_each_channel_as_its_speaker(app, hook, media_dir, files):
+    left = np.concatenate([silence(0.5), say(SENTENCES[0], "joe"), silence(4.0)])
+    right = np.concatenate([silence(4.0), say(SENTENCES[2], "joe-high"), silence(0.5)])
+    n = max(len(left), len(right))
+    stereo = np.stack([np.pad(left, (0, n - len(left))), np.pad(right, (0, n - len(right)))], axis=1)
+    _write_wav(media_dir / "stereo.wav", stereo)
+    task_id = _start(app, audio_url=f"{files}/stereo.wav", provider="assemblyai", speaker_labels=True)
+    *segments, end = _wait_end(hook, task_id)
+    assert end["data"]["status"] == 15
+    said: dict[str, list[str]] = {}
+    for cb in segments:
+        said.setdefault(cb["data"]["transcript"]["speaker"], []).extend(_words(cb["data"]["transcript"]["text"]))
+    assert set(said) == {"speaker_0", "speaker_1"}
+    assert "support" in said["speaker_0"] and "friday" not in said["speaker_0"]
+    assert "friday" in said["speaker_1"] and "support" not in said["speaker_1"]
+
+
+def test_push_websocket_streams_turns_back(app):
+    import asyncio
+
+    import websockets
+
+    audio = _speech()
+    url = f"{app.ws_url}/serve/ws/v2/audio-stream?provider=assemblyai&api_key={KEY}&sample_rate=16000"
+
+    async def session() -> list[dict]:
+        got: list[dict] = []
+        async with websockets.connect(url) as ws:
+            chunk = 1600  # 100 ms
+            for i in range(0, len(audio), chunk):
+                await ws.send(audio[i:i + chunk].astype("<i2").tobytes())
+                await asyncio.sleep(0.025)  # four times real time
+            await ws.send(json.dumps({"type": "Terminate"}))
+            async for message in ws:
+                got.append(json.loads(message))
+        return got
+
+    messages = asyncio.run(session())
+    assert messages[0]["type"] == "Begin" and messages[-1]["type"] == "Termination"
+    assert messages[-1]["audio_duration_seconds"] == pytest.approx(len(audio) / 16000, abs=0.01)
+    turns = [m for m in messages if m["type"] == "Turn"]
+    finals = [t for t in turns if t["end_of_turn"]]
+    assert finals and all(t["words"] and all(w["word_is_final"] for w in t["words"]) for t in finals)
+    heard = _words(" ".join(t["transcript"] for t in finals))
+    for word in ("calling", "support", "status", "order", "friday", "afternoon"):
+        assert word in heard, heard
+    assert _words(" ".join(w["text"] for t in finals for w in t["words"])) == heard
+
+
+@pytest.mark.parametrize("query, status", [("provider=assemblyai", 401), (f"api_key={KEY}", 400),
+                                           (f"provider=openai&api_key={KEY}", 400),
+                                           ("provider=assemblyai&api_key=mk:bad", 401),
+                                           (f"provider=assemblyai&api_key={KEY}&sample_rate=12", 400)])
+def test_push_websocket_handshake_errors(app, query, status):
+    import asyncio
+
+    import websockets
+
+    async def attempt() -> int:
+        try:
+            async with websockets.connect(f"{app.ws_url}/serve/ws/v2/audio-stream?{query}"):
+                return 101
+        except websockets.InvalidStatus as refused:
+            body = json.loads(refused.response.body)
+            assert body == {"code": refused.response.status_code, "message": body["message"], "data": None}
+            return refused.response.status_code
+
+    assert asyncio.run(attempt()) == status

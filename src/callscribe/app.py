@@ -33,6 +33,7 @@ from callscribe.config import Settings
 from callscribe.credentials import load_or_create_api_keys
 from callscribe.delivery.service import start_delivery, stop_delivery
 from callscribe.ingest import asapp_ws as asapp_ws_ingest
+from callscribe.ingest import memories_ws as memories_ws_ingest
 from callscribe.ingest import twilio_endpoint as twilio_ingest
 from callscribe.metrics import Metrics
 
@@ -103,7 +104,7 @@ def create_app(settings: Settings, *, engine: "SpeechEngine | None" = None) -> F
     app.add_middleware(AuthFailureThrottle, per_minute=settings.auth_failures_per_minute, shapes=shapes)
     for router in (native_api.router, messages_api.router, twilio_url_api.router, asapp_api.router,
                    asapp_ws_url_api.router, deliveries_api.router, dashboard_api.router, twilio_ingest.router,
-                   asapp_ws_ingest.router, memories_api.router):
+                   asapp_ws_ingest.router, memories_api.router, memories_ws_ingest.router):
         app.include_router(router)
 
     @app.get("/healthz", include_in_schema=False)
