@@ -79,9 +79,8 @@ def files(media_dir):
 
 @pytest.fixture(scope="module")
 def hook():
-    receiver = WebhookReceiver()
-    yield receiver
-    receiver.close()
+    with WebhookReceiver() as receiver:
+        yield receiver
 
 
 @pytest.fixture(scope="module")
@@ -372,3 +371,34 @@ def test_push_websocket_handshake_errors(app, query, status):
             return refused.response.status_code
 
     assert asyncio.run(attempt()) == status
+
+
+def test_running_tasks_per_key_are_limited(app, hook):
+    port = _free_port()  # nothing listens: each task keeps retrying its live source, so stays running
+    url = f"rtmp://127.0.0.1:{port}/live/none"
+    other_key = {"Authorization": "other:os"}
+    stop = functools.partial(httpx.post, app.url + "/serve/api/v2/audio-stream/stop")
+    limit = app.settings.memories_tasks_per_key
+    mine = [_start(app, audio_url=url, provider="assemblyai", inactivity_timeout=120) for _ in range(limit)]
+    try:
+        r = httpx.post(app.url + "/serve/api/v2/audio-stream/start", json={"audio_url": url}, headers=AUTH)
+        assert r.status_code == 429 and r.json()["code"] == 429 and r.json()["data"] is None
+        other = httpx.post(app.url + "/serve/api/v2/audio-stream/start", json={"audio_url": url}, headers=other_key)
+        assert other.status_code == 200  # another key's budget is its own
+        stop(json={"task_id": other.json()["data"]["task_id"]}, headers=other_key)
+    finally:
+        for task_id in mine:
+            stop(json={"task_id": task_id}, headers=AUTH)
+    for task_id in mine:
+        *_, end = _wait_end(hook, task_id)
+        assert end["data"]["status"] == 14 and end["data"]["segment_index"] == 0
+    again = _start(app, audio_url=url, provider="assemblyai")  # room again
+    stop(json={"task_id": again}, headers=AUTH)
+
+
+def test_a_start_without_a_webhook_is_refused(start_app):
+    stub = start_app()  # no CALLSCRIBE_WEBHOOK_URL
+    r = httpx.post(stub.url + "/serve/api/v2/audio-stream/start", json={"audio_url": "http://127.0.0.1/a.wav"},
+                   headers={"Authorization": "ka:sa"})
+    assert r.status_code == 400
+    assert r.json() == {"code": 400, "message": "An async request requires at least one webhook.", "data": None}

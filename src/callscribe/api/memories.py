@@ -224,6 +224,8 @@ async def start(request: Request) -> JSONResponse:
     key = authorize(request)
     services = request.app.state.services
     req = parse_start(await read_json(request, services.settings.max_body_bytes))
+    if not services.settings.webhook_url:  # the original's words: callbacks are the only way out
+        raise _bad("An async request requires at least one webhook.")
     registry = _registry(request)
     book = tasks_of(request)
     try:

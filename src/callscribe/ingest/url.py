@@ -169,7 +169,6 @@ class UrlSource:
         last_audio = time.monotonic()
         backoff = 0.5
         opened_once = False
-        clock: list[float] = []  # wall-clock origin of the pacing, set at the first chunk
         while True:
             if self._stopping.is_set():
                 raise _Stopped()
@@ -191,7 +190,7 @@ class UrlSource:
                 if not container.streams.audio:
                     return SourceEnd("undecodable", "The source has no audio stream")
                 live = live or container.duration is None
-                self._decode(container, clock)
+                self._decode(container)
             except av.error.InvalidDataError as exc:
                 if not opened_once and self.fed_ms == fed_before:
                     return SourceEnd("undecodable", f"The source could not be decoded: {_why(exc)}")
@@ -213,8 +212,8 @@ class UrlSource:
             self._sleep(backoff)
             backoff = min(backoff * 2, MAX_BACKOFF_S)
 
-    def _decode(self, container: Any, clock: list[float]) -> None:
-        """Feed every frame of one connection."""
+    def _decode(self, container: Any) -> None:
+        """Feed every frame of one connection, paced from its first chunk."""
         import av
 
         stream = container.streams.audio[0]
@@ -223,6 +222,7 @@ class UrlSource:
             self._connect_channels(channels)
         layout = "mono" if channels == 1 else None
         resampler = av.AudioResampler(format="s16p", layout=layout or stream.layout, rate=RATE)
+        clock: list[float] = []
         pending: list[np.ndarray] = []
         pending_n = 0
         for frame in _frames(container, stream):
@@ -249,7 +249,8 @@ class UrlSource:
         self._tracks += [t.name for t in extra]
 
     def _feed(self, pcm: np.ndarray, clock: list[float]) -> None:
-        """Hand one chunk (channels x samples) to the call, no earlier than real time allows."""
+        """Hand one chunk (channels x samples) to the call, no earlier than real time allows
+        (`clock` holds the wall-clock origin of the connection's pacing once its first chunk came)."""
         self._released.wait()
         if self._stopping.is_set():
             raise _Stopped()
