@@ -402,3 +402,21 @@ def test_a_start_without_a_webhook_is_refused(start_app):
                    headers={"Authorization": "ka:sa"})
     assert r.status_code == 400
     assert r.json() == {"code": 400, "message": "An async request requires at least one webhook.", "data": None}
+
+
+def test_callbacks_survive_a_restart(engine, files, tmp_path):
+    """Callbacks wait in the outbox while the receiver is down, across a restart: the task's
+    segments and its end ("Server shutting down") reach the receiver from the next process."""
+    data = tmp_path / "data"
+    values = {"data_dir": data, "sip_port": 0, "port": 0, "api_keys": f"{KEY}:acme",
+              "webhook_url": f"http://127.0.0.1:{_free_port()}/hook"}  # nothing listens there yet
+    with running_app(load_settings(**values), engine=engine) as first:
+        task_id = _start(first, audio_url=f"{files}/speech.wav", provider="assemblyai")
+        view = functools.partial(httpx.get, f"{first.url}/serve/api/v2/audio-stream/{task_id}", headers=AUTH)
+        wait_until(lambda: view().json()["data"]["segments"] >= 1, "a first final")
+    with WebhookReceiver() as receiver:
+        with running_app(load_settings(**{**values, "webhook_url": receiver.url}), engine=engine):
+            *segments, end = _wait_end(receiver, task_id)
+    assert segments and all(cb["data"]["status"] == 0 for cb in segments)
+    assert "calling" in _words(segments[0]["data"]["transcript"]["text"])
+    assert end["data"]["status"] == 18 and end["data"]["transcript"] is None
