@@ -80,7 +80,7 @@ class _Stopped(Exception):
 
 
 class UrlSource:
-    """One pull of one URL. `release()` lets audio flow (once transcription is on); `finish(end)`
+    """One pull of one URL. `release()` begins the pull (once transcription is on); `finish(end)`
     ends it with the caller's status; `stop()` (the registry's) ends it as a shutdown."""
 
     def __init__(self, url: str, *, per_channel: bool = False, inactivity_timeout_s: float = 30.0,
@@ -121,7 +121,7 @@ class UrlSource:
     # -- control -----------------------------------------------------------------------------------
 
     def release(self) -> None:
-        """Transcription is on: audio may flow."""
+        """Transcription is on: open the URL and feed it."""
         self._released.set()
 
     async def finish(self, end: SourceEnd) -> None:
@@ -145,6 +145,9 @@ class UrlSource:
         return asyncio.run_coroutine_threadsafe(coro, self._loop).result()
 
     def _run(self) -> None:
+        # Nothing is opened before transcription is on: a source that fails at once must end a task
+        # that exists, not race the start that is still opening its legs.
+        self._released.wait()
         try:
             end = self._pull()
         except _Stopped:
@@ -251,7 +254,6 @@ class UrlSource:
     def _feed(self, pcm: np.ndarray, clock: list[float]) -> None:
         """Hand one chunk (channels x samples) to the call, no earlier than real time allows
         (`clock` holds the wall-clock origin of the connection's pacing once its first chunk came)."""
-        self._released.wait()
         if self._stopping.is_set():
             raise _Stopped()
         if not clock:
