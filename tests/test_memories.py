@@ -320,21 +320,25 @@ def test_speaker_labels_transcribe_each_channel_as_its_speaker(app, hook, media_
     assert "friday" in said["speaker_1"] and "support" not in said["speaker_1"]
 
 
-def test_push_websocket_streams_turns_back(app):
+@pytest.mark.parametrize("encoding", ["pcm_s16le", "container"])
+def test_push_websocket_streams_turns_back(app, media_dir, encoding):
     import asyncio
 
     import websockets
 
     audio = _speech()
-    url = f"{app.ws_url}/serve/ws/v2/audio-stream?provider=assemblyai&api_key={KEY}&sample_rate=16000"
+    url = f"{app.ws_url}/serve/ws/v2/audio-stream?provider=assemblyai&api_key={KEY}&encoding={encoding}"
+    # 100 ms of audio a frame: PCM, or the same speech as an MP3 file cut into pieces
+    mp3 = (media_dir / "speech.mp3").read_bytes()
+    frames = [audio[i:i + 1600].astype("<i2").tobytes() for i in range(0, len(audio), 1600)] \
+        if encoding == "pcm_s16le" else [mp3[i:i + 800] for i in range(0, len(mp3), 800)]
 
     async def session() -> list[dict]:
         got: list[dict] = []
         async with websockets.connect(url) as ws:
-            chunk = 1600  # 100 ms
-            for i in range(0, len(audio), chunk):
-                await ws.send(audio[i:i + chunk].astype("<i2").tobytes())
-                await asyncio.sleep(0.025)  # four times real time
+            for frame in frames:
+                await ws.send(frame)
+                await asyncio.sleep(0.025)  # about four times real time
             await ws.send(json.dumps({"type": "Terminate"}))
             async for message in ws:
                 got.append(json.loads(message))
@@ -342,7 +346,7 @@ def test_push_websocket_streams_turns_back(app):
 
     messages = asyncio.run(session())
     assert messages[0]["type"] == "Begin" and messages[-1]["type"] == "Termination"
-    assert messages[-1]["audio_duration_seconds"] == pytest.approx(len(audio) / 16000, abs=0.01)
+    assert messages[-1]["audio_duration_seconds"] == pytest.approx(len(audio) / 16000, abs=0.1)
     turns = [m for m in messages if m["type"] == "Turn"]
     finals = [t for t in turns if t["end_of_turn"]]
     assert finals and all(t["words"] and all(w["word_is_final"] for w in t["words"]) for t in finals)
@@ -355,7 +359,8 @@ def test_push_websocket_streams_turns_back(app):
 @pytest.mark.parametrize("query, status", [("provider=assemblyai", 401), (f"api_key={KEY}", 400),
                                            (f"provider=openai&api_key={KEY}", 400),
                                            ("provider=assemblyai&api_key=mk:bad", 401),
-                                           (f"provider=assemblyai&api_key={KEY}&sample_rate=12", 400)])
+                                           (f"provider=assemblyai&api_key={KEY}&sample_rate=12", 400),
+                                           (f"provider=assemblyai&api_key={KEY}&encoding=opus", 400)])
 def test_push_websocket_handshake_errors(app, query, status):
     import asyncio
 
@@ -420,3 +425,26 @@ def test_callbacks_survive_a_restart(engine, files, tmp_path):
     assert segments and all(cb["data"]["status"] == 0 for cb in segments)
     assert "calling" in _words(segments[0]["data"]["transcript"]["text"])
     assert end["data"]["status"] == 18 and end["data"]["transcript"] is None
+
+
+def test_pushed_bytes_that_do_not_decode_close_the_socket(app):
+    import asyncio
+
+    import websockets
+
+    url = f"{app.ws_url}/serve/ws/v2/audio-stream?provider=assemblyai&api_key={KEY}&encoding=container"
+
+    async def session() -> tuple[list[dict], int | None]:
+        got: list[dict] = []
+        async with websockets.connect(url) as ws:
+            await ws.send(b"<html>this is not audio</html>" * 100)
+            await ws.send(json.dumps({"type": "Terminate"}))
+            try:
+                async for message in ws:
+                    got.append(json.loads(message))
+            except websockets.ConnectionClosedError:
+                pass
+        return got, ws.close_code
+
+    messages, code = asyncio.run(session())
+    assert [m["type"] for m in messages] == ["Begin"] and code == 1007

@@ -35,12 +35,11 @@ from urllib.parse import urlsplit
 
 import numpy as np
 
+from callscribe.audio.pcm_stream import RATE, pcm_chunks
 from callscribe.calls.media import MediaCall, MediaRegistry, Participant, TrackSpec
 
 log = logging.getLogger(__name__)
 
-RATE = 16000
-CHUNK_SAMPLES = RATE // 10  # 100 ms per hand-over
 LIVE_SCHEMES = ("rtmp", "rtmps", "rtsp", "rtsps", "srt", "udp", "tcp")
 SCHEMES = ("http", "https") + LIVE_SCHEMES
 READ_TIMEOUT_S = 5.0  # a blocking read returns within this, so stop() is noticed
@@ -216,30 +215,13 @@ class UrlSource:
             backoff = min(backoff * 2, MAX_BACKOFF_S)
 
     def _decode(self, container: Any) -> None:
-        """Feed every frame of one connection, paced from its first chunk."""
-        import av
-
-        stream = container.streams.audio[0]
-        channels = max(1, stream.codec_context.channels or 1) if self.per_channel else 1
+        """Feed every chunk of one connection, paced from its first."""
+        channels = max(1, container.streams.audio[0].codec_context.channels or 1) if self.per_channel else 1
         if channels > len(self._tracks):
             self._connect_channels(channels)
-        layout = "mono" if channels == 1 else None
-        resampler = av.AudioResampler(format="s16p", layout=layout or stream.layout, rate=RATE)
         clock: list[float] = []
-        pending: list[np.ndarray] = []
-        pending_n = 0
-        for frame in _frames(container, stream):
-            for out in resampler.resample(frame):
-                pcm = out.to_ndarray().reshape(channels, -1)
-                pending.append(pcm)
-                pending_n += pcm.shape[1]
-                if pending_n >= CHUNK_SAMPLES:
-                    self._feed(np.concatenate(pending, axis=1), clock)
-                    pending, pending_n = [], 0
-        for out in resampler.resample(None):
-            pending.append(out.to_ndarray().reshape(channels, -1))
-        if pending:
-            self._feed(np.concatenate(pending, axis=1), clock)
+        for chunk in pcm_chunks(container, channels):
+            self._feed(chunk, clock)
 
     def _connect_channels(self, channels: int) -> None:
         assert self._registry is not None
@@ -278,21 +260,6 @@ class UrlSource:
     def _sleep(self, seconds: float) -> None:
         if seconds > 0 and self._stopping.wait(seconds):
             raise _Stopped()
-
-
-def _frames(container: Any, stream: Any) -> Any:
-    """Decoded frames of one stream; a packet that does not decode is skipped, as players do."""
-    import av
-
-    bad = 0
-    for packet in container.demux(stream):
-        try:
-            yield from packet.decode()
-            bad = 0
-        except av.error.InvalidDataError:
-            bad += 1
-            if bad > 50:  # not a glitch: the stream is not what it claims to be
-                raise
 
 
 def _why(exc: BaseException) -> str:
