@@ -189,23 +189,26 @@ def test_stop_is_immediate_and_idempotent(app, hook, files):
 
 
 def test_seed_python_example_stops_a_task(app, hook, files, tmp_path):
-    """Seed 002's example, with only BASE_URL and API_KEY changed, run as its own process."""
-    task_id = _start(app, audio_url=f"{files}/speech.wav", provider="assemblyai")
-    seed = next(Path("/work/shared/seeds").glob("002_*.txt"), None) if Path("/work/shared/seeds").exists() \
-        else None
-    example = (seed.read_text().split("Code Example", 1)[1].split("Response\n", 1)[0] if seed else _SEED_EXAMPLE)
-    example = example.replace('"https://mavi-backend.memories.ai/serve/api/v2"', repr(app.url + "/serve/api/v2"))
+    """Seed 002's example, with only BASE_URL and API_KEY changed, run as its own process, stops
+    a running task (started under the seed's task id) and prints the seed's response."""
+    from callscribe.api import memories
+
+    task_id = "660e8400-e29b-41d4-a716-446655440001"
+    key = next(k for k in app.services.api_keys if KEY.startswith(k.id + ":"))
+    request = memories.parse_start({"audio_url": f"{files}/speech.wav", "provider": "assemblyai"})
+    app.run(memories.launch(app.services, app.app.state.memories_tasks, key, request, task_id=task_id))
+    example = _SEED_EXAMPLE.replace('"https://mavi-backend.memories.ai/serve/api/v2"', repr(app.url + "/serve/api/v2"))
     example = example.replace('"sk-mai-this_a_test_string_please_use_your_generated_key_during_testing"', repr(KEY))
-    example = example.replace('"660e8400-e29b-41d4-a716-446655440001"', repr(task_id))
     script = tmp_path / "example.py"
     script.write_text(example)
     out = subprocess.run(["python", str(script)], capture_output=True, text=True, check=True).stdout
-    assert out.strip() == str({"code": 200, "message": "success",
-                               "data": {"task_id": task_id, "message": "Audio stream stopped successfully"}})
+    assert out == str({"code": 200, "message": "success",
+                       "data": {"task_id": task_id, "message": "Audio stream stopped successfully"}}) + "\n"
     *_, end = _wait_end(hook, task_id)
     assert end["data"]["status"] == 14
 
 
+# Seed 002's "Code Example", verbatim.
 _SEED_EXAMPLE = '''
 import requests
 

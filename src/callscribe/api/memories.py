@@ -28,8 +28,10 @@ from callscribe.api.errors import ApiError
 from callscribe.api.limits import authorize, read_json
 from callscribe.calls.events import CallEvent, CallStateEvent, EventBus, UtteranceEvent
 from callscribe.calls.leg import StreamParams
-from callscribe.calls.registry import CallRegistry, NoCapacity, NotReady, SourceFailed, UnsupportedLanguage
+from callscribe.config import ApiKey
+from callscribe.calls.registry import NoCapacity, NotReady, SourceFailed, UnsupportedLanguage
 from callscribe.ingest.url import SCHEMES, SourceEnd, UrlSource, parse_end_reason, url_for_display
+from callscribe.services import Services
 
 router = APIRouter(tags=["memories.ai audio stream"])
 
@@ -207,27 +209,18 @@ def tasks_of(request: Request) -> TaskBook:
     return book
 
 
-def _registry(request: Request) -> CallRegistry:
-    registry = request.app.state.services.registry
-    if registry is None:
-        raise ApiError(503, None, "Service Unavailable")
-    return registry
-
-
 def _ok(data: dict[str, Any]) -> JSONResponse:
     return JSONResponse(wire.envelope(data))
 
 
-@router.post("/serve/api/v2/audio-stream/start")
-async def start(request: Request) -> JSONResponse:
-    """Start pulling and transcribing `audio_url`; answers with the task id at once."""
-    key = authorize(request)
-    services = request.app.state.services
-    req = parse_start(await read_json(request, services.settings.max_body_bytes))
+async def launch(services: Services, book: TaskBook, key: ApiKey, req: StartRequest,
+                 task_id: str | None = None) -> Task:
+    """Start a task for this key (a fresh task id unless given); ApiError when it cannot start."""
     if not services.settings.webhook_url:  # the original's words: callbacks are the only way out
         raise _bad("An async request requires at least one webhook.")
-    registry = _registry(request)
-    book = tasks_of(request)
+    registry = services.registry
+    if registry is None:
+        raise ApiError(503, None, "Service Unavailable")
     try:
         registry.check_language(req.language)
     except UnsupportedLanguage:
@@ -237,7 +230,7 @@ async def start(request: Request) -> JSONResponse:
     limit = services.settings.memories_tasks_per_key
     if book.running(key.id) >= limit:
         raise ApiError(429, None, f"At most {limit} running audio-stream tasks per API key")
-    task_id = str(uuid.uuid4())
+    task_id = task_id or str(uuid.uuid4())
     source = UrlSource(req.audio_url, per_channel=req.per_channel, inactivity_timeout_s=req.inactivity_timeout_s)
     task = Task(task_id, key.tenant, key.id, req, source)
     book.add(task)  # counted against the limit from now, so concurrent starts cannot pass it
@@ -254,7 +247,17 @@ async def start(request: Request) -> JSONResponse:
     if task.state == "starting":
         task.state = "running"
     source.release()
-    return _ok({"task_id": task_id, "message": "Audio stream transcription started"})
+    return task
+
+
+@router.post("/serve/api/v2/audio-stream/start")
+async def start(request: Request) -> JSONResponse:
+    """Start pulling and transcribing `audio_url`; answers with the task id at once."""
+    key = authorize(request)
+    services = request.app.state.services
+    req = parse_start(await read_json(request, services.settings.max_body_bytes))
+    task = await launch(services, tasks_of(request), key, req)
+    return _ok({"task_id": task.task_id, "message": "Audio stream transcription started"})
 
 
 @router.post("/serve/api/v2/audio-stream/stop")
