@@ -30,7 +30,7 @@ import logging
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 from urllib.parse import urlsplit
 
 import numpy as np
@@ -82,12 +82,10 @@ class UrlSource:
     """One pull of one URL. `release()` begins the pull (once transcription is on); `finish(end)`
     ends it with the caller's status; `stop()` (the registry's) ends it as a shutdown."""
 
-    def __init__(self, url: str, *, per_channel: bool = False, inactivity_timeout_s: float = 30.0,
-                 on_progress: Callable[[float], None] | None = None):
+    def __init__(self, url: str, *, per_channel: bool = False, inactivity_timeout_s: float = 30.0):
         self.url = url
         self.per_channel = per_channel
         self.inactivity_timeout_s = inactivity_timeout_s
-        self.on_progress = on_progress  # media seconds fed so far, called on the event loop
         self.fed_ms = 0.0
         self.end: SourceEnd | None = None
         self._released = threading.Event()
@@ -224,14 +222,25 @@ class UrlSource:
             self._feed(chunk, clock)
 
     def _connect_channels(self, channels: int) -> None:
-        assert self._registry is not None
         extra = [TrackSpec(f"channel-{i}", Participant(f"speaker_{i}", "speaker"))
                  for i in range(len(self._tracks), channels)]
-        tenant, namespace, guid = self._key
-        media = self._call(self._registry.media_connected(tenant=tenant, namespace=namespace, guid=guid, tracks=extra,
-                                                          source="url"))
-        self._media.append(media)
+        if not self._call(self._connect(extra)):
+            raise _Stopped()
         self._tracks += [t.name for t in extra]
+
+    async def _connect(self, tracks: list[TrackSpec]) -> bool:
+        """Connect the other channels as a second session, unless the pull has ended meanwhile."""
+        assert self._registry is not None
+        if self.end is not None:
+            return False
+        tenant, namespace, guid = self._key
+        media = await self._registry.media_connected(tenant=tenant, namespace=namespace, guid=guid, tracks=tracks,
+                                                     source="url")
+        if self.end is not None:  # finish() ran while it connected: it did not see this session
+            await media.end(end_reason(self.end))
+            return False
+        self._media.append(media)
+        return True
 
     def _feed(self, pcm: np.ndarray, clock: list[float]) -> None:
         """Hand one chunk (channels x samples) to the call, no earlier than real time allows
@@ -251,8 +260,6 @@ class UrlSource:
         for media, track, channel in zip(self._media_for_tracks(), self._tracks, pcm):
             await media.audio(track, np.ascontiguousarray(channel), RATE)
         self.fed_ms += pcm.shape[1] * 1000 / RATE
-        if self.on_progress is not None:
-            self.on_progress(self.fed_ms / 1000)
 
     def _media_for_tracks(self) -> list[MediaCall]:
         return [self._media[0]] + [self._media[-1]] * (len(self._tracks) - 1)
