@@ -203,7 +203,7 @@ class UrlSource:
                 opened_once = True
                 last_audio = time.monotonic()
                 backoff = 0.5
-            elif not opened_once:
+            elif not opened_once and not live:  # a live source may just not have started yet
                 return SourceEnd("undecodable", "The source holds no decodable audio")
             if not live:
                 return SourceEnd("ended", "Stream ended")
