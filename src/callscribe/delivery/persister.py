@@ -166,14 +166,13 @@ class Persister:
                 if event.surface not in self._unformatted:
                     self._unformatted.add(event.surface)
                     log.error("no webhook format for surface %r: its webhooks are not sent", event.surface)
+            message = None
             if self.webhooks_enabled and formatter is not None:
                 message = formatter(event)
-                if message is not None:
-                    outbox = NewOutbox(message.msg_id, message.ordering_key, message.payload)
-            elif self.webhooks_enabled and not isinstance(event, UtteranceEvent):  # state events: any surface's
+            elif self.webhooks_enabled and not isinstance(event, UtteranceEvent):  # a state change: any surface's
                 message = next((m for f in self.formatters.values() if (m := f(event)) is not None), None)
-                if message is not None:
-                    outbox = NewOutbox(message.msg_id, message.ordering_key, message.payload)
+            if message is not None:
+                outbox = NewOutbox(message.msg_id, message.ordering_key, message.payload)
             items.append((event, outbox))
         return items
 
