@@ -74,6 +74,12 @@ class WebhookReceiver:
         self.server.shutdown()
         self.server.server_close()
 
+    def __enter__(self) -> "WebhookReceiver":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
 
 class TwilioSender:
     """One Twilio Media Streams connection carrying both tracks of a call.

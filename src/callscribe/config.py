@@ -162,6 +162,7 @@ class Settings(BaseSettings):
     start_wait_for_media_s: float = Field(5.0, ge=0, le=60)
     auth_failures_per_minute: int = Field(20, ge=1, le=100000)  # per source address, then 429
     metrics_token: str | None = None  # when set, /metrics wants `Authorization: Bearer <token>`
+    memories_tasks_per_key: int = Field(4, ge=1, le=1000)  # running audio-stream tasks per API key
 
     # Amazon Connect (Kinesis Video) pulls: the first Connect audio must come within kvs_start_timeout_s
     # (else start-streaming answers 400-203); kvs_idle_timeout_s without a new fragment ends the call;
