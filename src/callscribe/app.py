@@ -22,6 +22,8 @@ from callscribe.api import messages as messages_api
 from callscribe.api import native as native_api
 from callscribe.api import twilio_url as twilio_url_api
 from callscribe.api import dashboard as dashboard_api
+from callscribe.api import listen as listen_api
+from callscribe.api import listen_wire
 from callscribe.api import deliveries as deliveries_api
 from callscribe.api.auth import bearer_matches
 from callscribe.api.errors import install_error_handlers
@@ -31,6 +33,7 @@ from callscribe.config import Settings
 from callscribe.credentials import load_or_create_api_keys
 from callscribe.delivery.service import start_delivery, stop_delivery
 from callscribe.ingest import asapp_ws as asapp_ws_ingest
+from callscribe.ingest import listen as listen_ingest
 from callscribe.ingest import twilio_endpoint as twilio_ingest
 from callscribe.metrics import Metrics
 
@@ -53,7 +56,8 @@ def create_app(settings: Settings, *, engine: "SpeechEngine | None" = None) -> F
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     logsafe.install()
     services = Services(settings=settings, metrics=Metrics(), api_keys=load_or_create_api_keys(settings),
-                        formatters={asapp_wire.SURFACE: asapp_wire.webhook})
+                        formatters={asapp_wire.SURFACE: asapp_wire.webhook,
+                                    listen_wire.SURFACE: listen_wire.webhook})
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -92,11 +96,12 @@ def create_app(settings: Settings, *, engine: "SpeechEngine | None" = None) -> F
 
     app = FastAPI(title="callscribe", version=__version__, lifespan=lifespan, docs_url="/docs", redoc_url=None)
     app.state.services = services
-    shapes = install_error_handlers(app, [(prefix, asapp_wire.error_shape) for prefix in asapp_wire.PATH_PREFIXES])
+    shapes = install_error_handlers(app, [(prefix, asapp_wire.error_shape) for prefix in asapp_wire.PATH_PREFIXES]
+                                    + [(prefix, listen_wire.error_shape) for prefix in listen_wire.PATH_PREFIXES])
     app.add_middleware(AuthFailureThrottle, per_minute=settings.auth_failures_per_minute, shapes=shapes)
     for router in (native_api.router, messages_api.router, twilio_url_api.router, asapp_api.router,
                    asapp_ws_url_api.router, deliveries_api.router, dashboard_api.router, twilio_ingest.router,
-                   asapp_ws_ingest.router):
+                   asapp_ws_ingest.router, listen_ingest.router, listen_api.router):
         app.include_router(router)
 
     @app.get("/healthz", include_in_schema=False)

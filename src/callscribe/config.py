@@ -163,6 +163,11 @@ class Settings(BaseSettings):
     auth_failures_per_minute: int = Field(20, ge=1, le=100000)  # per source address, then 429
     metrics_token: str | None = None  # when set, /metrics wants `Authorization: Bearer <token>`
 
+    # Pre-recorded POST /v1/listen: the largest audio body, and the URL prefixes a {"url": ...}
+    # body may name (comma-separated, e.g. a local file server; empty: no URLs are fetched).
+    listen_max_upload_bytes: int = Field(200 * 1024 * 1024, ge=1024)
+    listen_url_prefixes: str = ""
+
     # Webhook retry budget: past either limit (or on a 4xx other than 408/429) a row is a dead letter.
     webhook_max_attempts: int = Field(100, ge=1, le=100000)
     webhook_max_age_s: float = Field(86400.0, ge=1, le=90 * 86400)

@@ -1,0 +1,404 @@
+"""WS /v1/listen: Deepgram's live streaming API (specs/control-apis.md §D.3), so voice-agent
+frameworks whose speech-to-text client speaks it can use callscribe by changing one URL.
+
+Each connection is a call (namespace "deepgram", guid = the request id, or the first `tag`) with one
+participant per audio channel ("ch0", "ch1", ...; one participant for the mixed-down audio without
+multichannel), stored, webhooked and shown in the native API like any other. The query string is
+read by listen_params.py and the messages made by listen_messages.py.
+
+Handshake: credentials are our `id:secret` key pairs, as `Authorization: Token id:secret`,
+`Bearer id:secret`, or the `token` WebSocket subprotocol (`["token", "id.secret"]`: browsers refuse
+':' in a subprotocol, so the first '.' may stand for it). A wrong key gets Deepgram's HTTP 401, a bad
+query its HTTP 400, before the upgrade.
+
+Messages: binary frames are audio (linear16/mulaw/alaw interleaved by channel, or a WAV stream when
+`encoding` is absent); `KeepAlive` resets the 10 s timeout; `Finalize` (optionally for one
+`channel`) flushes the open utterance: the open interval is stopped, its last finals are sent with
+`from_finalize: true` (an empty final when there was nothing to flush), and a new interval starts;
+`CloseStream` flushes everything, sends `Metadata` and closes normally. With no audio and no text
+message for 10 s the socket closes with 1011 "NET-0001", undecodable audio with 1008 "DATA-0000".
+
+Results: a partial is an interim Results (with interim_results), a final an `is_final` Results
+whose `speech_final` is true (unless `endpointing=false` or it came from a Finalize): every engine
+final ends an utterance. SpeechStarted (vad_events) precedes the first Results of each utterance;
+UtteranceEnd (utterance_end_ms) follows a final once the channel's audio has run that long past its
+last word with no new speech seen.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import logging
+import struct
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from fastapi import APIRouter, WebSocket
+
+from callscribe.api import listen_wire
+from callscribe.api.auth import authenticate
+from callscribe.api.limits import limits_of
+from callscribe.audio.codecs import alaw_decode, ulaw_decode
+from callscribe.calls.events import UtteranceEvent
+from callscribe.calls.media import MediaCall, MediaRefused
+from callscribe.calls.registry import CallRegistry, NoCapacity, NotReady, RegistryError, UnsupportedLanguage
+from callscribe.config import ApiKey
+from callscribe.ingest import listen_messages as msgs
+from callscribe.ingest.backchannel import Backchannel
+from callscribe.ingest.base import AdapterError, Close, WebSocketAdapter, json_object, run_session
+from callscribe.ingest.listen_params import ListenOptions, ListenRefused, parse_query
+from callscribe.services import Services
+
+log = logging.getLogger(__name__)
+router = APIRouter(tags=["Deepgram-compatible listen API"])
+
+IDLE_TIMEOUT_S = 10.0  # Deepgram's: no audio and no text message for this long closes the socket
+MAX_WAV_HEADER = 1 << 16
+_WAV_FORMATS = {1: "linear16", 6: "alaw", 7: "mulaw"}
+
+
+def data_error(reason: str) -> AdapterError:
+    return AdapterError(f"DATA-0000: {reason}", Close.POLICY)
+
+
+@dataclass
+class ChannelState:
+    """What one channel's messages depend on."""
+
+    position_ms: float = 0.0  # audio received on this channel
+    spoke: int | None = None  # the utterance whose SpeechStarted went out
+    last_word_end: int | None = None  # a final waiting for its UtteranceEnd
+    finalized: int = 0  # finals sent during the Finalize in progress
+
+
+class AudioDecoder:
+    """Binary frames -> per-channel int16 PCM, keeping a partial sample frame for the next message.
+    Without an encoding the stream must start with a WAV header, which sets the format."""
+
+    def __init__(self, opts: ListenOptions):
+        self.encoding = opts.encoding
+        self.rate = opts.sample_rate or 16000
+        self.channels = opts.channels
+        self._header = opts.encoding is None
+        self._buf = b""
+
+    def _read_wav_header(self) -> bool:
+        data = self._buf
+        if len(data) >= 4 and data[:4] != b"RIFF":
+            raise data_error("audio without encoding must be a WAV stream (or give encoding and sample_rate)")
+        pos, fmt = 12, None
+        while len(data) >= pos + 8:
+            chunk, size = data[pos:pos + 4], struct.unpack("<I", data[pos + 4:pos + 8])[0]
+            if chunk == b"data":
+                if fmt is None:
+                    raise data_error("WAV data before its fmt chunk")
+                self._buf = data[pos + 8:]
+                return True
+            if chunk == b"fmt " and len(data) >= pos + 24:
+                tag, channels, rate = struct.unpack("<HHI", data[pos + 8:pos + 16])
+                bits = struct.unpack("<H", data[pos + 22:pos + 24])[0]
+                encoding = _WAV_FORMATS.get(tag)
+                if encoding is None or bits != (16 if tag == 1 else 8) or not 8000 <= rate <= 48000:
+                    raise data_error("WAV must be 16-bit PCM, A-law or mu-law at 8 to 48 kHz")
+                if channels != self.channels:
+                    raise data_error(f"WAV has {channels} channel(s), the request said {self.channels}")
+                fmt, self.encoding, self.rate = tag, encoding, rate
+            elif chunk == b"fmt ":
+                return False
+            pos += 8 + size + (size & 1)
+        if len(data) > MAX_WAV_HEADER:
+            raise data_error("no WAV data chunk in the first 64 KiB")
+        return False
+
+    def decode(self, data: bytes) -> np.ndarray | None:
+        """(samples, channels) int16, or None while a WAV header is still arriving."""
+        self._buf += data
+        if self._header:
+            if not self._read_wav_header():
+                return None
+            self._header = False
+        width = (2 if self.encoding == "linear16" else 1) * self.channels
+        usable = len(self._buf) - len(self._buf) % width
+        chunk, self._buf = self._buf[:usable], self._buf[usable:]
+        if self.encoding == "linear16":
+            pcm = np.frombuffer(chunk, dtype="<i2").astype(np.int16)
+        elif self.encoding == "mulaw":
+            pcm = ulaw_decode(chunk)
+        else:
+            pcm = alaw_decode(chunk)
+        return pcm.reshape(-1, self.channels)
+
+
+class ListenSession(WebSocketAdapter):
+    """One live listen connection: a call with a participant per channel and its Results."""
+
+    name = "listen"
+    log = log
+    max_message_bytes = 4 << 20
+
+    def __init__(self, ws: WebSocket, services: Services, key: ApiKey, opts: ListenOptions, request_id: str):
+        assert services.registry is not None
+        self.ws = ws
+        self.registry: CallRegistry = services.registry
+        self.bus = services.bus
+        self.tenant = key.tenant
+        self.opts = opts
+        self.request_id = request_id
+        self.guid = opts.tags[0] if opts.tags else request_id
+        engine = services.engine
+        self.model = msgs.ModelInfo(opts.model, getattr(engine, "description", "whisper"))
+        self.idle_timeout_s = IDLE_TIMEOUT_S
+        self.decoder = AudioDecoder(opts)
+        self.channels = [ChannelState() for _ in range(opts.tracks)]
+        self.backchannels: list[Backchannel] = []
+        self.media: MediaCall | None = None
+        self.call_id: str | None = None
+        self.finalizing = False
+        self._sha = hashlib.sha256()
+        self._send_lock = asyncio.Lock()
+        self._ended = False
+
+    @property
+    def label(self) -> str:
+        return self.guid
+
+    def timeout_error(self, started: bool, seconds: float) -> AdapterError:
+        return AdapterError("NET-0001: did not receive audio data or a text message within the timeout window",
+                            Close.INTERNAL)
+
+    # -- set-up ---------------------------------------------------------------------------------
+
+    async def open(self) -> None:
+        """Connect the media and start transcribing; raises RegistryError or MediaRefused."""
+        self.media = await self.registry.media_connected(
+            tenant=self.tenant, namespace=listen_wire.NAMESPACE, guid=self.guid, tracks=listen_wire.track_specs(self.opts),
+            source="listen",
+            metadata={"request_id": self.request_id, "model": self.opts.model})
+        self.backchannels = [Backchannel(self.bus, self._sender(c), finals_only=False) for c in range(self.opts.tracks)]
+        await self._start([listen_wire.participant_id(c) for c in range(self.opts.tracks)])
+        self.started = True
+
+    async def _start(self, participants: list[str]) -> None:
+        legs = await self.registry.start_streaming(self.tenant, listen_wire.NAMESPACE, self.guid,
+                                                   listen_wire.stream_params(self.opts, self.request_id),
+                                                   participants=participants)
+        call = self.registry.find(self.tenant, self.guid, listen_wire.NAMESPACE)
+        self.call_id = call.ref.call_id if call is not None else None
+        for pid, leg in legs.items():
+            self.backchannels[listen_wire.channel_of(pid)].stream_id = leg.stream_id
+
+    async def _stop(self, participants: list[str] | None) -> None:
+        try:
+            await self.registry.stop_streaming(self.tenant, listen_wire.NAMESPACE, self.guid, participants=participants)
+        except RegistryError:
+            pass  # already stopped (the media ended first)
+        for bc in self.backchannels:
+            await bc.drain()
+
+    # -- sending ----------------------------------------------------------------------------------
+
+    async def send(self, payload: dict[str, Any]) -> None:
+        async with self._send_lock:
+            try:
+                await self.ws.send_text(json.dumps(payload))
+            except Exception:  # the peer went away; the session loop sees the disconnect
+                log.debug("send on a closed listen socket", exc_info=True)
+
+    def _sender(self, channel: int) -> Any:
+        async def send(ev: UtteranceEvent) -> None:
+            await self._deliver(channel, ev)
+        return send
+
+    async def _deliver(self, c: int, ev: UtteranceEvent) -> None:
+        st, o = self.channels[c], self.opts
+        if not ev.text.strip():
+            if ev.kind == "partial" and o.interim_results:  # a withdrawn partial: it was noise
+                await self.send(msgs.results(ev, c, o, self.request_id, self.model, is_final=False))
+            return
+        if st.last_word_end is not None:
+            if o.utterance_end_ms is not None and ev.start_ms - st.last_word_end >= o.utterance_end_ms:
+                await self.send(msgs.utterance_end(c, o, st.last_word_end))
+            st.last_word_end = None  # speech went on (or its UtteranceEnd just went out)
+        if o.vad_events and st.spoke != ev.utterance:
+            st.spoke = ev.utterance
+            await self.send(msgs.speech_started(c, o, ev.start_ms))
+        if ev.kind == "partial":
+            if o.interim_results:
+                await self.send(msgs.results(ev, c, o, self.request_id, self.model, is_final=False))
+            return
+        await self.send(msgs.results(ev, c, o, self.request_id, self.model, is_final=True,
+                                     speech_final=o.speech_final and not self.finalizing,
+                                     from_finalize=self.finalizing))
+        if self.finalizing:
+            st.finalized += 1
+        if o.utterance_end_ms is not None:
+            words = msgs.words_of(ev)
+            st.last_word_end = words[-1].end_ms if words else ev.end_ms
+            await self._utterance_ends()
+
+    async def _utterance_ends(self) -> None:
+        """UtteranceEnd for channels whose audio has run utterance_end_ms past their last word."""
+        gap = self.opts.utterance_end_ms
+        if gap is None:
+            return
+        for c, st in enumerate(self.channels):
+            if st.last_word_end is not None and st.position_ms >= st.last_word_end + gap:
+                end, st.last_word_end = st.last_word_end, None
+                await self.send(msgs.utterance_end(c, self.opts, end))
+
+    # -- messages ---------------------------------------------------------------------------------
+
+    async def on_bytes(self, data: bytes) -> bool:
+        if not data:
+            return False
+        self._sha.update(data)
+        frames = self.decoder.decode(data)
+        if frames is None or not len(frames) or self.media is None:
+            return False
+        rate = self.decoder.rate
+        if not self.opts.multichannel and frames.shape[1] > 1:  # one participant: the channels mixed
+            frames = frames.astype(np.int32).mean(axis=1, keepdims=True).astype(np.int16)
+        for c in range(frames.shape[1]):
+            await self.media.audio(str(c), np.ascontiguousarray(frames[:, c]), rate)
+            self.channels[c].position_ms += len(frames) * 1000.0 / rate
+        await self._utterance_ends()
+        return False
+
+    async def on_text(self, text: str) -> bool:
+        try:
+            msg = json_object(text)
+        except AdapterError as exc:
+            await self.send({"type": "Error", "variant": "SchemaError", "description": exc.reason,
+                             "message": text[:200]})
+            return False
+        kind = msg.get("type")
+        if kind == "KeepAlive":
+            return False
+        if kind == "Finalize":
+            channel = msg.get("channel")
+            if channel is not None and (not isinstance(channel, int) or isinstance(channel, bool)
+                                        or not 0 <= channel < self.opts.tracks):
+                await self.send({"type": "Error", "variant": "SchemaError",
+                                 "description": "Finalize channel out of range", "message": text[:200]})
+                return False
+            await self.finalize(None if channel is None else [channel])
+            return False
+        if kind == "CloseStream":
+            await self.close_stream()
+            return True
+        if kind == "Configure":
+            code = "CONFIGURE_KEYTERMS_NOT_SUPPORTED" if msg.get("keyterms") is not None else "CONFIGURE_INTERNAL_ERROR"
+            await self.send({"type": "ConfigureFailure", "request_id": self.request_id, "code": code,
+                             "description": "this server does not change a stream's settings mid-stream"})
+            return False
+        await self.send({"type": "Error", "variant": "SchemaError",
+                         "description": f"unknown message type {str(kind)[:40]!r}", "message": text[:200]})
+        return False
+
+    async def finalize(self, channels: list[int] | None) -> None:
+        """Flush the open utterance of these channels (all by default) and carry on transcribing."""
+        chans = channels if channels is not None else list(range(self.opts.tracks))
+        ids = [listen_wire.participant_id(c) for c in chans]
+        for c in chans:
+            self.channels[c].finalized = 0
+        self.finalizing = True
+        try:
+            await self._stop(ids)
+            for c in chans:
+                if not self.channels[c].finalized:  # nothing was open: say so, so the client is not left waiting
+                    at = int(self.channels[c].position_ms)
+                    await self.send(msgs.results(None, c, self.opts, self.request_id, self.model, is_final=True,
+                                                 from_finalize=True, start_ms=at, end_ms=at))
+        finally:
+            self.finalizing = False
+        await self._start(ids)
+
+    async def close_stream(self) -> None:
+        await self._stop(None)
+        await self._utterance_ends()
+        duration = max((st.position_ms for st in self.channels), default=0.0) / 1000.0
+        await self.send(msgs.metadata(self.request_id, self._sha.hexdigest(), duration, self.opts, self.model,
+                                      self.call_id))
+
+    async def end(self, reason: str) -> None:
+        if self._ended:
+            return
+        self._ended = True
+        try:
+            if self.started:
+                await self._stop(None)
+            if self.media is not None:
+                await self.media.end(reason)
+        finally:
+            for bc in self.backchannels:
+                bc.close()
+
+
+def _credentials(ws: WebSocket) -> tuple[str | None, str | None, str | None]:
+    """(id, secret, subprotocol to answer with) from the headers or the `token` subprotocol."""
+    offered = [p.strip() for p in ws.headers.get("sec-websocket-protocol", "").split(",")]
+    if "authorization" not in ws.headers and len(offered) >= 2 and offered[0].lower() == "token":
+        key = offered[1]
+        api_id, sep, secret = key.partition(":") if ":" in key else key.partition(".")
+        return (api_id, secret, offered[0]) if sep else (None, None, None)
+    return (*listen_wire.credentials(ws.headers), None)
+
+
+async def _deny(ws: WebSocket, status: int, message: str, request_id: str) -> None:
+    try:
+        await ws.send_denial_response(listen_wire.error_response(status, message, request_id))
+    except RuntimeError:  # the server lacks the denial-response extension: a close means 403
+        await ws.close(code=Close.POLICY)
+
+
+@router.websocket(listen_wire.PATH)
+async def listen(ws: WebSocket) -> None:
+    services: Services = ws.app.state.services
+    request_id = str(uuid.uuid4())
+    api_id, secret, subprotocol = _credentials(ws)
+    key = authenticate(services.api_keys, api_id, secret)
+    if key is None:
+        await _deny(ws, 401, "Invalid credentials.", request_id)
+        return
+    if limits_of(ws.app).rate.take(key.id) > 0:
+        await _deny(ws, 429, "Too many requests.", request_id)
+        return
+    hosts = [h for h in [listen_wire.host_of(services.settings.webhook_url)] if h]
+    try:
+        opts = parse_query(ws.query_params.multi_items(), callback_hosts=hosts)
+    except ListenRefused as exc:
+        await _deny(ws, 400, str(exc), request_id)
+        return
+    if services.registry is None:
+        await _deny(ws, 503, "The service is starting.", request_id)
+        return
+    session = ListenSession(ws, services, key, opts, request_id)
+    try:
+        await session.open()
+    except (UnsupportedLanguage, NotReady, NoCapacity, MediaRefused, RegistryError) as exc:
+        await session.end("refused")
+        status, message = _refusal(exc)
+        await _deny(ws, status, message, request_id)
+        return
+    try:
+        await ws.accept(subprotocol=subprotocol, headers=[(b"dg-request-id", request_id.encode())])
+    except Exception:
+        await session.end("closed by the peer")
+        raise
+    await run_session(ws, session)
+
+
+def _refusal(exc: Exception) -> tuple[int, str]:
+    if isinstance(exc, UnsupportedLanguage):
+        return 400, "No such model/language/tier combination found."
+    if isinstance(exc, NotReady):
+        return 503, "The speech model is still loading."
+    if isinstance(exc, NoCapacity):
+        return 429, "Too many concurrent requests: no transcription capacity."
+    if isinstance(exc, MediaRefused):
+        return 400, exc.reason
+    return 400, f"The request cannot be served: {type(exc).__name__}"
