@@ -30,8 +30,13 @@ def _asapp_shape(body: object) -> bool:
         isinstance(error[k], str) for k in error)
 
 
-# Each surface's error shape, by path prefix (longest first); every route today answers ASAPP's.
-ERROR_SHAPES: list[tuple[str, object]] = [("/", _asapp_shape)]
+def _listen_shape(body: object) -> bool:
+    return isinstance(body, dict) and set(body) == {"err_code", "err_msg", "request_id"} and all(
+        isinstance(body[k], str) for k in body)
+
+
+# Each surface's error shape, by path prefix (longest first); the rest answer ASAPP's.
+ERROR_SHAPES: list[tuple[str, object]] = [("/v1/listen", _listen_shape), ("/", _asapp_shape)]
 
 
 def check_answer(path: str, status: int, content_type: str, body: bytes) -> None:

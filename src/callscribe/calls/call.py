@@ -294,8 +294,8 @@ class Call:
             except RuntimeError:
                 pass  # the loop is closing
 
-        leg.pipeline = scheduler.open_leg(on_event, origin_ms=int(track.position_ms), partials=leg.params.partials,
-                                          endpoint_silence_ms=leg.params.endpoint_silence_ms)
+        own = {"endpoint_silence_ms": leg.params.endpoint_silence_ms} if leg.params.endpoint_silence_ms else {}
+        leg.pipeline = scheduler.open_leg(on_event, origin_ms=int(track.position_ms), partials=leg.params.partials, **own)
         leg.track = track
         leg.utterance_base = track.next_utterance
         track.leg = leg

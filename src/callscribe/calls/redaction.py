@@ -51,7 +51,7 @@ class CallRedaction:
 
     def _get(self, policy: Any | None = None) -> Any | None:
         if policy not in self._redactors:
-            self._redactors[policy] = _new_call_redactor(policy)
+            self._redactors[policy] = _new_call_redactor(policy) if policy is not None else _new_call_redactor()
             if self._redactors[policy] is None:
                 log.warning("redaction engine unavailable: transcripts of redacting streams are withheld")
         return self._redactors[policy]

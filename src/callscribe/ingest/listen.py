@@ -22,7 +22,8 @@ Results: a partial is an interim Results (with interim_results), a final an `is_
 whose `speech_final` is true (unless `endpointing=false` or it came from a Finalize): every engine
 final ends an utterance. SpeechStarted (vad_events) precedes the first Results of each utterance;
 UtteranceEnd (utterance_end_ms) follows a final once the channel's audio has run that long past its
-last word with no new speech seen.
+last word with no voice in it (read from the audio's loudness, since the engine lags the audio), or
+comes before the next utterance's first Results when that one starts that long after.
 """
 
 from __future__ import annotations
@@ -33,7 +34,8 @@ import json
 import logging
 import struct
 import uuid
-from dataclasses import dataclass
+from collections import deque
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -58,6 +60,10 @@ router = APIRouter(tags=["Deepgram-compatible listen API"])
 
 IDLE_TIMEOUT_S = 10.0  # Deepgram's: no audio and no text message for this long closes the socket
 MAX_WAV_HEADER = 1 << 16
+VOICE_BLOCK_MS = 20
+VOICE_RMS = 0.01 * 32768  # -40 dBFS: louder than a line's hiss, quieter than speech
+WORD_TAIL_MS = 250  # a word's last sounds may outlast its end time
+VOICE_HISTORY = 30 * 1000 // VOICE_BLOCK_MS  # more than the engine lags behind the audio
 _WAV_FORMATS = {1: "linear16", 6: "alaw", 7: "mulaw"}
 
 
@@ -73,6 +79,24 @@ class ChannelState:
     spoke: int | None = None  # the utterance whose SpeechStarted went out
     last_word_end: int | None = None  # a final waiting for its UtteranceEnd
     finalized: int = 0  # finals sent during the Finalize in progress
+    voiced: deque[float] = field(default_factory=lambda: deque(maxlen=VOICE_HISTORY))  # starts of loud blocks
+
+    def hear(self, pcm: np.ndarray, rate: int) -> None:
+        """Move the channel on by `pcm`, noting where it is loud: the engine's finals lag the audio,
+        so whether speech resumed after a final is read from the audio itself."""
+        n = max(1, rate * VOICE_BLOCK_MS // 1000)
+        blocks = len(pcm) // n
+        if blocks:
+            rms = np.sqrt(np.mean(np.square(pcm[:blocks * n].reshape(blocks, n).astype(np.float32)), axis=1))
+            self.voiced.extend(self.position_ms + i * n * 1000.0 / rate for i in np.flatnonzero(rms > VOICE_RMS))
+        self.position_ms += len(pcm) * 1000.0 / rate
+
+    def utterance_over(self, gap_ms: int) -> bool:
+        """The audio has run `gap_ms` past the last word with no voice after it."""
+        if self.last_word_end is None or self.position_ms < self.last_word_end + gap_ms:
+            return False
+        first = next((t for t in self.voiced if t > self.last_word_end + WORD_TAIL_MS), None)
+        return first is None or first >= self.last_word_end + gap_ms
 
 
 class AudioDecoder:
@@ -246,7 +270,7 @@ class ListenSession(WebSocketAdapter):
         if gap is None:
             return
         for c, st in enumerate(self.channels):
-            if st.last_word_end is not None and st.position_ms >= st.last_word_end + gap:
+            if st.last_word_end is not None and st.utterance_over(gap):
                 end, st.last_word_end = st.last_word_end, None
                 await self.send(msgs.utterance_end(c, self.opts, end))
 
@@ -263,8 +287,9 @@ class ListenSession(WebSocketAdapter):
         if not self.opts.multichannel and frames.shape[1] > 1:  # one participant: the channels mixed
             frames = frames.astype(np.int32).mean(axis=1, keepdims=True).astype(np.int16)
         for c in range(frames.shape[1]):
-            await self.media.audio(str(c), np.ascontiguousarray(frames[:, c]), rate)
-            self.channels[c].position_ms += len(frames) * 1000.0 / rate
+            pcm = np.ascontiguousarray(frames[:, c])
+            await self.media.audio(str(c), pcm, rate)
+            self.channels[c].hear(pcm, rate)
         await self._utterance_ends()
         return False
 
