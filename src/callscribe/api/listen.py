@@ -25,17 +25,17 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
 from callscribe.api import listen_wire
-from callscribe.api.auth import authenticate
 from callscribe.api.errors import ApiError
-from callscribe.api.limits import limits_of, read_body, read_json
-from callscribe.audio.codecs import alaw_decode, float32_to_int16, ulaw_decode
+from callscribe.api.limits import read_body, read_capped, read_json
+from callscribe.audio.codecs import float32_to_int16
 from callscribe.audio.fileio import AudioReadError, load_audio
 from callscribe.audio.rates import MODEL_RATE
 from callscribe.calls.events import CallEvent, UtteranceEvent
 from callscribe.calls.media import MediaRefused
-from callscribe.calls.registry import NoCapacity, NotReady, RegistryError, UnsupportedLanguage
+from callscribe.calls.registry import RegistryError
 from callscribe.ingest import listen_messages as msgs
-from callscribe.ingest.listen_params import ListenOptions, ListenRefused, parse_query
+from callscribe.ingest.listen import AudioDecoder, split_tracks
+from callscribe.ingest.listen_params import ListenOptions
 from callscribe.services import Services
 
 router = APIRouter(tags=["Deepgram-compatible listen API"])
@@ -54,13 +54,7 @@ async def _fetch(url: str, max_bytes: int) -> bytes:
             async with client.stream("GET", url) as response:
                 if response.status_code != 200:
                     raise ApiError(400, None, f"Failed to fetch the url: HTTP {response.status_code}")
-                chunks, size = [], 0
-                async for chunk in response.aiter_bytes():
-                    size += len(chunk)
-                    if size > max_bytes:
-                        raise ApiError(413, None, f"The audio at the url is larger than {max_bytes} bytes")
-                    chunks.append(chunk)
-                return b"".join(chunks)
+                return await read_capped(response.aiter_bytes(), max_bytes, "The audio at the url is")
     except httpx.HTTPError as exc:
         raise ApiError(400, None, f"Failed to fetch the url: {type(exc).__name__}") from None
 
@@ -69,15 +63,9 @@ def decode(audio: bytes, opts: ListenOptions) -> tuple[list[np.ndarray], int]:
     """(one int16 array per track, sample rate). Raw audio needs encoding and sample_rate;
     anything else is a container decoded by ffmpeg (to 16 kHz)."""
     if opts.encoding is not None:
-        rate = opts.sample_rate or 8000
-        if opts.encoding == "linear16":
-            pcm = np.frombuffer(audio[: len(audio) - len(audio) % (2 * opts.channels)], dtype="<i2").astype(np.int16)
-        else:
-            pcm = (ulaw_decode if opts.encoding == "mulaw" else alaw_decode)(audio[: len(audio) - len(audio) % opts.channels])
-        frames = pcm.reshape(-1, opts.channels)
-        if not opts.multichannel:
-            return [frames.astype(np.int32).mean(axis=1).astype(np.int16)], rate
-        return [np.ascontiguousarray(frames[:, c]) for c in range(opts.channels)], rate
+        frames = AudioDecoder(opts).decode(audio)
+        assert frames is not None  # raw audio has no header to wait for
+        return split_tracks(frames, opts.multichannel), opts.sample_rate or MODEL_RATE
     with tempfile.NamedTemporaryFile(suffix=".audio") as fh:
         fh.write(audio)
         fh.flush()
@@ -124,16 +112,11 @@ async def listen(request: Request) -> JSONResponse:
     services: Services = request.app.state.services
     settings = services.settings
     request_id = str(uuid.uuid4())
-    key = authenticate(services.api_keys, *listen_wire.credentials(request.headers))
-    if key is None:
-        raise ApiError(401, None, "Invalid credentials.")
-    if limits_of(request.app).rate.take(key.id) > 0:
-        raise ApiError(429, None, "Too many requests.")
-    hosts = [h for h in [listen_wire.host_of(settings.webhook_url)] if h]
     try:
-        opts = parse_query(request.query_params.multi_items(), live=False, callback_hosts=hosts)
-    except ListenRefused as exc:
-        raise ApiError(400, None, str(exc)) from None
+        key, opts = listen_wire.admit(request.app, listen_wire.credentials(request.headers),
+                                      request.query_params.multi_items())
+    except listen_wire.Denied as denied:
+        raise ApiError(denied.status, None, denied.message) from None
     if services.registry is None or not services.ready.is_set():
         raise ApiError(503, None, "The speech model is still loading.")
 
@@ -161,12 +144,9 @@ async def listen(request: Request) -> JSONResponse:
     guid = opts.tags[0] if opts.tags else request_id
     try:
         finals, call_id = await transcribe(services, key.tenant, guid, opts, request_id, tracks, rate)
-    except UnsupportedLanguage:
-        raise ApiError(400, None, "No such model/language/tier combination found.") from None
-    except (NoCapacity, NotReady):
-        raise ApiError(429, None, "Too many concurrent requests: no transcription capacity.") from None
     except (MediaRefused, RegistryError) as exc:
-        raise ApiError(400, None, f"The request cannot be served: {exc}") from None
+        refused = listen_wire.refusal(exc)
+        raise ApiError(refused.status, None, refused.message) from None
     model = msgs.ModelInfo(opts.model, getattr(services.engine, "description", "whisper"))
     duration = max(len(t) for t in tracks) / rate
     body_out: dict[str, Any] = msgs.prerecorded(finals, opts, request_id, hashlib.sha256(audio).hexdigest(), duration,

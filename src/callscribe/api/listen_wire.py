@@ -21,18 +21,21 @@ belongs to the connection, not to the utterance).
 from __future__ import annotations
 
 import json
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 from starlette.responses import JSONResponse
 
-from callscribe.api.auth import credentials_from_headers
+from callscribe.api.auth import authenticate, credentials_from_headers
 from callscribe.api.errors import new_request_id
+from callscribe.api.limits import limits_of
 from callscribe.calls.events import CallEvent, UtteranceEvent
 from callscribe.calls.leg import StreamParams
-from callscribe.calls.media import Participant, TrackSpec
+from callscribe.calls.media import MediaRefused, Participant, TrackSpec
+from callscribe.calls.registry import NoCapacity, NotReady, UnsupportedLanguage
+from callscribe.config import ApiKey
 from callscribe.delivery.webhook import WebhookMessage, encode, message_id, ordering_key
 from callscribe.ingest.listen_messages import ModelInfo, results
-from callscribe.ingest.listen_params import ListenOptions
+from callscribe.ingest.listen_params import ListenOptions, ListenRefused, parse_query
 
 SURFACE = "listen"
 NAMESPACE = "deepgram"
@@ -63,6 +66,44 @@ def credentials(headers: Mapping[str, str]) -> tuple[str | None, str | None]:
         api_id, sep, secret = rest.strip().partition(":")
         return (api_id, secret) if sep else (None, None)
     return credentials_from_headers(headers)
+
+
+class Denied(Exception):
+    """A listen request refused before any audio: HTTP `status` with Deepgram's error body."""
+
+    def __init__(self, status: int, message: str):
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+def admit(app: Any, credentials: tuple[str | None, str | None], query: Sequence[tuple[str, str]]
+          ) -> tuple[ApiKey, ListenOptions]:
+    """The caller's key and options, or Denied (401 bad key, 429 over its rate, 400 bad query)."""
+    services = app.state.services
+    key = authenticate(services.api_keys, *credentials)
+    if key is None:
+        raise Denied(401, "Invalid credentials.")
+    if limits_of(app).rate.take(key.id) > 0:
+        raise Denied(429, "Too many requests.")
+    hosts = [h for h in [host_of(services.settings.webhook_url)] if h]
+    try:
+        return key, parse_query(query, callback_hosts=hosts)
+    except ListenRefused as exc:
+        raise Denied(400, str(exc)) from None
+
+
+def refusal(exc: Exception) -> Denied:
+    """What the registry's refusal of a listen call means to a Deepgram client."""
+    if isinstance(exc, UnsupportedLanguage):
+        return Denied(400, "No such model/language/tier combination found.")
+    if isinstance(exc, NotReady):
+        return Denied(503, "The speech model is still loading.")
+    if isinstance(exc, NoCapacity):
+        return Denied(429, "Too many concurrent requests: no transcription capacity.")
+    if isinstance(exc, MediaRefused):
+        return Denied(400, exc.reason)
+    return Denied(400, f"The request cannot be served: {type(exc).__name__}")
 
 
 def host_of(url: str | None) -> str | None:

@@ -42,17 +42,15 @@ import numpy as np
 from fastapi import APIRouter, WebSocket
 
 from callscribe.api import listen_wire
-from callscribe.api.auth import authenticate
-from callscribe.api.limits import limits_of
 from callscribe.audio.codecs import alaw_decode, ulaw_decode
 from callscribe.calls.events import UtteranceEvent
 from callscribe.calls.media import MediaCall, MediaRefused
-from callscribe.calls.registry import CallRegistry, NoCapacity, NotReady, RegistryError, UnsupportedLanguage
+from callscribe.calls.registry import CallRegistry, RegistryError
 from callscribe.config import ApiKey
 from callscribe.ingest import listen_messages as msgs
 from callscribe.ingest.backchannel import Backchannel
 from callscribe.ingest.base import AdapterError, Close, WebSocketAdapter, json_object, run_session
-from callscribe.ingest.listen_params import ListenOptions, ListenRefused, parse_query
+from callscribe.ingest.listen_params import ListenOptions
 from callscribe.services import Services
 
 log = logging.getLogger(__name__)
@@ -155,6 +153,13 @@ class AudioDecoder:
         else:
             pcm = alaw_decode(chunk)
         return pcm.reshape(-1, self.channels)
+
+
+def split_tracks(frames: np.ndarray, multichannel: bool) -> list[np.ndarray]:
+    """One int16 array per participant: each channel, or (without multichannel) the channels mixed."""
+    if not multichannel and frames.shape[1] > 1:
+        return [frames.astype(np.int32).mean(axis=1).astype(np.int16)]
+    return [np.ascontiguousarray(frames[:, c]) for c in range(frames.shape[1])]
 
 
 class ListenSession(WebSocketAdapter):
@@ -284,10 +289,7 @@ class ListenSession(WebSocketAdapter):
         if frames is None or not len(frames) or self.media is None:
             return False
         rate = self.decoder.rate
-        if not self.opts.multichannel and frames.shape[1] > 1:  # one participant: the channels mixed
-            frames = frames.astype(np.int32).mean(axis=1, keepdims=True).astype(np.int16)
-        for c in range(frames.shape[1]):
-            pcm = np.ascontiguousarray(frames[:, c])
+        for c, pcm in enumerate(split_tracks(frames, self.opts.multichannel)):
             await self.media.audio(str(c), pcm, rate)
             self.channels[c].hear(pcm, rate)
         await self._utterance_ends()
@@ -385,29 +387,20 @@ async def listen(ws: WebSocket) -> None:
     services: Services = ws.app.state.services
     request_id = str(uuid.uuid4())
     api_id, secret, subprotocol = _credentials(ws)
-    key = authenticate(services.api_keys, api_id, secret)
-    if key is None:
-        await _deny(ws, 401, "Invalid credentials.", request_id)
-        return
-    if limits_of(ws.app).rate.take(key.id) > 0:
-        await _deny(ws, 429, "Too many requests.", request_id)
-        return
-    hosts = [h for h in [listen_wire.host_of(services.settings.webhook_url)] if h]
     try:
-        opts = parse_query(ws.query_params.multi_items(), callback_hosts=hosts)
-    except ListenRefused as exc:
-        await _deny(ws, 400, str(exc), request_id)
-        return
-    if services.registry is None:
-        await _deny(ws, 503, "The service is starting.", request_id)
+        key, opts = listen_wire.admit(ws.app, (api_id, secret), ws.query_params.multi_items())
+        if services.registry is None:
+            raise listen_wire.Denied(503, "The service is starting.")
+    except listen_wire.Denied as denied:
+        await _deny(ws, denied.status, denied.message, request_id)
         return
     session = ListenSession(ws, services, key, opts, request_id)
     try:
         await session.open()
-    except (UnsupportedLanguage, NotReady, NoCapacity, MediaRefused, RegistryError) as exc:
+    except (MediaRefused, RegistryError) as exc:
         await session.end("refused")
-        status, message = _refusal(exc)
-        await _deny(ws, status, message, request_id)
+        refused = listen_wire.refusal(exc)
+        await _deny(ws, refused.status, refused.message, request_id)
         return
     try:
         await ws.accept(subprotocol=subprotocol, headers=[(b"dg-request-id", request_id.encode())])
@@ -415,15 +408,3 @@ async def listen(ws: WebSocket) -> None:
         await session.end("closed by the peer")
         raise
     await run_session(ws, session)
-
-
-def _refusal(exc: Exception) -> tuple[int, str]:
-    if isinstance(exc, UnsupportedLanguage):
-        return 400, "No such model/language/tier combination found."
-    if isinstance(exc, NotReady):
-        return 503, "The speech model is still loading."
-    if isinstance(exc, NoCapacity):
-        return 429, "Too many concurrent requests: no transcription capacity."
-    if isinstance(exc, MediaRefused):
-        return 400, exc.reason
-    return 400, f"The request cannot be served: {type(exc).__name__}"

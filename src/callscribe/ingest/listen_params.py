@@ -107,8 +107,7 @@ def _int(name: str, value: str, low: int, high: int) -> int:
     return int(v)
 
 
-def parse_query(items: Iterable[tuple[str, str]], *, live: bool = True,
-                callback_hosts: Sequence[str] = ()) -> ListenOptions:
+def parse_query(items: Iterable[tuple[str, str]], *, callback_hosts: Sequence[str] = ()) -> ListenOptions:
     """ListenOptions from the query string's pairs, or ListenRefused. `callback_hosts`: the hosts a
     `callback` may name (the configured webhook's); any other is refused."""
     one: dict[str, str] = {}
@@ -147,7 +146,7 @@ def parse_query(items: Iterable[tuple[str, str]], *, live: bool = True,
             raise ListenRefused(f"Invalid query string: encoding must be one of {', '.join(ENCODINGS)} "
                                 "(or absent for a container)")
     sample_rate = _int("sample_rate", one["sample_rate"], 8000, 48000) if "sample_rate" in one else None
-    if live and encoding is not None and sample_rate is None:
+    if encoding is not None and sample_rate is None:
         raise ListenRefused("Invalid query string: sample_rate is required with encoding")
     channels = _int("channels", one.get("channels", "1"), 1, MAX_CHANNELS)
 
