@@ -13,6 +13,8 @@ import httpx
 import numpy as np
 import pytest
 import websockets
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from deepgram import AsyncDeepgramClient, DeepgramClient
 from deepgram.core.api_error import ApiError as DeepgramApiError
 from deepgram.environment import DeepgramClientEnvironment
@@ -198,6 +200,8 @@ def test_wrong_key_bad_query_and_token_subprotocol(server):
     body = json.loads(answer.body)
     assert answer.status_code == 400 and body["err_code"] == "Bad Request" and "dance" in body["err_msg"]
     assert answer.headers["dg-request-id"] == body["request_id"]
+    r = httpx.get(server.url + "/v1/listen", headers={"Authorization": f"Token {KEY}"})
+    assert r.status_code == 405 and set(r.json()) == {"err_code", "err_msg", "request_id"}
     answer = asyncio.run(raw("", additional_headers={"Authorization": "Token ka:nope"}))
     assert answer.status_code == 401 and json.loads(answer.body)["err_code"] == "INVALID_AUTH"
     metadata = asyncio.run(raw("?encoding=linear16&sample_rate=16000", subprotocols=["token", "ka.sa"]))
@@ -252,3 +256,35 @@ def test_prerecorded_file_and_url(server, files):
 
 def file_server_url(server, name: str) -> str:
     return server.settings.listen_url_prefixes.split(",")[0] + name
+
+
+_ANY = st.recursive(st.none() | st.booleans() | st.integers(-2**64, 2**64) | st.floats() | st.text(max_size=20),
+                    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3),
+                    max_leaves=6)
+_CONTROL = st.fixed_dictionaries({"type": st.sampled_from(["KeepAlive", "Finalize", "Configure", "Dance", 7])},
+                                 optional={"channel": _ANY, "keyterms": _ANY}).map(json.dumps)
+_FRAMES = st.lists(st.one_of(_CONTROL, st.text(max_size=40), st.binary(max_size=700)), max_size=6)
+
+
+def test_any_frames_get_answers_in_the_protocol(server):
+    """Whatever the client sends before CloseStream, it gets Deepgram's messages and a normal close."""
+    from websockets.sync.client import connect
+
+    @settings(max_examples=25, deadline=None, derandomize=True, database=None,
+              suppress_health_check=list(HealthCheck))
+    @given(_FRAMES)
+    def run(frames):
+        with connect(server.ws_url + "/v1/listen?encoding=linear16&sample_rate=8000&channels=2&multichannel=true",
+                     additional_headers={"Authorization": f"Token {KEY}"}) as ws:
+            for frame in frames:
+                ws.send(frame)
+            ws.send(json.dumps({"type": "CloseStream"}))
+            answers = []
+            with pytest.raises(websockets.ConnectionClosed) as closed:
+                while True:
+                    answers.append(json.loads(ws.recv(timeout=HANG_GUARD_S)))
+        assert closed.value.rcvd.code == 1000, closed.value.rcvd
+        assert answers[-1]["type"] == "Metadata"
+        assert {a["type"] for a in answers} <= {"Results", "Error", "ConfigureFailure", "Metadata", "SpeechStarted"}
+
+    run()

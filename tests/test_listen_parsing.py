@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import wave
 
 import numpy as np
@@ -89,3 +90,24 @@ def test_audio_without_encoding_must_be_wav(data):
         decoder.decode(data)
     except AdapterError as exc:
         assert exc.reason.startswith("DATA-0000")
+
+
+def test_webhook_of_a_final_is_a_results_body():
+    from callscribe.api import listen_wire
+    from callscribe.asr.types import Word
+    from callscribe.calls.events import CallRef, CallStateEvent, UtteranceEvent
+
+    ref = CallRef("call-1", "acme", "deepgram", "req-1")
+    final = UtteranceEvent(ref, 7, "final", "speaker", "", "stream-1", 2, 1200, 2300, "Hello there.",
+                           words=(Word(" Hello", 1200, 1500, 0.9), Word(" there.", 1600, 2300, 0.8)),
+                           participant="ch1", surface=listen_wire.SURFACE)
+    message = listen_wire.webhook(final)
+    assert message is not None
+    body = json.loads(message.payload)
+    assert body["type"] == "Results" and body["channel_index"] == [1] and body["is_final"]
+    alt = body["channel"]["alternatives"][0]
+    assert alt["transcript"] == "Hello there." and [w["word"] for w in alt["words"]] == ["hello", "there"]
+    assert alt["words"][1]["punctuated_word"] == "there." and body["start"] == 1.2
+    assert (body["callId"], body["participant"], body["sequence"]) == ("call-1", "ch1", 7)
+    assert listen_wire.webhook(CallStateEvent(ref, 8, "media-ended")) is None
+    assert listen_wire.webhook(UtteranceEvent(ref, 9, "partial", "speaker", "", "s", 3, 0, 1, "hi")) is None
