@@ -44,8 +44,8 @@ bools = st.sampled_from(["true", "false"])
 @settings(max_examples=200, deadline=None)
 @given(encoding=st.sampled_from(["linear16", "mulaw", "alaw"]), rate=st.sampled_from([8000, 16000, 44100, 48000]),
        channels=st.integers(1, 4), multichannel=bools, interim=bools, endpointing=st.integers(0, 10000),
-       redact=st.lists(st.sampled_from(sorted(REDACT_GROUPS)), max_size=3), tags=st.lists(st.text("abc-", min_size=1,
-                                                                                                   max_size=8), max_size=2))
+       redact=st.lists(st.sampled_from(sorted(REDACT_GROUPS)), max_size=3),
+       tags=st.lists(st.text("abc-", min_size=1, max_size=8), max_size=2))
 def test_well_formed_queries_say_what_was_asked(encoding, rate, channels, multichannel, interim, endpointing, redact,
                                                 tags):
     items = [("encoding", encoding), ("sample_rate", str(rate)), ("channels", str(channels)),

@@ -295,7 +295,8 @@ class Call:
                 pass  # the loop is closing
 
         own = {"endpoint_silence_ms": leg.params.endpoint_silence_ms} if leg.params.endpoint_silence_ms else {}
-        leg.pipeline = scheduler.open_leg(on_event, origin_ms=int(track.position_ms), partials=leg.params.partials, **own)
+        leg.pipeline = scheduler.open_leg(on_event, origin_ms=int(track.position_ms), partials=leg.params.partials,
+                                          **own)
         leg.track = track
         leg.utterance_base = track.next_utterance
         track.leg = leg

@@ -186,7 +186,7 @@ class ListenSession(WebSocketAdapter):
         self.backchannels: list[Backchannel] = []
         self.media: MediaCall | None = None
         self.call_id: str | None = None
-        self.finalizing = False
+        self.finalizing: set[int] = set()  # channels whose Finalize is being flushed
         self._sha = hashlib.sha256()
         self._send_lock = asyncio.Lock()
         self._ended = False
@@ -204,8 +204,8 @@ class ListenSession(WebSocketAdapter):
     async def open(self) -> None:
         """Connect the media and start transcribing; raises RegistryError or MediaRefused."""
         self.media = await self.registry.media_connected(
-            tenant=self.tenant, namespace=listen_wire.NAMESPACE, guid=self.guid, tracks=listen_wire.track_specs(self.opts),
-            source="listen",
+            tenant=self.tenant, namespace=listen_wire.NAMESPACE, guid=self.guid,
+            tracks=listen_wire.track_specs(self.opts), source="listen",
             metadata={"request_id": self.request_id, "model": self.opts.model})
         self.backchannels = [Backchannel(self.bus, self._sender(c), finals_only=False) for c in range(self.opts.tracks)]
         await self._start([listen_wire.participant_id(c) for c in range(self.opts.tracks)])
@@ -260,9 +260,9 @@ class ListenSession(WebSocketAdapter):
                 await self.send(msgs.results(ev, c, o, self.request_id, self.model, is_final=False))
             return
         await self.send(msgs.results(ev, c, o, self.request_id, self.model, is_final=True,
-                                     speech_final=o.speech_final and not self.finalizing,
-                                     from_finalize=self.finalizing))
-        if self.finalizing:
+                                     speech_final=o.speech_final and c not in self.finalizing,
+                                     from_finalize=c in self.finalizing))
+        if c in self.finalizing:
             st.finalized += 1
         if o.utterance_end_ms is not None:
             words = msgs.words_of(ev)
@@ -332,7 +332,7 @@ class ListenSession(WebSocketAdapter):
         ids = [listen_wire.participant_id(c) for c in chans]
         for c in chans:
             self.channels[c].finalized = 0
-        self.finalizing = True
+        self.finalizing = set(chans)
         try:
             await self._stop(ids)
             for c in chans:
@@ -341,7 +341,7 @@ class ListenSession(WebSocketAdapter):
                     await self.send(msgs.results(None, c, self.opts, self.request_id, self.model, is_final=True,
                                                  from_finalize=True, start_ms=at, end_ms=at))
         finally:
-            self.finalizing = False
+            self.finalizing = set()
         await self._start(ids)
 
     async def close_stream(self) -> None:

@@ -103,8 +103,8 @@ def warnings(opts: ListenOptions) -> list[dict[str, str]]:
         "keywords": "keywords are accepted but do not bias recognition on this server",
         "numerals": "numbers are always written as digits on this server",
     }
-    return [{"parameter": name, "type": "unsupported", "message": why.get(name, f"{name} is not applied on this server")}
-            for name in opts.ignored]
+    return [{"parameter": name, "type": "unsupported",
+             "message": why.get(name, f"{name} is not applied on this server")} for name in opts.ignored]
 
 
 def _created() -> str:
