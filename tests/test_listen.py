@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import http.server
 import json
+import subprocess
 import threading
 from functools import partial
 
@@ -288,3 +289,43 @@ def test_any_frames_get_answers_in_the_protocol(server):
         assert {a["type"] for a in answers} <= {"Results", "Error", "ConfigureFailure", "Metadata", "SpeechStarted"}
 
     run()
+
+
+def _encode(wav: bytes, *args: str) -> bytes:
+    """A WAV re-encoded by ffmpeg (a converter written by others) into a streaming container."""
+    proc = subprocess.run(["ffmpeg", "-hide_banner", "-loglevel", "error", "-f", "wav", "-i", "-", *args, "-"],
+                          input=wav, capture_output=True, check=True)
+    return proc.stdout
+
+
+@pytest.mark.parametrize("container", ["webm-opus", "wav"])
+def test_containers_without_encoding_are_decoded_as_they_stream(server, tmp_path, container):
+    text = "Thank you for calling customer support. I can help you with your order today."
+    write_wav(tmp_path / "say.wav", np.concatenate([silence(0.3), say(text), silence(1.0)]), 16000)
+    wav = (tmp_path / "say.wav").read_bytes()
+    audio = wav if container == "wav" else _encode(wav, "-c:a", "libopus", "-b:a", "32k", "-f", "webm")
+
+    async def go():
+        client = AsyncDeepgramClient(api_key=KEY, environment=environment(server))
+        async with client.listen.v1.connect(model="nova-3", punctuate="true") as socket:
+            return await stream(socket, audio, 4000)  # compressed: pace by bytes loosely
+
+    received = asyncio.run(go())
+    heard = " ".join(r.channel.alternatives[0].transcript for r in by_type(received, "Results") if r.is_final)
+    assert {"calling", "support", "order"} <= words_of(heard), heard
+    assert received[-1].type == "Metadata"
+
+
+def test_undecodable_container_closes_with_data_0000(server):
+    async def go():
+        async with websockets.connect(server.ws_url + "/v1/listen",
+                                      additional_headers={"Authorization": f"Token {KEY}"}) as ws:
+            await ws.send(b"this is not audio in any container at all" * 200)
+            await ws.send(json.dumps({"type": "CloseStream"}))
+            with pytest.raises(websockets.ConnectionClosed) as closed:
+                while True:
+                    await asyncio.wait_for(ws.recv(), HANG_GUARD_S)
+            return closed.value.rcvd
+
+    rcvd = asyncio.run(go())
+    assert rcvd.code == 1008 and rcvd.reason.startswith("DATA-0000")

@@ -34,7 +34,7 @@ from callscribe.calls.events import CallEvent, UtteranceEvent
 from callscribe.calls.media import MediaRefused
 from callscribe.calls.registry import RegistryError
 from callscribe.ingest import listen_messages as msgs
-from callscribe.ingest.listen import AudioDecoder, split_tracks
+from callscribe.ingest.listen_audio import AudioDecoder, split_tracks
 from callscribe.ingest.listen_params import ListenOptions
 from callscribe.services import Services
 
@@ -63,9 +63,7 @@ def decode(audio: bytes, opts: ListenOptions) -> tuple[list[np.ndarray], int]:
     """(one int16 array per track, sample rate). Raw audio needs encoding and sample_rate;
     anything else is a container decoded by ffmpeg (to 16 kHz)."""
     if opts.encoding is not None:
-        frames = AudioDecoder(opts).decode(audio)
-        assert frames is not None  # raw audio has no header to wait for
-        return split_tracks(frames, opts.multichannel), opts.sample_rate or MODEL_RATE
+        return split_tracks(AudioDecoder(opts).decode(audio), opts.multichannel), opts.sample_rate or MODEL_RATE
     with tempfile.NamedTemporaryFile(suffix=".audio") as fh:
         fh.write(audio)
         fh.flush()

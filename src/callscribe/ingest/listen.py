@@ -11,8 +11,8 @@ Handshake: credentials are our `id:secret` key pairs, as `Authorization: Token i
 ':' in a subprotocol, so the first '.' may stand for it). A wrong key gets Deepgram's HTTP 401, a bad
 query its HTTP 400, before the upgrade.
 
-Messages: binary frames are audio (linear16/mulaw/alaw interleaved by channel, or a WAV stream when
-`encoding` is absent); `KeepAlive` resets the 10 s timeout; `Finalize` (optionally for one
+Messages: binary frames are audio (linear16/mulaw/alaw interleaved by channel, or, without
+`encoding`, a container ffmpeg reads as it streams: WAV, Ogg/Opus, WebM, MP3; listen_audio.py); `KeepAlive` resets the 10 s timeout; `Finalize` (optionally for one
 `channel`) flushes the open utterance: the open interval is stopped, its last finals are sent with
 `from_finalize: true` (an empty final when there was nothing to flush), and a new interval starts;
 `CloseStream` flushes everything, sends `Metadata` and closes normally. With no audio and no text
@@ -32,7 +32,6 @@ import asyncio
 import hashlib
 import json
 import logging
-import struct
 import uuid
 from collections import deque
 from dataclasses import dataclass, field
@@ -42,14 +41,14 @@ import numpy as np
 from fastapi import APIRouter, WebSocket
 
 from callscribe.api import listen_wire
-from callscribe.audio.codecs import alaw_decode, ulaw_decode
 from callscribe.calls.events import UtteranceEvent
 from callscribe.calls.media import MediaCall, MediaRefused
 from callscribe.calls.registry import CallRegistry, RegistryError
 from callscribe.config import ApiKey
 from callscribe.ingest import listen_messages as msgs
 from callscribe.ingest.backchannel import Backchannel
-from callscribe.ingest.base import AdapterError, Close, WebSocketAdapter, json_object, run_session
+from callscribe.ingest.base import AdapterError, Close, WebSocketAdapter, close, json_object, run_session
+from callscribe.ingest.listen_audio import AudioDecoder, ContainerStream, split_tracks
 from callscribe.ingest.listen_params import ListenOptions
 from callscribe.services import Services
 
@@ -57,16 +56,10 @@ log = logging.getLogger(__name__)
 router = APIRouter(tags=["Deepgram-compatible listen API"])
 
 IDLE_TIMEOUT_S = 10.0  # Deepgram's: no audio and no text message for this long closes the socket
-MAX_WAV_HEADER = 1 << 16
 VOICE_BLOCK_MS = 20
 VOICE_RMS = 0.01 * 32768  # -40 dBFS: louder than a line's hiss, quieter than speech
 WORD_TAIL_MS = 250  # a word's last sounds may outlast its end time
 VOICE_HISTORY = 30 * 1000 // VOICE_BLOCK_MS  # more than the engine lags behind the audio
-_WAV_FORMATS = {1: "linear16", 6: "alaw", 7: "mulaw"}
-
-
-def data_error(reason: str) -> AdapterError:
-    return AdapterError(f"DATA-0000: {reason}", Close.POLICY)
 
 
 @dataclass
@@ -97,71 +90,6 @@ class ChannelState:
         return first is None or first >= self.last_word_end + gap_ms
 
 
-class AudioDecoder:
-    """Binary frames -> per-channel int16 PCM, keeping a partial sample frame for the next message.
-    Without an encoding the stream must start with a WAV header, which sets the format."""
-
-    def __init__(self, opts: ListenOptions):
-        self.encoding = opts.encoding
-        self.rate = opts.sample_rate or 16000
-        self.channels = opts.channels
-        self._header = opts.encoding is None
-        self._buf = b""
-
-    def _read_wav_header(self) -> bool:
-        data = self._buf
-        if len(data) >= 4 and data[:4] != b"RIFF":
-            raise data_error("audio without encoding must be a WAV stream (or give encoding and sample_rate)")
-        pos, fmt = 12, None
-        while len(data) >= pos + 8:
-            chunk, size = data[pos:pos + 4], struct.unpack("<I", data[pos + 4:pos + 8])[0]
-            if chunk == b"data":
-                if fmt is None:
-                    raise data_error("WAV data before its fmt chunk")
-                self._buf = data[pos + 8:]
-                return True
-            if chunk == b"fmt " and len(data) >= pos + 24:
-                tag, channels, rate = struct.unpack("<HHI", data[pos + 8:pos + 16])
-                bits = struct.unpack("<H", data[pos + 22:pos + 24])[0]
-                encoding = _WAV_FORMATS.get(tag)
-                if encoding is None or bits != (16 if tag == 1 else 8) or not 8000 <= rate <= 48000:
-                    raise data_error("WAV must be 16-bit PCM, A-law or mu-law at 8 to 48 kHz")
-                if channels != self.channels:
-                    raise data_error(f"WAV has {channels} channel(s), the request said {self.channels}")
-                fmt, self.encoding, self.rate = tag, encoding, rate
-            elif chunk == b"fmt ":
-                return False
-            pos += 8 + size + (size & 1)
-        if len(data) > MAX_WAV_HEADER:
-            raise data_error("no WAV data chunk in the first 64 KiB")
-        return False
-
-    def decode(self, data: bytes) -> np.ndarray | None:
-        """(samples, channels) int16, or None while a WAV header is still arriving."""
-        self._buf += data
-        if self._header:
-            if not self._read_wav_header():
-                return None
-            self._header = False
-        width = (2 if self.encoding == "linear16" else 1) * self.channels
-        usable = len(self._buf) - len(self._buf) % width
-        chunk, self._buf = self._buf[:usable], self._buf[usable:]
-        if self.encoding == "linear16":
-            pcm = np.frombuffer(chunk, dtype="<i2").astype(np.int16)
-        elif self.encoding == "mulaw":
-            pcm = ulaw_decode(chunk)
-        else:
-            pcm = alaw_decode(chunk)
-        return pcm.reshape(-1, self.channels)
-
-
-def split_tracks(frames: np.ndarray, multichannel: bool) -> list[np.ndarray]:
-    """One int16 array per participant: each channel, or (without multichannel) the channels mixed."""
-    if not multichannel and frames.shape[1] > 1:
-        return [frames.astype(np.int32).mean(axis=1).astype(np.int16)]
-    return [np.ascontiguousarray(frames[:, c]) for c in range(frames.shape[1])]
-
-
 class ListenSession(WebSocketAdapter):
     """One live listen connection: a call with a participant per channel and its Results."""
 
@@ -181,7 +109,9 @@ class ListenSession(WebSocketAdapter):
         engine = services.engine
         self.model = msgs.ModelInfo(opts.model, getattr(engine, "description", "whisper"))
         self.idle_timeout_s = IDLE_TIMEOUT_S
-        self.decoder = AudioDecoder(opts)
+        self.decoder = AudioDecoder(opts) if opts.encoding is not None else None
+        self.container: ContainerStream | None = None
+        self._pump: asyncio.Task[None] | None = None
         self.channels = [ChannelState() for _ in range(opts.tracks)]
         self.backchannels: list[Backchannel] = []
         self.media: MediaCall | None = None
@@ -209,6 +139,9 @@ class ListenSession(WebSocketAdapter):
             metadata={"request_id": self.request_id, "model": self.opts.model})
         self.backchannels = [Backchannel(self.bus, self._sender(c), finals_only=False) for c in range(self.opts.tracks)]
         await self._start([listen_wire.participant_id(c) for c in range(self.opts.tracks)])
+        if self.decoder is None:
+            self.container = ContainerStream(self.opts)
+            self._pump = asyncio.create_task(self._pump_container(), name="listen-container-pump")
         self.started = True
 
     async def _start(self, participants: list[str]) -> None:
@@ -285,15 +218,32 @@ class ListenSession(WebSocketAdapter):
         if not data:
             return False
         self._sha.update(data)
-        frames = self.decoder.decode(data)
-        if frames is None or not len(frames) or self.media is None:
-            return False
-        rate = self.decoder.rate
+        if self.container is not None:
+            self.container.write(data)
+        elif self.decoder is not None:
+            await self._feed(self.decoder.decode(data), self.decoder.rate)
+        return False
+
+    async def _feed(self, frames: np.ndarray, rate: int) -> None:
+        if not len(frames) or self.media is None:
+            return
         for c, pcm in enumerate(split_tracks(frames, self.opts.multichannel)):
             await self.media.audio(str(c), pcm, rate)
             self.channels[c].hear(pcm, rate)
         await self._utterance_ends()
-        return False
+
+    async def _pump_container(self) -> None:
+        """Feed what the container's decoder thread hands over; undecodable audio closes the socket."""
+        assert self.container is not None
+        while True:
+            item = await self.container.out.get()
+            if item is None:
+                return
+            if isinstance(item, str):
+                log.info("listen %s: %s", self.guid, item)
+                await close(self.ws, Close.POLICY, f"DATA-0000: {item}")
+                return
+            await self._feed(item, self.container.rate)
 
     async def on_text(self, text: str) -> bool:
         try:
@@ -345,6 +295,9 @@ class ListenSession(WebSocketAdapter):
         await self._start(ids)
 
     async def close_stream(self) -> None:
+        if self.container is not None and self._pump is not None:  # decode what was sent, then flush
+            self.container.finish()
+            await self._pump
         await self._stop(None)
         await self._utterance_ends()
         duration = max((st.position_ms for st in self.channels), default=0.0) / 1000.0
@@ -355,6 +308,10 @@ class ListenSession(WebSocketAdapter):
         if self._ended:
             return
         self._ended = True
+        if self.container is not None:
+            self.container.finish()
+        if self._pump is not None and not self._pump.done():
+            self._pump.cancel()
         try:
             if self.started:
                 await self._stop(None)
