@@ -164,8 +164,8 @@ def test_redact_pci_masks_the_card_number(server):
 
     async def go():
         client = AsyncDeepgramClient(api_key=KEY, environment=environment(server))
-        async with client.listen.v1.connect(model="nova-3", encoding="linear16", sample_rate=16000,
-                                            redact="pci", punctuate="true", interim_results="true") as socket:
+        async with client.listen.v1.connect(model="nova-3", encoding="linear16", sample_rate=16000, redact="pci",
+                                            punctuate="true", interim_results="true", endpointing="false") as socket:
             return await stream(socket, audio, 32000)
 
     received = asyncio.run(go())
@@ -174,6 +174,7 @@ def test_redact_pci_masks_the_card_number(server):
     assert "card" in finals.lower() and "#" in finals, finals
     every = json.dumps([r.dict() for r in results])
     assert "1111" not in every and "4111" not in every
+    assert not any(r.speech_final for r in results)  # endpointing=false: speech_final is never set
 
 
 def test_wrong_key_bad_query_and_token_subprotocol(server):
@@ -188,6 +189,17 @@ def test_wrong_key_bad_query_and_token_subprotocol(server):
     with pytest.raises(DeepgramApiError) as refused:
         asyncio.run(connect(language="fr"))
     assert refused.value.status_code == 400
+    with pytest.raises(DeepgramApiError) as refused:
+        asyncio.run(connect(callback="https://elsewhere.example/hook"))
+    assert refused.value.status_code == 400
+
+    async def bearer():  # the SDK's access-token form: `Authorization: bearer id:secret`
+        client = AsyncDeepgramClient(access_token=KEY, environment=environment(server))
+        async with client.listen.v1.connect(model="nova-3", encoding="mulaw", sample_rate=8000) as socket:
+            await socket.send_close_stream()
+            return await socket.recv()
+
+    assert asyncio.run(bearer()).type == "Metadata"
 
     async def raw(query: str, **kwargs):
         try:
@@ -207,6 +219,19 @@ def test_wrong_key_bad_query_and_token_subprotocol(server):
     assert answer.status_code == 401 and json.loads(answer.body)["err_code"] == "INVALID_AUTH"
     metadata = asyncio.run(raw("?encoding=linear16&sample_rate=16000", subprotocols=["token", "ka.sa"]))
     assert metadata["type"] == "Metadata" and metadata["duration"] == 0
+
+
+def test_a_tag_names_one_call_and_never_blocks_another(server):
+    async def connect():
+        async with websockets.connect(server.ws_url + "/v1/listen?encoding=mulaw&sample_rate=8000&tag=billing",
+                                      additional_headers={"Authorization": f"Token {KEY}"}) as ws:
+            await ws.send(json.dumps({"type": "CloseStream"}))
+            return json.loads(await ws.recv())
+
+    first, second = asyncio.run(connect()), asyncio.run(connect())
+    calls = {c["guid"]: c for c in httpx.get(server.url + "/v1/calls", headers=NATIVE).json()["calls"]}
+    assert calls["billing"]["callId"] == first["callscribe_call_id"]
+    assert calls[second["request_id"]]["callId"] == second["callscribe_call_id"]  # "billing" was taken
 
 
 def test_no_audio_for_the_timeout_closes_with_net_0001(server, monkeypatch):

@@ -3,7 +3,7 @@
 The audio is the body (any container ffmpeg reads, or raw audio with `encoding` and `sample_rate`),
 or `{"url": ...}` naming a URL under one of CALLSCRIBE_LISTEN_URL_PREFIXES (a local file server; no
 other URL is fetched). The request is a call like a live one (namespace "deepgram", guid = the
-request id or the first `tag`, a participant per channel with multichannel): the audio is fed
+first `tag` or the request id, a participant per channel with multichannel): the audio is fed
 through the registry faster than real time, its finals are stored and webhooked, and the answer is
 Deepgram's batch JSON (`metadata`, `results.channels[].alternatives[]`, `results.utterances` when
 `utterances=true`). A `callback` is validated as on the live socket, and the answer still comes
@@ -139,7 +139,7 @@ async def listen(request: Request) -> JSONResponse:
     if not tracks or not max(len(t) for t in tracks):
         raise ApiError(400, None, "Bad Request: failed to process audio: no audio could be decoded")
 
-    guid = opts.tags[0] if opts.tags else request_id
+    guid = listen_wire.call_guid(services.registry, key.tenant, opts, request_id)
     try:
         finals, call_id = await transcribe(services, key.tenant, guid, opts, request_id, tracks, rate)
     except (MediaRefused, RegistryError) as exc:

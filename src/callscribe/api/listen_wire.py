@@ -93,6 +93,15 @@ def admit(app: Any, credentials: tuple[str | None, str | None], query: Sequence[
         raise Denied(400, str(exc)) from None
 
 
+def call_guid(registry: Any, tenant: str, opts: ListenOptions, request_id: str) -> str:
+    """The request's call: named by its first `tag` unless a call of that name is still in the
+    registry (tags are labels a client may put on every request: one must not join or block
+    another), else by the request id."""
+    if opts.tags and registry.find(tenant, opts.tags[0], NAMESPACE) is None:
+        return opts.tags[0]
+    return request_id
+
+
 def refusal(exc: Exception) -> Denied:
     """What the registry's refusal of a listen call means to a Deepgram client."""
     if isinstance(exc, UnsupportedLanguage):

@@ -1,7 +1,7 @@
 """WS /v1/listen: Deepgram's live streaming API (specs/control-apis.md §D.3), so voice-agent
 frameworks whose speech-to-text client speaks it can use callscribe by changing one URL.
 
-Each connection is a call (namespace "deepgram", guid = the request id, or the first `tag`) with one
+Each connection is a call (namespace "deepgram", guid = the first `tag` or the request id) with one
 participant per audio channel ("ch0", "ch1", ...; one participant for the mixed-down audio without
 multichannel), stored, webhooked and shown in the native API like any other. The query string is
 read by listen_params.py and the messages made by listen_messages.py.
@@ -105,7 +105,7 @@ class ListenSession(WebSocketAdapter):
         self.tenant = key.tenant
         self.opts = opts
         self.request_id = request_id
-        self.guid = opts.tags[0] if opts.tags else request_id
+        self.guid = listen_wire.call_guid(self.registry, self.tenant, opts, request_id)
         engine = services.engine
         self.model = msgs.ModelInfo(opts.model, getattr(engine, "description", "whisper"))
         self.idle_timeout_s = IDLE_TIMEOUT_S
