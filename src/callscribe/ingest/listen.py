@@ -12,8 +12,9 @@ Handshake: credentials are our `id:secret` key pairs, as `Authorization: Token i
 query its HTTP 400, before the upgrade.
 
 Messages: binary frames are audio (linear16/mulaw/alaw interleaved by channel, or, without
-`encoding`, a container ffmpeg reads as it streams: WAV, Ogg/Opus, WebM, MP3; listen_audio.py); `KeepAlive` resets the 10 s timeout; `Finalize` (optionally for one
-`channel`) flushes the open utterance: the open interval is stopped, its last finals are sent with
+`encoding`, a container ffmpeg reads as it streams: WAV, Ogg/Opus, WebM, MP3; listen_audio.py);
+`KeepAlive` resets the 10 s timeout; `Finalize` (optionally for one `channel`) flushes the open
+utterance: the open interval is stopped, its last finals are sent with
 `from_finalize: true` (an empty final when there was nothing to flush), and a new interval starts;
 `CloseStream` flushes everything, sends `Metadata` and closes normally. With no audio and no text
 message for 10 s the socket closes with 1011 "NET-0001", undecodable audio with 1008 "DATA-0000".
@@ -119,6 +120,7 @@ class ListenSession(WebSocketAdapter):
         self.finalizing: set[int] = set()  # channels whose Finalize is being flushed
         self._sha = hashlib.sha256()
         self._send_lock = asyncio.Lock()
+        self._feed_lock = asyncio.Lock()  # a Finalize's stop and restart see no audio in between
         self._ended = False
 
     @property
@@ -243,7 +245,8 @@ class ListenSession(WebSocketAdapter):
                 log.info("listen %s: %s", self.guid, item)
                 await close(self.ws, Close.POLICY, f"DATA-0000: {item}")
                 return
-            await self._feed(item, self.container.rate)
+            async with self._feed_lock:
+                await self._feed(item, self.container.rate)
 
     async def on_text(self, text: str) -> bool:
         try:
@@ -268,7 +271,8 @@ class ListenSession(WebSocketAdapter):
             await self.close_stream()
             return True
         if kind == "Configure":
-            code = "CONFIGURE_KEYTERMS_NOT_SUPPORTED" if msg.get("keyterms") is not None else "CONFIGURE_INTERNAL_ERROR"
+            code = "CONFIGURE_KEYTERMS_NOT_SUPPORTED" if msg.get("keyterms") is not None \
+                else "CONFIGURE_INTERNAL_ERROR"
             await self.send({"type": "ConfigureFailure", "request_id": self.request_id, "code": code,
                              "description": "this server does not change a stream's settings mid-stream"})
             return False
@@ -282,17 +286,18 @@ class ListenSession(WebSocketAdapter):
         ids = [listen_wire.participant_id(c) for c in chans]
         for c in chans:
             self.channels[c].finalized = 0
-        self.finalizing = set(chans)
-        try:
-            await self._stop(ids)
-            for c in chans:
-                if not self.channels[c].finalized:  # nothing was open: say so, so the client is not left waiting
-                    at = int(self.channels[c].position_ms)
-                    await self.send(msgs.results(None, c, self.opts, self.request_id, self.model, is_final=True,
-                                                 from_finalize=True, start_ms=at, end_ms=at))
-        finally:
-            self.finalizing = set()
-        await self._start(ids)
+        async with self._feed_lock:
+            self.finalizing = set(chans)
+            try:
+                await self._stop(ids)
+                for c in chans:
+                    if not self.channels[c].finalized:  # nothing was open: say so, so no client waits for it
+                        at = int(self.channels[c].position_ms)
+                        await self.send(msgs.results(None, c, self.opts, self.request_id, self.model, is_final=True,
+                                                     from_finalize=True, start_ms=at, end_ms=at))
+            finally:
+                self.finalizing = set()
+            await self._start(ids)
 
     async def close_stream(self) -> None:
         if self.container is not None and self._pump is not None:  # decode what was sent, then flush
