@@ -219,6 +219,7 @@ async def test_any_number_of_participants_and_late_joiners(env):
     legs = await env.registry.start_streaming("t", "meet", "m", params())
     assert set(legs) == {"att-0", "att-1"}
     late = await env.registry.media_connected(tenant="t", namespace="meet", guid="m", tracks=people[2:], source="t")
+    await env.registry.find("t", "m").joined()
     snap = env.registry.get_call("t", "m")
     assert {leg["participant"] for leg in snap["legs"] if leg["streaming"]} == {"att-0", "att-1", "att-2"}
     await late.audio("a2", pcm(300), 8000)
@@ -228,6 +229,50 @@ async def test_any_number_of_participants_and_late_joiners(env):
     assert set(stopped) == {"att-0", "att-1"}
     started = [e for e in env.events if isinstance(e, CallStateEvent) and e.state == "streaming-started"]
     assert started[-1].data["legs"]["att-2"]["name"] == "Person 2"
+    await first.end("done")
+
+
+async def test_late_joiners_respect_capacity_stops_and_restarts(env):
+    people = [TrackSpec(f"a{i}", Participant(f"att-{i}", "attendee")) for i in range(5)]
+    reg = env.registry
+
+    async def join(i):
+        media = await reg.media_connected(tenant="t", namespace="meet", guid="j", tracks=[people[i]], source="t")
+        await reg.find("t", "j").joined()
+        return media
+
+    def streaming():
+        return set(reg.find("t", "j").legs)
+
+    first = await join(0)
+    await reg.start_streaming("t", "meet", "j", params())
+    env.scheduler.admit = False
+    await join(1)  # no capacity: media connected, not transcribed
+    assert streaming() == {"att-0"}
+    env.scheduler.admit = True
+    second = await join(2)
+    assert streaming() == {"att-0", "att-2"}
+    await reg.stop_streaming("t", "meet", "j", participants=["att-2"])  # stop one of an interval for all
+    await second.end("reconnecting")
+    await join(2)
+    assert streaming() == {"att-0"}  # stopped on purpose: a reconnect does not bring it back
+    await reg.start_streaming("t", "meet", "j", params(), participants=["att-2"])  # restarted alone
+    await join(3)
+    assert streaming() == {"att-0", "att-2", "att-3"}  # the interval is still for everyone
+
+    # A participant who connects while a stop drains does not outlive the stop.
+    hold = threading.Event()
+    for leg in reg.find("t", "j").legs.values():
+        leg.pipeline.hold = hold
+    stopping = asyncio.create_task(reg.stop_streaming("t", "meet", "j"))
+    await asyncio.sleep(0.05)
+    joining = asyncio.create_task(join(4))
+    await asyncio.sleep(0.05)
+    hold.set()
+    await stopping
+    await joining
+    assert streaming() == set()
+    await reg.start_streaming("t", "meet", "j", params())  # and the next start is not refused
     await first.end("done")
 
 
@@ -257,6 +302,12 @@ async def test_pulled_source_is_started_by_the_start_and_stopped_with_the_call(e
     with pytest.raises(SourceFailed, match="no such stream"):
         await env.registry.start_streaming("t", "pulled", "p0", params(), source=FakeSource("no such stream"))
     assert env.registry.get_call("t", "p0") is None
+    env.scheduler.admit = False
+    refused = FakeSource()
+    with pytest.raises(NoCapacity):
+        await env.registry.start_streaming("t", "pulled", "p2", params(), source=refused)
+    assert refused.stopped == 1  # the pull the refused start began does not go on
+    env.scheduler.admit = True
     source = FakeSource()
     legs = await env.registry.start_streaming("t", "pulled", "p1", params(), source=source)
     assert set(legs) == {"customer", "agent"}
@@ -355,17 +406,19 @@ async def test_gap_is_skipped_not_filled_and_timestamps_are_session_relative(env
     await env.registry.start_streaming("t", "twilio", "gap", params())
     await media.audio("inbound", pcm(100), 8000, timestamp_ms=0)
     await media.audio("inbound", pcm(100), 8000, timestamp_ms=300)  # 200 ms lost on the way
+    await media.audio("inbound", pcm(20), 8000, timestamp_ms=420)  # one 20 ms packet lost: bridged
     pipeline = env.scheduler.pipelines[-1]
     stopped = await env.registry.stop_streaming("t", "twilio", "gap")
-    assert stopped["customer"].summary().audio_duration_ms == 200  # what arrived; nothing made up
-    assert pipeline.gaps == [200] and sum(len(x) for x in pipeline.fed) == 1600
+    assert stopped["customer"].summary().audio_duration_ms == 220  # what arrived; nothing made up
+    assert pipeline.gaps == [200]  # the long gap ends the utterance; the lost packet does not
+    assert sum(len(x) for x in pipeline.fed) == 1600 + 160 + 160
     await media.end("drop")
     again = await env.registry.media_connected(tenant="t", namespace="twilio", guid="gap", tracks=TWILIO[:1],
                                                source="t")  # a reconnect rejoins the same call
     await env.registry.start_streaming("t", "twilio", "gap", params())
-    assert env.scheduler.pipelines[-1].origin_ms == 400
+    assert env.scheduler.pipelines[-1].origin_ms == 440
     await again.audio("inbound", pcm(100), 8000, timestamp_ms=0)
-    assert env.registry.get_call("t", "gap")["tracks"][0]["position_ms"] == 500
+    assert env.registry.get_call("t", "gap")["tracks"][0]["position_ms"] == 540
 
 
 async def test_sweep_drops_ended_calls(env):

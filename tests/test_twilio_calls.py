@@ -301,7 +301,7 @@ def test_bad_streams_close_alone_while_a_call_transcribes(twilio_app, webhook, c
     async def attack() -> dict[str, int | None]:
         codes: dict[str, int | None] = {}
         for name, frames in _bad_streams(url):
-            async with websockets.connect(url, max_size=None) as ws:
+            async with websockets.connect(stream_url(twilio_app), max_size=None) as ws:  # a URL per call
                 for f in frames:
                     await ws.send(f)
                 try:

@@ -28,6 +28,7 @@ from callscribe.api.errors import install_error_handlers
 from callscribe.config import Settings
 from callscribe.ingest import twilio_auth, twilio_endpoint
 from callscribe.ingest.twilio import MAX_MESSAGE_BYTES
+from callscribe.tokens import TokenUses
 from test_twilio_protocol import RecordingRegistry
 
 AUTH_TOKEN = "0123456789abcdef0123456789abcdef"
@@ -51,7 +52,8 @@ class Server:
         app.include_router(twilio_url.router)
         app.include_router(twilio_endpoint.router)
         app.state.services = SimpleNamespace(settings=self.settings, registry=self.registry,
-                                             api_keys=self.settings.parsed_api_keys)
+                                             api_keys=self.settings.parsed_api_keys, connections=None,
+                                             token_uses=TokenUses())
         self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, lifespan="off",
                                                     log_level="info", log_config=None, ws_max_size=1 << 20))
         self.thread = threading.Thread(target=self.server.run, daemon=True)
@@ -134,19 +136,27 @@ def test_stream_url_needs_asapp_credentials(server):
     assert twilio_auth.tenant_of_token(server.settings, twilio_auth.token_from_query(beta.partition("?")[2])) == "beta"
 
 
-async def test_one_url_many_streams_full_lifecycle(server):
+async def test_one_url_serves_the_call_of_its_first_use(server):
+    """A stream URL that leaked cannot claim another call: its token is bound to the first call it
+    started. The same call may reconnect with it (a dropped socket)."""
     url = server.stream_url()
-    for n in range(2):  # the same URL starts any number of streams within its life
+    for n, guid in enumerate(["call-0", "call-0"]):  # the stream, then its reconnect
         enc = MediaStreamEncoder()
         ws = await _open(url)
-        await _start(ws, enc, custom_parameters={"guid": f"call-{n}"})
+        await _start(ws, enc, custom_parameters={"guid": guid})
         await _media(ws, enc, 10)
         await ws.send(json.dumps(enc.stop()))
         close = await _closed(ws)
         assert close is not None and close.code == 1000
         call = server.registry.calls[n]
-        assert call.guid == f"call-{n}" and call.ends == ["stop"]
+        assert call.guid == guid and call.ends == ["stop"]
         assert len(call.track("inbound")) == 10 and len(call.track("outbound")) == 10
+    enc = MediaStreamEncoder()
+    ws = await _open(url)
+    await _start(ws, enc, custom_parameters={"guid": "call-1"})
+    close = await _closed(ws)
+    assert close is not None and close.code == 1008 and "another call" in close.reason
+    assert len(server.registry.calls) == 2  # the other call was never connected
     assert {c["tenant"] for c in server.registry.connections} == {"acme"}
 
 
@@ -256,14 +266,13 @@ BEFORE_START = ["media-before-start", "wrong-media-format"]
 ])
 async def test_a_bad_stream_closes_alone(server, kind, caplog):
     caplog.set_level(logging.INFO)
-    url = server.stream_url()
     healthy_enc = MediaStreamEncoder()
-    healthy = await _open(url)
+    healthy = await _open(server.stream_url())
     await _start(healthy, healthy_enc, custom_parameters={"guid": "healthy"})
     await _media(healthy, healthy_enc, 5)
 
     enc = MediaStreamEncoder()
-    bad = await _open(url)
+    bad = await _open(server.stream_url())
     if kind == "media-before-start":
         await bad.send(json.dumps(enc.connected()))
         enc.start()

@@ -35,6 +35,7 @@ from callscribe.delivery.service import start_delivery, stop_delivery
 from callscribe.ingest import asapp_ws as asapp_ws_ingest
 from callscribe.ingest import listen as listen_ingest
 from callscribe.ingest import twilio_endpoint as twilio_ingest
+from callscribe.ingest.limits import ConnectionLimits
 from callscribe.metrics import Metrics
 
 from callscribe.services import Services
@@ -57,7 +58,9 @@ def create_app(settings: Settings, *, engine: "SpeechEngine | None" = None) -> F
     logsafe.install()
     services = Services(settings=settings, metrics=Metrics(), api_keys=load_or_create_api_keys(settings),
                         formatters={asapp_wire.SURFACE: asapp_wire.webhook,
-                                    listen_wire.SURFACE: listen_wire.webhook})
+                                    listen_wire.SURFACE: listen_wire.webhook},
+                        connections=ConnectionLimits(settings.max_connections, settings.max_connections_per_source,
+                                                     settings.max_unstarted_connections))
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -82,7 +85,7 @@ def create_app(settings: Settings, *, engine: "SpeechEngine | None" = None) -> F
         services.registry = CallRegistry(
             services.bus, lambda: services.scheduler if services.ready.is_set() else None, settings.data_dir,
             languages=lambda: getattr(services.engine, "languages", None) if services.ready.is_set() else None,
-            metrics=services.metrics)
+            metrics=services.metrics, max_recording_s=settings.max_recording_s)
         services.registry.start()
         loader = asyncio.create_task(load())
         try:

@@ -16,6 +16,7 @@ def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from callscribe.app import create_app
+    from callscribe.server import DrainingServer
 
     # Owner-only for every file the server makes (database, recordings, secrets), also where a
     # library picks the mode.
@@ -28,7 +29,9 @@ def _serve(args: argparse.Namespace) -> int:
     # handlers that were there before it; quiet ones make a graceful stop exit with status 0.
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: None)
-    uvicorn.run(app, host=settings.host, port=settings.port, log_level=settings.log_level, ws_max_size=1 << 20)
+    config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level=settings.log_level,
+                            ws_max_size=1 << 20, timeout_graceful_shutdown=int(settings.drain_s) or None)
+    DrainingServer(config, app.state.services).run()
     return 0
 
 
@@ -56,7 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"callscribe {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("serve", help="run the gateway (HTTP/WebSocket, SIP) on the configured ports")
+    p = sub.add_parser("serve", help="run the gateway (HTTP and WebSocket) on the configured host and port")
     p.add_argument("--host", default=None, help="listen address (CALLSCRIBE_HOST)")
     p.add_argument("--port", type=int, default=None, help="listen port (CALLSCRIBE_PORT)")
     p.set_defaults(func=_serve)

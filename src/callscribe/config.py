@@ -69,7 +69,7 @@ def parse_audiohook_keys(value: str) -> list[AudioHookKey]:
             raise ValueError(f"entry {n} of {len(items)} is not apikey:base64secret[:tenant]")
         try:
             secret = base64.b64decode(parts[1], validate=True) if parts[1] else b""
-        except binascii.Error as exc:
+        except binascii.Error:
             raise ValueError(f"the secret of entry {n} is not base64") from None
         keys.append(AudioHookKey(parts[0], secret, parts[2] if len(parts) == 3 and parts[2] else "default"))
     return keys
@@ -176,6 +176,15 @@ class Settings(BaseSettings):
     retention_days: int = Field(7, ge=0, le=36500)
     # One WAV file's length; stays well under the 4 GiB RIFF limit at any rate up to 48 kHz.
     max_recording_s: int = Field(4 * 3600, ge=1, le=12 * 3600)
+
+    # Media sockets: in all, per source address, and those not yet past their protocol's start
+    # (unauthenticated or idle before it); and the longest one media session may last.
+    max_connections: int = Field(2000, ge=1, le=1_000_000)
+    max_connections_per_source: int = Field(500, ge=1, le=1_000_000)
+    max_unstarted_connections: int = Field(100, ge=1, le=1_000_000)
+    max_call_s: float = Field(4 * 3600.0, ge=1, le=7 * 86400)
+    # At SIGTERM: how long calls in progress get to finish their last utterances before the exit.
+    drain_s: float = Field(30.0, ge=0, le=3600)
 
     @field_validator("api_keys")
     @classmethod

@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Awaitable, Callable
 
 from callscribe.calls.events import EventBus
 from callscribe.config import ApiKey, Settings
 from callscribe.delivery.webhook import Formatter
 from callscribe.metrics import Metrics
+from callscribe.tokens import TokenUses
 
 if TYPE_CHECKING:
     from callscribe.asr.engine import SpeechEngine
@@ -20,6 +21,7 @@ if TYPE_CHECKING:
     from callscribe.delivery.outbox import WebhookDispatcher
     from callscribe.delivery.persister import Persister
     from callscribe.delivery.retention import RetentionSweeper
+    from callscribe.ingest.limits import ConnectionLimits
     from callscribe.store import Store
 
 
@@ -41,12 +43,23 @@ class Services:
     persister: Persister | None = None
     fanout: FanoutHub | None = None
     retention: RetentionSweeper | None = None
+    connections: ConnectionLimits | None = None  # media sockets held (ingest/limits.py)
+    token_uses: TokenUses = field(default_factory=TokenUses)  # stream tokens bound at first use
+    # Sockets that have something to tell their peer before a shutdown closes them (ASAPP's 5001).
+    drainers: set[Callable[[], Awaitable[None]]] = field(default_factory=set)
     ready: asyncio.Event = field(default_factory=asyncio.Event)
     load_error: str | None = None
 
 
 
     # The parts the lifespan starts before the first request; typed accessors for routes.
+
+    async def drain(self) -> None:
+        """SIGTERM: refuse new legs and media, and let sockets tell their peers, before the
+        server closes every connection (their calls' last utterances are then decoded and stored)."""
+        if self.registry is not None:
+            self.registry.draining = True
+        await asyncio.gather(*(drain() for drain in list(self.drainers)), return_exceptions=True)
 
     def get_store(self) -> Store:
         if self.store is None:

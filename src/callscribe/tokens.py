@@ -21,7 +21,7 @@ import secrets
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Hashable
 
 from callscribe.secretfiles import load_or_create
 
@@ -87,6 +87,30 @@ class TokenSigner:
 def load_or_create_secret(data_dir: Path) -> bytes:
     """The installation's token secret, made on first use."""
     return bytes.fromhex(load_or_create(Path(data_dir) / _SECRET_FILE, lambda: secrets.token_hex(32)))
+
+
+class TokenUses:
+    """The first use of a stream token binds it (to a call, a call's track, a speaker): a URL that
+    leaked cannot be used to claim another call or another speaker of the same call while it is
+    valid. Reconnects with the same binding are allowed."""
+
+    MAX_ENTRIES = 100_000
+
+    def __init__(self) -> None:
+        self._uses: dict[bytes, tuple[Hashable, float]] = {}
+        self._lock = threading.Lock()
+
+    def bind(self, token: str, binding: Hashable, ttl_s: float) -> bool:
+        key = hashlib.sha256(token.encode()).digest()
+        now = time.monotonic()
+        with self._lock:
+            if len(self._uses) >= self.MAX_ENTRIES:
+                self._uses = {k: v for k, v in self._uses.items() if v[1] > now}
+            current = self._uses.get(key)
+            if current is not None and current[1] > now:
+                return current[0] == binding
+            self._uses[key] = (binding, now + ttl_s)
+            return True
 
 
 _signers: dict[str, TokenSigner] = {}

@@ -33,13 +33,15 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
-from callscribe.api.asapp_wire import ROLES, SURFACE, summary, track_participants
+from callscribe.api.asapp_wire import ROLES, SURFACE, track_participants
 from callscribe.api.errors import ApiError
 from callscribe.api.limits import authorize, limits_of, read_json
 from callscribe.calls.leg import StreamParams
+from callscribe.calls.media import MAX_EXTERNAL_ID, valid_id
 from callscribe.calls.redaction import REDACTION_OUTPUTS
-from callscribe.calls.registry import (AlreadyStarted, AlreadyStopped, CallNotFound, CallRegistry, MediaEnding,
-                                       NoCapacity, NotReady, SourceFailed, UnsupportedLanguage)
+from callscribe.calls.registry import (AlreadyStarted, AlreadyStopped, BadIdentity, CallNotFound, CallRegistry,
+                                       MediaEnding, NoCapacity, NotReady, ShuttingDown, SourceFailed,
+                                       UnsupportedLanguage)
 
 router = APIRouter(tags=["ASAPP media gateway"])
 
@@ -47,7 +49,7 @@ NAMESPACES = ("siprec", "twilio", "amazonconnect", "genesysaudiohook")
 SERVED_NAMESPACES = ("twilio",)  # the namespaces whose media this server takes today
 MEDIA_LINE_ORDERS = ("CUSTOMER_FIRST", "AGENT_FIRST")
 START_SELECTORS = ("NOW", "FRAGMENT_NUMBER")
-_GUID = re.compile(r"^[\x21-\x7e]{1,256}$")  # printable ASCII, no spaces: every vendor's call id fits
+_GUID = re.compile(r"^[\x21-\x7e]{1,255}$")  # printable ASCII, no spaces: every vendor's call id fits
 OK = {"code": 1000, "description": "OK"}
 
 
@@ -84,7 +86,7 @@ def _call_target(body: Any) -> tuple[str, str]:
         raise _bad("400-201", f"namespace {namespace} is not supported by this server yet "
                               f"(supported: {', '.join(SERVED_NAMESPACES)})")
     if not _GUID.match(guid):
-        raise _bad("400-201", "guid must be 1 to 256 printable characters without spaces")
+        raise _bad("400-201", "guid must be 1 to 255 printable characters without spaces")
     return namespace, guid
 
 
@@ -93,6 +95,9 @@ def parse_start(body: Any) -> tuple[str, str, StreamParams]:
     namespace, guid = _call_target(body)
     customer_id = _field(body, "customerId", str, "", required=True)
     agent_id = _field(body, "agentId", str, "", required=True)
+    for name, value in (("customerId", customer_id), ("agentId", agent_id)):
+        if not valid_id(value, MAX_EXTERNAL_ID):
+            raise _bad("400-01", f"{name} must be 1 to {MAX_EXTERNAL_ID} printable characters")
 
     at = _field(body, "autotranscribeParams", dict, "", default={})
     language = _field(at, "language", str, "autotranscribeParams.", default="en-US")
@@ -173,6 +178,10 @@ async def start_streaming(request: Request) -> JSONResponse:
             raise ApiError(409, "409-203", "The call's media is ending") from None
         except (NoCapacity, NotReady):
             raise ApiError(503, "503-01", "No transcription capacity available") from None
+        except ShuttingDown:
+            raise ApiError(503, "503-01", "The server is shutting down") from None
+        except BadIdentity as exc:
+            raise ApiError(400, "400-01", str(exc)) from None
         except SourceFailed as exc:
             raise ApiError(500, "500-201", f"The call's media could not be fetched: {exc}") from None
     return JSONResponse({"isOk": True, "autotranscribeResponse": {
@@ -197,5 +206,5 @@ async def stop_streaming(request: Request) -> JSONResponse:
         except AlreadyStopped:
             raise ApiError(409, "409-201", "Transcription already stopped") from None
     return JSONResponse({"isOk": True, "autotranscribeResponse": {
-        leg.role: {"streamId": leg.stream_id, "status": OK, "summary": summary(leg.summary())}
+        leg.role: {"streamId": leg.stream_id, "status": OK, "summary": leg.summary().as_camel()}
         for leg in legs.values()}})

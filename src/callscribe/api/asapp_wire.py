@@ -26,7 +26,7 @@ from __future__ import annotations
 from typing import Any
 
 from callscribe.api.errors import callscribe_shape
-from callscribe.calls.events import CallEvent, StreamSummary, UtteranceEvent
+from callscribe.calls.events import CallEvent, UtteranceEvent
 from callscribe.calls.media import Participant
 from callscribe.delivery.webhook import WebhookMessage, encode, message_id, ordering_key
 
@@ -34,11 +34,6 @@ SURFACE = "asapp"
 PATH_PREFIXES = ("/mg-autotranscribe/", "/autotranscribe/", "/conversation/")
 ROLES = ("customer", "agent")
 error_shape = callscribe_shape  # callscribe's own error shape is ASAPP's
-
-
-def summary(s: StreamSummary) -> dict[str, int]:
-    return {"totalAudioBytes": s.total_audio_bytes, "audioDurationMs": s.audio_duration_ms,
-            "streamingSeconds": s.streaming_seconds, "transcripts": s.transcripts}
 
 
 def track_participants(namespace: str, *, track_map: dict[str, str], media_line_order: str,

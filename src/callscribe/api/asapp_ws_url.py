@@ -11,6 +11,7 @@ from fastapi import APIRouter, Request
 
 from callscribe.api.errors import ApiError
 from callscribe.api.limits import authorize, read_json
+from callscribe.calls.media import MAX_GUID, valid_id
 from callscribe.urls import asapp_stream_url
 
 router = APIRouter(tags=["ASAPP direct WebSocket"])
@@ -26,6 +27,6 @@ async def streaming_url(request: Request) -> dict[str, str]:
         if not isinstance(body, dict):
             raise ApiError(400, "400-01", "Request body must be a JSON object")
         external_id = body.get("externalId")
-        if external_id is not None and (not isinstance(external_id, str) or not 0 < len(external_id) <= 256):
-            raise ApiError(400, "400-01", "externalId must be a string of 1 to 256 characters")
+        if external_id is not None and not valid_id(external_id, MAX_GUID):
+            raise ApiError(400, "400-01", f"externalId must be a string of 1 to {MAX_GUID} printable characters")
     return {"streamingUrl": asapp_stream_url(settings, key.tenant, external_id)}

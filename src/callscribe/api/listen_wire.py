@@ -30,8 +30,8 @@ from callscribe.api.errors import new_request_id
 from callscribe.api.limits import limits_of
 from callscribe.calls.events import CallEvent, UtteranceEvent
 from callscribe.calls.leg import StreamParams
-from callscribe.calls.media import MediaRefused, Participant, TrackSpec
-from callscribe.calls.registry import NoCapacity, NotReady, UnsupportedLanguage
+from callscribe.calls.media import MAX_GUID, MediaRefused, Participant, TrackSpec, valid_id
+from callscribe.calls.registry import NoCapacity, NotReady, ShuttingDown, UnsupportedLanguage
 from callscribe.config import ApiKey
 from callscribe.delivery.webhook import WebhookMessage, encode, message_id, ordering_key
 from callscribe.ingest.listen_messages import ModelInfo, results
@@ -94,11 +94,12 @@ def admit(app: Any, credentials: tuple[str | None, str | None], query: Sequence[
 
 
 def call_guid(registry: Any, tenant: str, opts: ListenOptions, request_id: str) -> str:
-    """The request's call: named by its first `tag` unless a call of that name is still in the
-    registry (tags are labels a client may put on every request: one must not join or block
+    """The request's call: named by its first `tag` (when the store can keep it as a call id) unless a
+    call of that name is still in the registry (tags are labels a client may put on every request: one must not join or block
     another), else by the request id."""
-    if opts.tags and registry.find(tenant, opts.tags[0], NAMESPACE) is None:
-        return opts.tags[0]
+    tag = opts.tags[0] if opts.tags else None
+    if valid_id(tag, MAX_GUID) and registry.find(tenant, tag, NAMESPACE) is None:
+        return tag
     return request_id
 
 
@@ -108,6 +109,8 @@ def refusal(exc: Exception) -> Denied:
         return Denied(400, "No such model/language/tier combination found.")
     if isinstance(exc, NotReady):
         return Denied(503, "The speech model is still loading.")
+    if isinstance(exc, ShuttingDown):
+        return Denied(503, "The service is shutting down.")
     if isinstance(exc, NoCapacity):
         return Denied(429, "Too many concurrent requests: no transcription capacity.")
     if isinstance(exc, MediaRefused):

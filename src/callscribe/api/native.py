@@ -21,6 +21,7 @@ import logging
 from dataclasses import asdict
 from datetime import datetime, timezone
 from pathlib import Path
+from urllib.parse import quote
 from typing import Any, Mapping
 
 from fastapi import APIRouter, Query, Request, WebSocket, WebSocketDisconnect
@@ -74,13 +75,6 @@ async def _registry(services: Any, method: str, *args: Any) -> Any:
 # Wire shapes ------------------------------------------------------------------------------------
 
 
-def summary_json(s: StreamSummary | None) -> dict[str, int] | None:
-    if s is None:
-        return None
-    return {"totalAudioBytes": s.total_audio_bytes, "audioDurationMs": s.audio_duration_ms,
-            "streamingSeconds": s.streaming_seconds, "transcripts": s.transcripts}
-
-
 def call_json(c: CallRecord) -> dict[str, Any]:
     return {"callId": c.call_id, "guid": c.guid, "namespace": c.namespace, "state": c.state,
             "createdAt": iso(c.created_at), "endedAt": iso(c.ended_at), "lastSeq": c.last_seq}
@@ -90,7 +84,7 @@ def interval_json(i: IntervalRecord) -> dict[str, Any]:
     return {"streamId": i.stream_id, "participant": i.participant, "participantName": i.participant_name,
             "role": i.role, "externalId": i.external_id, "startedAt": iso(i.started_at),
             "stoppedAt": iso(i.stopped_at), "redactionOutput": i.redaction_output, "detailedToken": i.detailed_token,
-            "audioRecordingAllowed": i.audio_recording_allowed, "params": i.params, "summary": summary_json(i.summary)}
+            "audioRecordingAllowed": i.audio_recording_allowed, "params": i.params, "summary": i.summary.as_camel() if i.summary else None}
 
 
 def detail_json(d: CallDetail) -> dict[str, Any]:
@@ -123,7 +117,7 @@ def _live_json(snapshot: dict[str, Any] | None) -> dict[str, Any] | None:
     for leg in snapshot.get("legs", []):
         s = leg.get("summary")
         if isinstance(s, dict) and "total_audio_bytes" in s:
-            leg["summary"] = summary_json(StreamSummary(**s))
+            leg["summary"] = StreamSummary(**s).as_camel()
     return snapshot
 
 
@@ -180,7 +174,7 @@ async def get_call(request: Request, guid: str) -> dict:
     out = _merge(stored, live)
     out.setdefault("streams", [])
     for rec in out.setdefault("recordings", []):
-        rec["url"] = f"/v1/calls/{guid}/recordings/{rec['streamId']}/{rec['participant']}.wav"
+        rec["url"] = f"/v1/calls/{quote(guid, safe='')}/recordings/{rec['streamId']}/{quote(rec['participant'], safe='')}.wav"
     legs: dict[str, dict] = {}
     for s in out["streams"]:  # the latest interval of each participant names its leg
         legs[s["participant"]] = {"participant": s["participant"], "role": s["role"], "externalId": s["externalId"],

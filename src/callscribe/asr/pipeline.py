@@ -18,6 +18,7 @@ import numpy as np
 from callscribe.asr.segmenter import FRAME, Cut, Segmenter, SegmenterConfig
 from callscribe.asr.types import TranscriptEvent, Word
 from callscribe.asr.vad import VadStream
+from callscribe.audio.rates import MODEL_RATE
 from callscribe.audio.resample import StreamResampler
 
 if TYPE_CHECKING:
@@ -97,10 +98,12 @@ class LegPipeline:
                 self._resampler = None
                 if tail.size:
                     self._consume(tail)
-            if self._pending.size:
+            padded_ms = 0
+            if self._pending.size:  # the last part-frame is padded to a whole one, which takes time too
+                padded_ms = (FRAME - self._pending.size) * 1000 // MODEL_RATE
                 self._consume(np.zeros(FRAME - self._pending.size, dtype=np.float32))
             self._submit(self._seg.flush())
-            self._skipped_ms += ms
+            self._skipped_ms += max(0, ms - padded_ms)
 
     def _consume(self, audio: np.ndarray) -> None:
         if self._pending.size:

@@ -1,10 +1,8 @@
 """One call: its media sessions, tracks, streaming intervals and the events it publishes.
 
-Everything here runs on the event loop, except the engine's on_event callbacks, which hop onto the
-loop with call_soon_threadsafe. Events go through one queue per call so that every event of a call
-gets the next sequence number in the order it is published, and so a stop can wait until the last
-final of its interval has been published. Legs are keyed by participant id: a call may have any
-number of participants, each on its own track.
+Everything here runs on the event loop. What the call publishes (state changes, and transcripts
+redacted on their way out) goes through its CallEvents (calls/transcripts.py). Legs are keyed by
+participant id: a call may have any number of participants, each on its own track.
 """
 
 from __future__ import annotations
@@ -19,12 +17,11 @@ from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import numpy as np
 
-from callscribe.asr.types import TranscriptEvent
-from callscribe.calls.events import CallRef, CallStateEvent, EventBus, UtteranceEvent, utcnow
+from callscribe.calls.events import CallRef, EventBus, utcnow
 from callscribe.calls.leg import Leg, StreamParams, Track
 from callscribe.calls.media import Participant, PulledSource, TrackSpec
 from callscribe.calls.recording import LegRecorder
-from callscribe.calls.redaction import CallRedaction, Shown
+from callscribe.calls.transcripts import CallEvents
 
 if TYPE_CHECKING:
     from callscribe.asr.scheduler import AsrScheduler
@@ -33,6 +30,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 DRAIN_TIMEOUT_S = 120.0  # how long a stop waits for the engine's last finals
+SHORT_GAP_MS = 100  # a gap up to this (and the frame after it) is a lost packet, bridged with silence
 
 
 class NoCapacity(Exception):
@@ -47,6 +45,7 @@ class CallContext:
     scheduler: Callable[[], "AsrScheduler | None"]  # None before the model is loaded
     data_dir: Path
     metrics: "Metrics | None" = None
+    max_recording_s: float = 4 * 3600.0
 
 
 class MediaSession:
@@ -68,8 +67,7 @@ class MediaSession:
         self.call.feed(self, track, pcm, sample_rate, timestamp_ms)
 
     async def event(self, name: str, data: dict[str, Any]) -> None:
-        self.call.protocol_events.append({"name": name, "data": data, "at": time.time()})
-        del self.call.protocol_events[:-100]  # keep the latest few for the state view
+        self.call.protocol_event(name, data)
 
     async def end(self, reason: str) -> None:
         if not self.ended:
@@ -88,7 +86,11 @@ class Call:
         self.last_legs: dict[str, Leg] = {}  # the latest closed leg of each participant
         self.unacked: dict[str, Leg] = {}  # legs closed by hang-up that no stop has reported yet
         self.params: StreamParams | None = None
-        self.selected: set[str] | None = None  # participants the open interval covers (None: all)
+        # Who joins the open interval when their media connects: everyone (after a start for all
+        # participants) but those stopped one by one; nobody after starts that named participants.
+        self.auto_join = False
+        self.excluded: set[str] = set()
+        self._joins: set[asyncio.Task[None]] = set()
         self.media_state = "pending"  # pending (no media yet) | connected | ended
         self.created_at = utcnow()
         self.ended_at: float | None = None  # monotonic, for retention
@@ -96,12 +98,8 @@ class Call:
         self.intervals = 0
         self.lock = asyncio.Lock()  # serialises start, stop and hang-up
         self.ending = 0  # media ends being processed
-        self.redaction = CallRedaction()
         self.protocol_events: list[dict[str, Any]] = []
-        self._seq = 0
-        self._loop = asyncio.get_running_loop()
-        self._queue: asyncio.Queue[tuple[Leg, TranscriptEvent]] = asyncio.Queue()
-        self._pump = asyncio.create_task(self._run_pump(), name=f"call-{ref.call_id}")
+        self.events = CallEvents(ref, ctx.bus, ctx.metrics)
 
     # -- state -----------------------------------------------------------------------------------
 
@@ -114,8 +112,7 @@ class Call:
         return bool(self.legs)
 
     def publish_state(self, state: str, data: dict[str, Any]) -> None:
-        self._seq += 1
-        self.ctx.bus.publish(CallStateEvent(self.ref, self._seq, state, data))
+        self.events.state(state, data, self.params.surface if self.params is not None else "")
 
     # -- media -----------------------------------------------------------------------------------
 
@@ -129,7 +126,19 @@ class Call:
         self.publish_state("media-connected", {
             "tracks": list(session.tracks), "source": session.source, "metadata": metadata or {},
             "participants": {name: p.id for name in session.tracks if (p := self.tracks[name].participant)}})
-        self._join_open_interval(session)
+        if self.auto_join and self.legs:
+            # Under the call's lock, so a start, stop or hang-up in progress finishes first.
+            task = asyncio.create_task(self._join_open_interval(session), name=f"join-{self.ref.call_id}")
+            self._joins.add(task)
+            task.add_done_callback(self._joins.discard)
+
+    def protocol_event(self, name: str, data: dict[str, Any]) -> None:
+        """Keep the latest few protocol events for the state view. Keyed digits are as sensitive as
+        spoken ones (a card number typed on the keypad): masked unless the call is unredacted."""
+        if name == "dtmf" and (self.params is None or self.params.redaction_output != "unredacted"):
+            data = {**data, "digit": "#"}
+        self.protocol_events.append({"name": name, "data": data, "at": time.time()})
+        del self.protocol_events[:-100]
 
     def live_tracks(self) -> list[str]:
         return [t.name for t in self.tracks.values() if t.session is not None and not t.session.ended]
@@ -144,24 +153,30 @@ class Call:
         track.base_ms = track.position_ms  # session timestamps count from here
         return track
 
-    def _join_open_interval(self, session: MediaSession) -> None:
-        """Tracks that connect while transcription is on join the open interval (a participant who
-        joins a meeting late, a leg whose media reconnected)."""
-        if self.params is None or not self.legs:
-            return
-        plan = self.plan(self.params, None, only=list(session.tracks))
-        for pid, (participant, track) in plan.items():
-            if pid in self.legs:
-                current = self.legs[pid].track
-                if current is None or current.session is None:
-                    self._attach(self.legs[pid], track)
-                continue
-            if self.selected is not None and pid not in self.selected:
-                continue
-            try:
-                self._open({pid: (participant, track)}, self.params)
-            except NoCapacity:
-                log.warning("call %s: no capacity for participant %s who joined", self.ref.call_id, pid)
+    async def _join_open_interval(self, session: MediaSession) -> None:
+        """Tracks that connect while transcription is on for everyone join the open interval (a
+        participant who joins a meeting late, a leg whose media reconnected), within capacity."""
+        try:
+            async with self.lock:
+                if session.ended or self.params is None or not self.legs or not self.auto_join:
+                    return
+                plan = {pid: entry for pid, entry in self.plan(self.params, None, only=list(session.tracks)).items()
+                        if pid not in self.legs and pid not in self.excluded}
+                scheduler = self.ctx.scheduler()
+                if plan and (scheduler is None or not scheduler.can_admit(len(plan))):
+                    log.warning("call %s: no capacity for %s, who joined", self.ref.call_id, ", ".join(plan))
+                    if self.ctx.metrics is not None:
+                        self.ctx.metrics.refused.inc()
+                    return
+                if plan:
+                    self._open(plan, self.params)
+        except Exception:  # the media goes on untranscribed; the adapter's session is unaffected
+            log.exception("call %s: joining the open interval failed", self.ref.call_id)
+
+    async def joined(self) -> None:
+        """Return once the joins of media connected so far are settled."""
+        while self._joins:
+            await asyncio.gather(*list(self._joins), return_exceptions=True)
 
     def feed(self, session: MediaSession, name: str, pcm: np.ndarray, rate: int, timestamp_ms: int | None) -> None:
         track = self.tracks.get(name)
@@ -175,12 +190,27 @@ class Call:
             return
         if timestamp_ms is not None:
             gap = track.base_ms + timestamp_ms - track.position_ms
-            if gap >= 1:  # the timeline skips the gap; nothing is made up to fill it
-                track.position_ms += gap
-                leg = track.leg
-                if leg is not None and leg.accepting and leg.pipeline is not None:
-                    leg.pipeline.gap(int(gap))
+            if gap >= 1:
+                self._skip(track, gap, Fraction(len(pcm) * 1000, rate), rate)
         self._ingest(track, pcm, rate)
+
+    def _skip(self, track: Track, gap: Fraction, frame_ms: Fraction, rate: int) -> None:
+        """A gap in a track's media. A lost packet or two (no longer than the frame that follows, so
+        a peer cannot multiply what it sends) is bridged with silence, so the utterance it fell in
+        carries on; a longer gap moves the timeline on and ends any utterance in progress, with
+        nothing made up for it."""
+        track.position_ms += gap
+        leg = track.leg
+        if leg is None or not leg.accepting:
+            return
+        if gap <= min(frame_ms, Fraction(SHORT_GAP_MS)):
+            silence = np.zeros(int(gap * rate / 1000), dtype=np.int16)
+            if leg.pipeline is not None:
+                leg.pipeline.feed(silence, rate)
+            if leg.recorder is not None:
+                leg.recorder.write(silence, rate)
+        elif leg.pipeline is not None:
+            leg.pipeline.gap(int(gap))
 
     def _ingest(self, track: Track, pcm: np.ndarray, rate: int) -> None:
         ms = Fraction(len(pcm) * 1000, rate)
@@ -248,11 +278,11 @@ class Call:
         self.params = params
         self.unacked = {}
         if participants is None:
-            self.selected = None
-        elif self.legs and self.selected is not None:
-            self.selected |= set(participants)
+            self.auto_join, self.excluded = True, set()
+        elif self.legs:
+            self.excluded -= set(participants)  # a restart of some within an interval for everyone
         else:
-            self.selected = set(participants)
+            self.auto_join = False
         opened = self._open(plan, params)
         self.intervals += 1
         return opened
@@ -263,7 +293,8 @@ class Call:
             for pid, (participant, track) in plan.items():
                 leg = Leg(participant, params)
                 if params.audio_recording_allowed:
-                    leg.recorder = LegRecorder(self.ctx.data_dir, self.ref.tenant, self.ref.call_id, pid, leg.stream_id)
+                    leg.recorder = LegRecorder(self.ctx.data_dir, self.ref.tenant, self.ref.call_id, pid, leg.stream_id,
+                                               max_seconds=self.ctx.max_recording_s)
                 opened[pid] = leg
                 self._attach(leg, track)
         except Exception:
@@ -286,17 +317,9 @@ class Call:
         scheduler = self.ctx.scheduler()
         if scheduler is None:
             raise NoCapacity()
-        loop = self._loop
-
-        def on_event(event: TranscriptEvent) -> None:  # called from an engine worker thread
-            try:
-                loop.call_soon_threadsafe(self._queue.put_nowait, (leg, event))
-            except RuntimeError:
-                pass  # the loop is closing
-
         own = {"endpoint_silence_ms": leg.params.endpoint_silence_ms} if leg.params.endpoint_silence_ms else {}
-        leg.pipeline = scheduler.open_leg(on_event, origin_ms=int(track.position_ms), partials=leg.params.partials,
-                                          **own)
+        leg.pipeline = scheduler.open_leg(self.events.receiver(leg), origin_ms=int(track.position_ms),
+                                          partials=leg.params.partials, **own)
         leg.track = track
         leg.utterance_base = track.next_utterance
         track.leg = leg
@@ -321,16 +344,15 @@ class Call:
             for fut in done:
                 if not fut.cancelled() and fut.exception() is not None:
                     log.error("call %s: pipeline close failed: %r", self.ref.call_id, fut.exception())
-        await asyncio.sleep(0)  # let the engine's last on_event hops land in the queue
-        await self._queue.join()
+        await self.events.drain()
         for pid, leg in legs.items():
             if leg.track is not None and leg.track.leg is leg:
                 leg.track.leg = None
             leg.closed = True
             del self.legs[pid]
             self.last_legs[pid] = leg
-        if self.selected is not None:
-            self.selected -= set(legs)
+        if self.legs and reason == "stop":
+            self.excluded |= set(legs)  # stopped one by one: they do not rejoin on reconnect
         if self.ctx.metrics is not None:
             self.ctx.metrics.active_legs.dec(len(legs))
         self.publish_state("streaming-stopped", {
@@ -344,58 +366,8 @@ class Call:
                 self.publish_state("recording-saved", {
                     "participant": pid, "role": leg.role, "stream_id": leg.stream_id,
                     "path": str(leg.recorder.relative_path), "duration_ms": leg.recorder.duration_ms,
-                    "sample_rate": leg.recorder.sample_rate})
+                    "sample_rate": leg.recorder.sample_rate, "end_reason": leg.recorder.end_reason or "stop"})
         return legs
-
-    # -- transcripts -------------------------------------------------------------------------------
-
-    async def _run_pump(self) -> None:
-        while True:
-            leg, event = await self._queue.get()
-            try:
-                await self._publish_transcript(leg, event)
-            except Exception:
-                log.exception("call %s: publishing a transcript failed", self.ref.call_id)
-            finally:
-                self._queue.task_done()
-
-    async def _publish_transcript(self, leg: Leg, ev: TranscriptEvent) -> None:
-        if leg.closed:
-            return  # a leftover of an interval that is over
-        mode = leg.params.redaction_output
-        utterance = leg.utterance_base + ev.utterance
-        # Redaction runs inline: about 0.1 ms a final (measured), cheaper than any hop to a thread pool.
-        if ev.kind == "final":
-            shown = self.redaction.final(ev.text, ev.words, leg.id, mode, leg.params.detailed_token,
-                                         leg.params.redaction_policy)
-            if leg.track is not None:
-                leg.track.next_utterance = max(leg.track.next_utterance, utterance + 1)
-        else:
-            if not leg.active:
-                return  # partials after a stop are noise
-            shown = self.redaction.partial(ev.text, leg.id, mode, leg.params.redaction_policy)
-        if shown is None:
-            return
-        if ev.kind == "final" and not shown.text.strip():
-            # Noise after all: withdraw the partial subscribers were shown (an empty partial), so
-            # no live view is left with words that never become a final.
-            if leg.partial_shown != utterance:
-                return
-            ev = TranscriptEvent("partial", ev.utterance, ev.start_ms, ev.end_ms, "")
-            shown = Shown("")
-        leg.partial_shown = utterance if ev.kind == "partial" and shown.text else None
-        if ev.kind == "final":
-            leg.transcripts += 1
-            if self.ctx.metrics is not None:
-                self.ctx.metrics.finals.inc()
-        elif self.ctx.metrics is not None:
-            self.ctx.metrics.partials.inc()
-        self._seq += 1
-        self.ctx.bus.publish(UtteranceEvent(
-            call=self.ref, seq=self._seq, kind=ev.kind, role=leg.role, external_id=leg.external_id,
-            stream_id=leg.stream_id, utterance=utterance, start_ms=ev.start_ms, end_ms=ev.end_ms,
-            text=shown.text, unredacted_text=shown.unredacted_text, words=shown.words, redaction_output=mode,
-            participant=leg.id, participant_name=leg.participant.name, surface=leg.params.surface))
 
     # -- views -------------------------------------------------------------------------------------
 
@@ -406,7 +378,7 @@ class Call:
             "call_id": self.ref.call_id, "tenant": self.ref.tenant, "namespace": self.ref.namespace,
             "guid": self.ref.guid, "media": self.media_state, "streaming": self.streaming,
             "state": "streaming" if self.streaming else self.media_state,
-            "created_at": self.created_at.isoformat(), "intervals": self.intervals, "last_seq": self._seq,
+            "created_at": self.created_at.isoformat(), "intervals": self.intervals, "last_seq": self.events.seq,
             "tracks": [t.snapshot() for t in self.tracks.values()],
             "legs": [legs[p] for p in sorted(legs)],
             "protocol_events": list(self.protocol_events[-20:]),
@@ -417,11 +389,20 @@ class Call:
         for source in sources:
             await _stop_source(source)
 
+    async def stop_source(self, source: PulledSource) -> None:
+        if source in self.sources:
+            self.sources.remove(source)
+        await _stop_source(source)
+
     def discard(self) -> None:
-        self._pump.cancel()
-        for source in self.sources:
-            asyncio.create_task(_stop_source(source))
-        self.sources = []
+        """Drop the call (it outlived its retention). Pulls still running are stopped in the background."""
+        self.events.close()
+        for join in self._joins:
+            join.cancel()
+        if self.sources:
+            task = asyncio.create_task(self.stop_sources(), name=f"stop-sources-{self.ref.call_id}")
+            _background.add(task)
+            task.add_done_callback(_background.discard)
         for leg in self.legs.values():
             leg.stop_clock()
             if leg.pipeline is not None:
@@ -431,6 +412,9 @@ class Call:
                     log.exception("closing a pipeline of a dropped call failed")
             if leg.recorder is not None:
                 leg.recorder.close()
+
+
+_background: set[asyncio.Task[None]] = set()  # kept referenced until done
 
 
 async def _stop_source(source: PulledSource) -> None:

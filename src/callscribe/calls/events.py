@@ -83,6 +83,11 @@ class StreamSummary:
         return {"total_audio_bytes": self.total_audio_bytes, "audio_duration_ms": self.audio_duration_ms,
                 "streaming_seconds": self.streaming_seconds, "transcripts": self.transcripts}
 
+    def as_camel(self) -> dict[str, int]:
+        """The form ASAPP's summaries take, which callscribe's own API shows too."""
+        return {"totalAudioBytes": self.total_audio_bytes, "audioDurationMs": self.audio_duration_ms,
+                "streamingSeconds": self.streaming_seconds, "transcripts": self.transcripts}
+
 
 @dataclass(frozen=True)
 class CallStateEvent:
@@ -108,6 +113,7 @@ class CallStateEvent:
     state: str
     data: dict[str, Any] = field(default_factory=dict)
     created_at: datetime = field(default_factory=utcnow)
+    surface: str = ""  # the control surface of the call's latest interval ("" before any start)
 
 
 CallEvent = Union[UtteranceEvent, CallStateEvent]

@@ -15,9 +15,34 @@ surface that starts the call hands it to the registry, which starts it and stops
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Protocol, Sequence
+from typing import Any, Protocol, Sequence, TypeGuard
 
 import numpy as np
+
+
+# What the store's columns hold; the registry refuses identities that do not fit, so every surface's
+# validators and the database agree (a call whose row cannot be written would lose its transcripts).
+MAX_GUID = 255
+MAX_PARTICIPANT_ID = 128
+MAX_ROLE = 64
+MAX_EXTERNAL_ID = 255
+
+
+def valid_id(value: object, max_len: int) -> TypeGuard[str]:
+    """A non-empty string of at most `max_len` printable characters (no NUL or control characters)."""
+    return isinstance(value, str) and 0 < len(value) <= max_len and value.isprintable()
+
+
+def identity_problem(guid: str, participants: "list[Participant]") -> str | None:
+    """Why these identities cannot be kept, or None."""
+    if not valid_id(guid, MAX_GUID):
+        return f"call id must be 1 to {MAX_GUID} printable characters"
+    for p in participants:
+        if not valid_id(p.id, MAX_PARTICIPANT_ID) or not valid_id(p.role, MAX_ROLE):
+            return f"participant ids must be 1 to {MAX_PARTICIPANT_ID} printable characters"
+        if p.external_id and not valid_id(p.external_id, MAX_EXTERNAL_ID):
+            return f"external ids must be at most {MAX_EXTERNAL_ID} printable characters"
+    return None
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,8 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence
 from callscribe.calls.call import Call, CallContext, MediaSession, NoCapacity
 from callscribe.calls.events import CallRef, EventBus
 from callscribe.calls.leg import Leg, StreamParams
-from callscribe.calls.media import MediaRefused, PulledSource, TrackSpec, track_specs
+from callscribe.calls.media import (MAX_EXTERNAL_ID, MAX_PARTICIPANT_ID, MediaRefused, PulledSource, TrackSpec, identity_problem,
+                                   track_specs, valid_id)
 
 if TYPE_CHECKING:
     from callscribe.asr.scheduler import AsrScheduler
@@ -28,6 +29,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 Key = tuple[str, str, str]  # tenant, namespace, guid
+SOURCE_START_TIMEOUT_S = 30.0  # a pulled source that has no media by then is reported as failed
 
 
 class RegistryError(Exception):
@@ -58,12 +60,21 @@ class UnsupportedLanguage(RegistryError):
     pass
 
 
+class BadIdentity(RegistryError):
+    """A call id, participant or external id that cannot be kept (too long, control characters)."""
+
+
+class ShuttingDown(RegistryError):
+    """The server is draining before it stops: no new legs or media."""
+
+
 class SourceFailed(RegistryError):
     """A pulled source could not connect its media; the message says why."""
 
 
 __all__ = ["CallRegistry", "RegistryError", "CallNotFound", "AlreadyStarted", "AlreadyStopped",
-           "MediaEnding", "NoCapacity", "NotReady", "UnsupportedLanguage", "SourceFailed", "StreamParams"]
+           "MediaEnding", "NoCapacity", "NotReady", "UnsupportedLanguage", "SourceFailed", "ShuttingDown", "BadIdentity",
+           "StreamParams"]
 
 
 class CallRegistry:
@@ -71,12 +82,14 @@ class CallRegistry:
 
     def __init__(self, bus: EventBus, scheduler: Callable[[], "AsrScheduler | None"], data_dir: Path, *,
                  languages: Callable[[], Iterable[str] | None] = lambda: None, metrics: "Metrics | None" = None,
-                 retention_s: float = 900.0):
-        self._ctx = CallContext(bus=bus, scheduler=scheduler, data_dir=Path(data_dir), metrics=metrics)
+                 retention_s: float = 900.0, max_recording_s: float = 4 * 3600.0):
+        self._ctx = CallContext(bus=bus, scheduler=scheduler, data_dir=Path(data_dir), metrics=metrics,
+                                max_recording_s=max_recording_s)
         self._languages = languages
         self._calls: dict[Key, Call] = {}
         self._arrived = asyncio.Condition()
         self.retention_s = retention_s
+        self.draining = False  # set at SIGTERM: calls in progress finish, nothing new starts
         self._sweeper: asyncio.Task[None] | None = None
         if metrics is not None:  # read at scrape time, so it is never stale
             metrics.active_calls.set_function(lambda: sum(1 for c in list(self._calls.values()) if c.live))
@@ -127,9 +140,14 @@ class CallRegistry:
     async def media_connected(self, *, tenant: str, namespace: str, guid: str, tracks: Sequence[str | TrackSpec],
                               source: str, metadata: dict[str, Any] | None = None) -> MediaSession:
         key = (tenant, namespace, guid)
+        if self.draining:
+            raise MediaRefused("the server is shutting down", capacity=True)
         specs = track_specs(tracks)
         if not specs:
             raise MediaRefused("media with no tracks")
+        problem = identity_problem(guid, [t.participant for t in specs if t.participant is not None])
+        if problem or not all(valid_id(t.name, MAX_PARTICIPANT_ID) for t in specs):
+            raise MediaRefused(problem or "track names must be short printable strings")
         call = self._calls.get(key)
         if call is None:
             call = self._new_call(key)
@@ -173,38 +191,56 @@ class CallRegistry:
         Waits up to `wait_s` for the call's media. With a `source`, a call that has no live media
         starts it (the source connects the media) and keeps it until the call is discarded.
         Raises CallNotFound, AlreadyStarted, MediaEnding, NoCapacity, NotReady, UnsupportedLanguage,
-        SourceFailed.
+        SourceFailed, ShuttingDown.
         """
+        if self.draining:
+            raise ShuttingDown()
+        problem = identity_problem(guid, list(params.participants.values())) or next(
+            (f"external ids must be at most {MAX_EXTERNAL_ID} printable characters"
+             for v in params.external_ids.values() if v and not valid_id(v, MAX_EXTERNAL_ID)), None)
+        if problem:
+            raise BadIdentity(problem)
         self.check_language(params.language)
         key = (tenant, namespace, guid)
         call = self._calls.get(key)
         if call is not None and call.ending:
             raise MediaEnding(guid)
+        started: PulledSource | None = None
         if (call is None or not call.live) and source is not None:
             call = await self._start_source(key, source)
+            started = source
         if call is None or not call.live:
             call = await self._wait_for_media(key, wait_s) if wait_s > 0 else None
             if call is None or not call.live:
                 raise CallNotFound(guid)
-        async with call.lock:
-            if any(p in call.legs for p in (participants or call.legs)):
-                raise AlreadyStarted(guid)
-            plan = call.plan(params, participants)
-            if not plan:
-                raise CallNotFound(guid)  # media ended while we waited for the lock
-            try:
-                return call.open_legs(params, plan, participants)
-            except NoCapacity:
-                if self._ctx.metrics is not None:
-                    self._ctx.metrics.refused.inc()
-                raise
+        try:
+            async with call.lock:
+                if any(p in call.legs for p in (participants or call.legs)):
+                    raise AlreadyStarted(guid)
+                plan = call.plan(params, participants)
+                if not plan:
+                    raise CallNotFound(guid)  # media ended while we waited for the lock
+                try:
+                    return call.open_legs(params, plan, participants)
+                except NoCapacity:
+                    if self._ctx.metrics is not None:
+                        self._ctx.metrics.refused.inc()
+                    raise
+        except BaseException:
+            if started is not None:  # a pull this start began must not outlive the refusal
+                await call.stop_source(started)
+            raise
 
     async def _start_source(self, key: Key, source: PulledSource) -> Call:
         tenant, namespace, guid = key
         try:
-            await source.start(self, tenant=tenant, namespace=namespace, guid=guid)
+            await asyncio.wait_for(source.start(self, tenant=tenant, namespace=namespace, guid=guid),
+                                   SOURCE_START_TIMEOUT_S)
         except MediaRefused as refused:
             raise SourceFailed(refused.reason) from None
+        except asyncio.TimeoutError:
+            await source.stop()
+            raise SourceFailed(f"the source connected no media in {SOURCE_START_TIMEOUT_S:.0f} s") from None
         call = self._calls.get(key)
         if call is None or not call.live:
             await source.stop()

@@ -161,8 +161,8 @@ class Persister:
         items: list[tuple[CallEvent, NewOutbox | None]] = []
         for event in events:
             outbox = None
-            formatter = self.formatters.get(event.surface) if isinstance(event, UtteranceEvent) else None
-            if self.webhooks_enabled and isinstance(event, UtteranceEvent) and formatter is None:
+            formatter = self.formatters.get(event.surface) if event.surface else None
+            if self.webhooks_enabled and event.surface and formatter is None:
                 if event.surface not in self._unformatted:
                     self._unformatted.add(event.surface)
                     log.error("no webhook format for surface %r: its webhooks are not sent", event.surface)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from datetime import datetime, timezone
 from typing import TYPE_CHECKING
 
 from callscribe.delivery.fanout import FanoutHub
@@ -27,6 +28,9 @@ async def start_delivery(services: Services) -> None:
     settings = services.settings
     store = Store(settings.resolved_database_url)
     await store.start()
+    interrupted = await store.db.write(store.calls.close_interrupted, datetime.now(timezone.utc))
+    if interrupted:
+        log.warning("%d call(s) left open by the last run are closed as interrupted", len(interrupted))
     services.store = store
     services.fanout = FanoutHub(services.bus)
     services.fanout.start()

@@ -23,7 +23,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import time
 import uuid
 from typing import Any
 
@@ -34,11 +33,12 @@ from callscribe import urls
 from callscribe.calls.events import UtteranceEvent
 from callscribe.calls.leg import Leg
 from callscribe.calls.media import MediaCall, MediaRefused, Participant, TrackSpec
-from callscribe.calls.registry import CallRegistry, NoCapacity, NotReady, UnsupportedLanguage
+from callscribe.calls.registry import CallRegistry, NoCapacity, NotReady, ShuttingDown, UnsupportedLanguage
 from callscribe.ingest import asapp_ws_messages as wire
 from callscribe.ingest.asapp_ws_messages import refused
 from callscribe.ingest.backchannel import Backchannel
-from callscribe.ingest.base import AdapterError, Close, WebSocketAdapter, close, json_object, run_session
+from callscribe.ingest.base import (AdapterError, Close, WebSocketAdapter, admit, close, deny, json_object,
+                                    run_session)
 from callscribe.services import Services
 from callscribe.tokens import token_signer
 
@@ -55,10 +55,13 @@ class DirectStream(WebSocketAdapter):
 
     name = "direct stream"
     log = log
-
-    def __init__(self, ws: WebSocket, services: Services, claims: dict[str, Any]):
+    max_message_bytes = 16 << 20  # uvicorn's own frame limit; audio may come in large frames
+    def __init__(self, ws: WebSocket, services: Services, claims: dict[str, Any], token: str = ""):
         assert services.registry is not None  # the route refuses before the registry exists
         self.ws = ws
+        self.token = token
+        self.token_uses = services.token_uses
+        self.drainers = services.drainers
         self.registry: CallRegistry = services.registry
         self.bus = services.bus
         self.tenant: str = claims["tenant"]
@@ -69,9 +72,9 @@ class DirectStream(WebSocketAdapter):
         self.leg: Leg | None = None
         self.backchannel: Backchannel | None = None
         self._odd = b""
-        self._opened = time.monotonic()
         self._send_lock = asyncio.Lock()
         self.start_timeout_s = self.idle_timeout_s = IDLE_TIMEOUT_S
+        self.max_duration_s = min(MAX_STREAM_S, services.settings.max_call_s)
 
     @property
     def label(self) -> str:
@@ -80,6 +83,9 @@ class DirectStream(WebSocketAdapter):
     def timeout_error(self, started: bool, seconds: float) -> AdapterError:
         return refused(4083, "connection idle timeout" if started else "no startStream in time")
 
+    def too_long_error(self, seconds: float) -> AdapterError:
+        return refused(4090, "streaming duration over limit")
+
     async def send(self, payload: dict[str, Any]) -> None:
         async with self._send_lock:
             try:
@@ -87,12 +93,7 @@ class DirectStream(WebSocketAdapter):
             except Exception:  # the peer went away; the session loop will see the disconnect
                 log.debug("send on a closed direct stream", exc_info=True)
 
-    def _check_duration(self) -> None:
-        if time.monotonic() - self._opened > MAX_STREAM_S:
-            raise refused(4090, "streaming duration over limit")
-
     async def on_bytes(self, data: bytes) -> bool:
-        self._check_duration()
         if self.state != "streaming" or self.media is None or self.role is None:
             raise refused(4056, "audio before startStream")
         data = self._odd + data
@@ -104,7 +105,6 @@ class DirectStream(WebSocketAdapter):
         return False
 
     async def on_text(self, text: str) -> bool:
-        self._check_duration()
         try:
             msg = json_object(text)
         except AdapterError as exc:
@@ -129,8 +129,10 @@ class DirectStream(WebSocketAdapter):
 
     async def start(self, msg: dict[str, Any]) -> None:
         role, external_id, params = wire.parse_start(msg)
-        if self.registry is None:
-            raise refused(5002, "no instances available")
+        if self.registry.draining:
+            raise refused(5001, "service shutting down")
+        if not self.token_uses.bind(self.token, (self.guid, role), urls.URL_TTL_S + IDLE_TIMEOUT_S):
+            raise refused(1008, "invalid or expired access token: it was used for another speaker")
         try:
             self.registry.check_language(params.language)
         except UnsupportedLanguage:
@@ -150,6 +152,8 @@ class DirectStream(WebSocketAdapter):
             legs = await self.registry.start_streaming(self.tenant, NAMESPACE, self.guid, params, participants=[role])
         except (NoCapacity, NotReady):
             raise refused(5002, "no instances available") from None
+        except ShuttingDown:
+            raise refused(5001, "service shutting down") from None
         except Exception:
             log.exception("direct stream start failed")
             raise refused(5000, "internal service error") from None
@@ -157,6 +161,7 @@ class DirectStream(WebSocketAdapter):
         self.backchannel.stream_id = self.leg.stream_id
         self.state = "streaming"
         self.started = True
+        self.drainers.add(self.drain)
         await self.send(wire.start_response(self.leg.stream_id))
 
     async def _send_transcript(self, ev: UtteranceEvent) -> None:
@@ -180,9 +185,17 @@ class DirectStream(WebSocketAdapter):
         await self.send(wire.final_response(self.leg.stream_id if self.leg else None, code, description, summary))
 
     async def on_refused(self, error: AdapterError) -> None:
-        await self.finish(error.status or 5000, error.reason)
+        # The base's own refusals (a frame too large, say) are bad messages in ASAPP's words.
+        await self.finish(error.status or (4040 if error.code != Close.INTERNAL else 5000), error.reason)
+
+    async def drain(self) -> None:
+        """The server is stopping: the last finals, then finalResponse 5001, then close."""
+        if self.state == "streaming":
+            await self.finish(5001, "service shutting down")
+            await close(self.ws, Close.NORMAL, "service shutting down")
 
     async def end(self, reason: str) -> None:
+        self.drainers.discard(self.drain)
         self.state = "done"
         try:
             await self._close_leg()
@@ -196,9 +209,17 @@ class DirectStream(WebSocketAdapter):
 @router.websocket(urls.ASAPP_STREAM_PATH)
 async def stream(ws: WebSocket) -> None:
     services = ws.app.state.services
-    claims = token_signer(services.settings).verify(ws.query_params.get("token"), urls.ASAPP_TOKEN_PURPOSE)
+    token = ws.query_params.get("token") or ""
+    claims = token_signer(services.settings).verify(token, urls.ASAPP_TOKEN_PURPOSE)
+    if services.registry is None:
+        await deny(ws, 503, "not ready")
+        return
+    slot = await admit(ws, services.connections)
+    if slot is None:
+        return
     await ws.accept()
     if claims is None:
+        slot.release()
         await close(ws, Close.POLICY, "invalid or expired access token")
         return
-    await run_session(ws, DirectStream(ws, services, claims))
+    await run_session(ws, DirectStream(ws, services, claims, token), slot)

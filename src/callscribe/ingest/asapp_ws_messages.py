@@ -14,6 +14,7 @@ from callscribe.asr.types import Word
 from callscribe.audio.rates import TELEPHONY_RATE
 from callscribe.calls.events import StreamSummary, UtteranceEvent
 from callscribe.calls.leg import StreamParams
+from callscribe.calls.media import MAX_EXTERNAL_ID, valid_id
 from callscribe.calls.redaction import REDACTION_OUTPUTS
 from callscribe.ingest.base import AdapterError, Close
 
@@ -42,8 +43,8 @@ def parse_start(msg: dict[str, Any]) -> tuple[str, str, StreamParams]:
     role, external_id = sender.get("role"), sender.get("externalId")
     if role not in ROLES:
         raise refused(4040, "sender.role must be customer or agent")
-    if not isinstance(external_id, str) or not 0 < len(external_id) <= 256:
-        raise refused(4040, "sender.externalId is required")
+    if not valid_id(external_id, MAX_EXTERNAL_ID):
+        raise refused(4040, f"sender.externalId must be 1 to {MAX_EXTERNAL_ID} printable characters")
     language = msg.get("language", "en-US")
     if not isinstance(language, str):
         raise refused(4040, "language must be a string")
@@ -123,7 +124,5 @@ def start_response(stream_id: str) -> dict[str, Any]:
 
 
 def final_response(stream_id: str | None, code: int, description: str, summary: StreamSummary | None) -> dict[str, Any]:
-    s = summary or StreamSummary(0, 0, 0, 0)
     return {"message": "finalResponse", "streamId": stream_id, "status": status(code, description),
-            "summary": {"totalAudioBytes": s.total_audio_bytes, "audioDurationMs": s.audio_duration_ms,
-                        "streamingSeconds": s.streaming_seconds, "transcripts": s.transcripts}}
+            "summary": (summary or StreamSummary(0, 0, 0, 0)).as_camel()}

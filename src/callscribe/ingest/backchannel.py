@@ -18,17 +18,21 @@ log = logging.getLogger(__name__)
 
 class Backchannel:
     def __init__(self, bus: EventBus, send: Callable[[UtteranceEvent], Awaitable[None]], *,
-                 finals_only: bool = True) -> None:
+                 finals_only: bool = True, match: Callable[[UtteranceEvent], bool] | None = None) -> None:
         self._send = send
         self._finals_only = finals_only
-        self.stream_id: str | None = None  # set once the leg exists; events of other legs are ignored
+        # Which events are this socket's: one leg's (set stream_id once it exists), or any rule
+        # (`match`: a call's participants, across restarts and late joiners).
+        self.stream_id: str | None = None
+        self._match = match
         self._queue: asyncio.Queue[UtteranceEvent] = asyncio.Queue()
         self._unsubscribe = bus.subscribe(self._on_event)
         self._task = asyncio.create_task(self._run(), name="backchannel")
 
     def _on_event(self, event: CallEvent) -> None:
-        if (isinstance(event, UtteranceEvent) and self.stream_id is not None and event.stream_id == self.stream_id
-                and (event.kind == "final" or not self._finals_only)):
+        if not isinstance(event, UtteranceEvent) or (event.kind != "final" and self._finals_only):
+            return
+        if self._match(event) if self._match is not None else event.stream_id == self.stream_id:
             self._queue.put_nowait(event)
 
     async def _run(self) -> None:

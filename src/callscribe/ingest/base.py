@@ -16,6 +16,7 @@ import asyncio
 import json
 import logging
 import time
+import uuid
 from dataclasses import dataclass
 from enum import IntEnum
 from typing import Any
@@ -23,6 +24,8 @@ from typing import Any
 from starlette.exceptions import WebSocketException
 from starlette.responses import JSONResponse
 from starlette.websockets import WebSocket, WebSocketState
+
+from callscribe.ingest.limits import UNLIMITED, ConnectionLimits, Slot
 
 log = logging.getLogger(__name__)
 
@@ -177,8 +180,10 @@ class WebSocketAdapter:
     log = log  # the protocol's logger, so operators can filter one protocol's lines
     start_timeout_s = 15.0  # from the upgrade to a valid start, however many other messages arrive
     idle_timeout_s = 60.0  # between messages once started
+    max_duration_s: float | None = None  # from the start to the end of the session (every protocol has one)
     max_message_bytes = 1 << 20
-    close_code: int = Close.NORMAL  # how a normal end closes the socket
+    close_code: int = Close.NORMAL  # how a normal end closes the socket, and why
+    close_reason = "finished"
 
     started = False
 
@@ -197,6 +202,10 @@ class WebSocketAdapter:
         """What a deadline that passed means in this protocol."""
         return AdapterError(f"no {'message' if started else 'start'} for {seconds:.0f} s", Close.POLICY)
 
+    def too_long_error(self, seconds: float) -> AdapterError:
+        """What the end of the maximum session length means in this protocol."""
+        return AdapterError(f"session longer than the maximum of {seconds:.0f} s", Close.POLICY)
+
     async def on_refused(self, error: AdapterError) -> None:
         """Tell the peer why, in the protocol's own shape, before the socket closes."""
 
@@ -212,53 +221,85 @@ def _disconnect_reason(code: int) -> str:
     return f"connection lost (close code {code})"
 
 
-async def run_session(ws: WebSocket, adapter: WebSocketAdapter) -> None:
+async def admit(ws: WebSocket, limits: ConnectionLimits | None) -> Slot | None:
+    """A slot for this socket under the process's connection limits; None (after refusing the
+    upgrade with 503) when there is none."""
+    slot = (limits or UNLIMITED).take(ws.client.host if ws.client else "unknown")
+    if isinstance(slot, str):
+        log.warning("media socket from %s refused: %s", peer_of(ws), slot)
+        await deny(ws, 503, slot)
+        return None
+    return slot
+
+
+async def run_session(ws: WebSocket, adapter: WebSocketAdapter, slot: Slot | None = None) -> None:
     """Drive one accepted WebSocket through `adapter` until it ends, then close the socket."""
-    code, reason = await _loop(ws, adapter)
-    if code is not None:
-        await close(ws, code, reason)
-
-
-async def _loop(ws: WebSocket, adapter: WebSocketAdapter) -> tuple[int | None, str]:
-    deadline = time.monotonic() + adapter.start_timeout_s
     try:
-        while True:
-            started = adapter.started
-            timeout = adapter.idle_timeout_s if started else max(0.0, deadline - time.monotonic())
-            try:
-                message = await asyncio.wait_for(ws.receive(), timeout)
-            except asyncio.TimeoutError:
-                raise adapter.timeout_error(started, adapter.idle_timeout_s if started else adapter.start_timeout_s) \
-                    from None
-            if message["type"] == "websocket.disconnect":
-                why = _disconnect_reason(message.get("code", 1005))
-                if adapter.started:
-                    adapter.log.info("%s %s: %s", adapter.name, adapter.label, why)
-                await adapter.end(why)
-                return None, why
-            text, data = message.get("text"), message.get("bytes")
-            size = len(text) if text is not None else len(data or b"")
-            if size > adapter.max_message_bytes:
-                raise AdapterError(f"message larger than {adapter.max_message_bytes} bytes", Close.TOO_BIG)
-            done = await (adapter.on_text(text) if text is not None else adapter.on_bytes(data or b""))
-            if done:
-                await adapter.end("finished")
-                return adapter.close_code, "finished"
+        code, reason = await _loop(ws, adapter, slot)
+        if code is not None:
+            await close(ws, code, reason)
+    finally:
+        if slot is not None:
+            slot.release()
+
+
+async def _loop(ws: WebSocket, adapter: WebSocketAdapter, slot: Slot | None) -> tuple[int | None, str]:
+    """Returns the close code and reason to send (None when the peer already left). The adapter's
+    `end` is called exactly once, whatever happens, cancellation included."""
+    why = "server shutdown"  # what ends the media if nothing below says otherwise (cancellation)
+    try:
+        code, why = await _receive_until_done(ws, adapter, slot)
+        return code, why
     except AdapterError as exc:
         adapter.log.warning("%s %s closed: %s", adapter.name, adapter.label, exc.reason)
+        why = f"protocol error: {exc.reason}"
         try:
             await adapter.on_refused(exc)
         except Exception:
             log.debug("telling the peer why failed", exc_info=True)
-        await adapter.end(f"protocol error: {exc.reason}")
         return exc.code, exc.reason
-    except asyncio.CancelledError:  # server shutting down
-        await adapter.end("server shutdown")
-        raise
     except Exception:
         adapter.log.exception("%s %s failed", adapter.name, adapter.label)
-        await adapter.end("internal error")
+        why = "internal error"
         return Close.INTERNAL, "internal error"
+    finally:
+        try:
+            await adapter.end(why)
+        except Exception:
+            adapter.log.exception("%s %s: ending the media failed", adapter.name, adapter.label)
+
+
+async def _receive_until_done(ws: WebSocket, adapter: WebSocketAdapter, slot: Slot | None) -> tuple[int | None, str]:
+    deadline = time.monotonic() + adapter.start_timeout_s
+    ends_at: float | None = None  # set at the start: the end of the maximum session length
+    while True:
+        started = adapter.started
+        now = time.monotonic()
+        if started and ends_at is None:
+            if slot is not None:
+                slot.started()
+            ends_at = now + adapter.max_duration_s if adapter.max_duration_s else float("inf")
+        if ends_at is not None and now >= ends_at:
+            raise adapter.too_long_error(adapter.max_duration_s or 0)
+        timeout = min(adapter.idle_timeout_s, (ends_at or now) - now) if started else max(0.0, deadline - now)
+        try:
+            message = await asyncio.wait_for(ws.receive(), timeout)
+        except asyncio.TimeoutError:
+            if ends_at is not None and time.monotonic() >= ends_at:
+                raise adapter.too_long_error(adapter.max_duration_s or 0) from None
+            raise adapter.timeout_error(started, adapter.idle_timeout_s if started else adapter.start_timeout_s) \
+                from None
+        if message["type"] == "websocket.disconnect":
+            why = _disconnect_reason(message.get("code", 1005))
+            if adapter.started:
+                adapter.log.info("%s %s: %s", adapter.name, adapter.label, why)
+            return None, why
+        text, data = message.get("text"), message.get("bytes")
+        size = len(text) if text is not None else len(data or b"")
+        if size > adapter.max_message_bytes:
+            raise AdapterError(f"message larger than {adapter.max_message_bytes} bytes", Close.TOO_BIG)
+        if await (adapter.on_text(text) if text is not None else adapter.on_bytes(data or b"")):
+            return adapter.close_code, adapter.close_reason
 
 
 async def close(ws: WebSocket, code: int, reason: str = "") -> None:
@@ -273,8 +314,8 @@ async def close(ws: WebSocket, code: int, reason: str = "") -> None:
 async def deny(ws: WebSocket, status: int, message: str) -> None:
     """Refuse the upgrade with an HTTP answer (`{"error": {"code", "message"}}`)."""
     try:
-        await ws.send_denial_response(JSONResponse({"error": {"code": f"{status}-01", "message": message}},
-                                                   status_code=status))
+        body = {"error": {"requestId": str(uuid.uuid4()), "code": f"{status}-01", "message": message}}
+        await ws.send_denial_response(JSONResponse(body, status_code=status))
     except RuntimeError:  # the server lacks the denial-response extension: a close means 403
         await ws.close(code=Close.POLICY)
 

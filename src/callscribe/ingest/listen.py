@@ -49,6 +49,7 @@ from callscribe.config import ApiKey
 from callscribe.ingest import listen_messages as msgs
 from callscribe.ingest.backchannel import Backchannel
 from callscribe.ingest.base import AdapterError, Close, WebSocketAdapter, close, json_object, run_session
+from callscribe.ingest.limits import UNLIMITED
 from callscribe.ingest.listen_audio import AudioDecoder, ContainerStream, split_tracks
 from callscribe.ingest.listen_params import ListenOptions
 from callscribe.services import Services
@@ -110,6 +111,8 @@ class ListenSession(WebSocketAdapter):
         engine = services.engine
         self.model = msgs.ModelInfo(opts.model, getattr(engine, "description", "whisper"))
         self.idle_timeout_s = IDLE_TIMEOUT_S
+        self.max_duration_s = services.settings.max_call_s
+        self.drainers = services.drainers
         self.decoder = AudioDecoder(opts) if opts.encoding is not None else None
         self.container: ContainerStream | None = None
         self._pump: asyncio.Task[None] | None = None
@@ -145,6 +148,7 @@ class ListenSession(WebSocketAdapter):
             self.container = ContainerStream(self.opts)
             self._pump = asyncio.create_task(self._pump_container(), name="listen-container-pump")
         self.started = True
+        self.drainers.add(self.drain)
 
     async def _start(self, participants: list[str]) -> None:
         legs = await self.registry.start_streaming(self.tenant, listen_wire.NAMESPACE, self.guid,
@@ -309,7 +313,14 @@ class ListenSession(WebSocketAdapter):
         await self.send(msgs.metadata(self.request_id, self._sha.hexdigest(), duration, self.opts, self.model,
                                       self.call_id))
 
+    async def drain(self) -> None:
+        """The server is stopping: the last finals and the Metadata, then close as going away."""
+        if not self._ended:
+            await self.close_stream()
+            await close(self.ws, Close.GOING_AWAY, "service shutting down")
+
     async def end(self, reason: str) -> None:
+        self.drainers.discard(self.drain)
         if self._ended:
             return
         self._ended = True
@@ -356,17 +367,22 @@ async def listen(ws: WebSocket) -> None:
     except listen_wire.Denied as denied:
         await _deny(ws, denied.status, denied.message, request_id)
         return
+    slot = (services.connections or UNLIMITED).take(ws.client.host if ws.client else "unknown")
+    if isinstance(slot, str):  # over the process's media-socket limits
+        await _deny(ws, 503, f"Service unavailable: {slot}.", request_id)
+        return
     session = ListenSession(ws, services, key, opts, request_id)
     try:
         await session.open()
+        await ws.accept(subprotocol=subprotocol, headers=[(b"dg-request-id", request_id.encode())])
     except (MediaRefused, RegistryError) as exc:
+        slot.release()
         await session.end("refused")
         refused = listen_wire.refusal(exc)
         await _deny(ws, refused.status, refused.message, request_id)
         return
-    try:
-        await ws.accept(subprotocol=subprotocol, headers=[(b"dg-request-id", request_id.encode())])
-    except Exception:
+    except BaseException:
+        slot.release()
         await session.end("closed by the peer")
         raise
-    await run_session(ws, session)
+    await run_session(ws, session, slot)

@@ -219,6 +219,7 @@ class TwilioStream(WebSocketAdapter):
         tenant: str | None,
         source: str,
         resolve_tenant: TenantResolver | None = None,
+        bind: Callable[[str], bool] | None = None,
     ):
         from callscribe.audio.codecs import ulaw_decode
 
@@ -227,6 +228,7 @@ class TwilioStream(WebSocketAdapter):
         self._tenant = tenant
         self._source = source
         self._resolve_tenant = resolve_tenant
+        self._bind = bind
         self.call: MediaCall | None = None
         self.start: Start | None = None
         self.stopped = False
@@ -240,6 +242,7 @@ class TwilioStream(WebSocketAdapter):
     log = log
     max_message_bytes = MAX_MESSAGE_BYTES
     close_code = Close.NORMAL
+    close_reason = "stream stopped"
 
     async def on_text(self, text: str) -> bool:
         return await self.receive(text)
@@ -302,6 +305,8 @@ class TwilioStream(WebSocketAdapter):
             tenant = await self._resolve_tenant(params) if self._resolve_tenant is not None else None
             if tenant is None:
                 raise AdapterError("stream URL token missing, invalid or expired", Close.POLICY)
+        if self._bind is not None and not self._bind(guid):
+            raise AdapterError("stream token already used for another call", Close.POLICY)
         metadata = {
             "streamSid": start.stream_sid,
             "callSid": start.call_sid,

@@ -20,10 +20,11 @@ from callscribe.config import Settings
 from callscribe.tokens import token_signer
 from callscribe.urls import TWILIO_MEDIA_PATH as STREAM_PATH
 from callscribe.urls import TWILIO_TOKEN_PURPOSE as TOKEN_PURPOSE
+from callscribe.urls import URL_TTL_S as TOKEN_TTL_S
 from callscribe.urls import issue_token
 from callscribe.urls import twilio_stream_url as stream_url
 
-__all__ = ["STREAM_PATH", "TOKEN_PURPOSE", "issue_token", "stream_url", "tenant_of_token", "token_from_query",
+__all__ = ["STREAM_PATH", "TOKEN_PURPOSE", "TOKEN_TTL_S", "issue_token", "stream_url", "tenant_of_token", "token_from_query",
            "signature_ok"]
 
 

@@ -15,7 +15,7 @@ from fastapi import APIRouter, WebSocket
 
 from callscribe import urls
 from callscribe.ingest import twilio_auth
-from callscribe.ingest.base import deny, peer_of, run_session
+from callscribe.ingest.base import admit, deny, peer_of, run_session
 from callscribe.ingest.twilio import TwilioStream
 
 log = logging.getLogger("callscribe.ingest.twilio")
@@ -51,11 +51,24 @@ async def twilio_media(websocket: WebSocket) -> None:
     if services.registry is None:
         await deny(websocket, 503, "not ready")
         return
+    slot = await admit(websocket, services.connections)
+    if slot is None:
+        return
+    used: list[str] = [token] if token else []
 
     async def tenant_from_parameters(params: dict[str, str]) -> str | None:
-        return twilio_auth.tenant_of_token(settings, params.get("token"))
+        tenant = twilio_auth.tenant_of_token(settings, params.get("token"))
+        if tenant is not None:
+            used.append(params["token"])
+        return tenant
+
+    def bind(guid: str) -> bool:
+        """A stream token serves the call of its first use only (a leaked URL claims nothing else)."""
+        return not used or services.token_uses.bind(used[0], guid, twilio_auth.TOKEN_TTL_S + IDLE_TIMEOUT_S)
 
     await websocket.accept()
-    stream = TwilioStream(services.registry, tenant=tenant, source=source, resolve_tenant=tenant_from_parameters)
+    stream = TwilioStream(services.registry, tenant=tenant, source=source, resolve_tenant=tenant_from_parameters,
+                          bind=bind)
     stream.start_timeout_s, stream.idle_timeout_s = START_TIMEOUT_S, IDLE_TIMEOUT_S
-    await run_session(websocket, stream)
+    stream.max_duration_s = settings.max_call_s
+    await run_session(websocket, stream, slot)

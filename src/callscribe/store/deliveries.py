@@ -15,6 +15,7 @@ from typing import Any
 
 from sqlalchemy import select
 
+from callscribe.calls.media import MAX_GUID, valid_id
 from callscribe.store.db import Database
 from callscribe.store.models import Call, OutboxRow
 from callscribe.store.repository import iso
@@ -45,6 +46,8 @@ def _sender(payload: str) -> tuple[dict[str, Any], int | None, str | None]:
 def call_deliveries(db: Database, tenant: str, guid: str, call_id: str | None = None) -> list[dict] | None:
     """The tenant's newest call with this guid (or exactly `call_id`): its webhook rows, oldest first.
     None when the tenant has no such call (another tenant's call looks the same)."""
+    if not valid_id(guid, MAX_GUID):
+        return None
     with db.sessions() as s:
         q = select(Call.call_id).where(Call.tenant == tenant, Call.guid == guid)
         if call_id is not None:

@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session
 
 from callscribe.asr.types import Word
 from callscribe.calls.events import CallEvent, CallRef, CallStateEvent, StreamSummary, UtteranceEvent
+from callscribe.calls.media import MAX_GUID, valid_id
 from callscribe.store.db import Database
 from callscribe.store.models import Call, CallEventRow, OutboxRow, Recording, StreamInterval, Utterance
 
@@ -142,6 +143,9 @@ class CallRepository:
             return
         call = self._ensure_call(s, event.call, event.created_at)
         call.last_seq = max(call.last_seq or 0, event.seq)
+        if outbox is not None:  # a surface's webhook for this event, stored with it or not at all
+            s.add(OutboxRow(msg_id=outbox.msg_id, ordering_key=outbox.ordering_key, payload=outbox.payload,
+                            created_at=event.created_at, attempts=0, next_attempt_at=event.created_at))
         if isinstance(event, UtteranceEvent):
             s.add(Utterance(
                 call_id=call.call_id, seq=event.seq, participant=event.participant, role=event.role,
@@ -151,9 +155,6 @@ class CallRepository:
                 words=[asdict(w) for w in event.words] if event.words is not None else None,
                 redaction_output=event.redaction_output, created_at=event.created_at,
             ))
-            if outbox is not None:
-                s.add(OutboxRow(msg_id=outbox.msg_id, ordering_key=outbox.ordering_key, payload=outbox.payload,
-                                created_at=event.created_at, attempts=0, next_attempt_at=event.created_at))
             return
         s.add(CallEventRow(call_id=call.call_id, seq=event.seq, state=event.state,
                            data=jsonable(event.data), created_at=event.created_at))
@@ -168,6 +169,22 @@ class CallRepository:
         }.get(event.state)
         if handler is not None:
             handler(s, call, event)
+
+    def close_interrupted(self, when: datetime) -> list[str]:
+        """Calls left open by a process that stopped without ending them (a crash, kill -9): each
+        gets a media-interrupted event, its open intervals are closed, and it reads as interrupted.
+        Run at start, before any media is taken. Returns their call ids."""
+        with self.db.sessions.begin() as s:
+            calls = s.scalars(select(Call).where(Call.ended_at.is_(None))).all()
+            for call in calls:
+                call.last_seq = (call.last_seq or 0) + 1
+                s.add(CallEventRow(call_id=call.call_id, seq=call.last_seq, state="media-interrupted",
+                                   data={"reason": "the server stopped without ending the call"}, created_at=when))
+                call.state, call.ended_at = "media-interrupted", when
+                s.execute(update(StreamInterval)
+                          .where(StreamInterval.call_id == call.call_id, StreamInterval.stopped_at.is_(None))
+                          .values(stopped_at=when))
+            return [c.call_id for c in calls]
 
     def _ensure_call(self, s: Session, ref: CallRef, when: datetime) -> Call:
         call = s.get(Call, ref.call_id)
@@ -258,6 +275,8 @@ class CallRepository:
 
     def recording_path(self, tenant: str, guid: str, stream_id: str, participant: str) -> str | None:
         """The stored path (relative to the data dir) of one leg's recording, if the tenant owns it."""
+        if not _storable(guid, stream_id, participant):
+            return None
         with self.db.sessions() as s:
             return s.scalars(
                 select(Recording.path).join(Call, Call.call_id == Recording.call_id)
@@ -268,6 +287,8 @@ class CallRepository:
     def messages(self, tenant: str, guid: str, limit: int = 1000) -> list[MessageRecord] | None:
         """Final utterances of every call of the tenant with this guid (all namespaces and legs),
         oldest first; None when the tenant has no such call."""
+        if not _storable(guid):
+            return None
         with self.db.sessions() as s:
             calls = {c.call_id: c for c in s.scalars(
                 select(Call).where(Call.tenant == tenant, Call.guid == guid))}
@@ -302,6 +323,8 @@ class CallRepository:
 
     @staticmethod
     def _newest(s: Session, tenant: str, guid: str, call_id: str | None = None) -> Call | None:
+        if not _storable(guid):
+            return None
         q = select(Call).where(Call.tenant == tenant, Call.guid == guid)
         if call_id is not None:
             q = q.where(Call.call_id == call_id)
@@ -311,7 +334,13 @@ class CallRepository:
 # The call-level states (others, such as recording-saved, leave the call's state as it was), and
 # their names in the native API, which are the registry's: connected | streaming | ended.
 _LIFECYCLE = {"media-connected": "connected", "streaming-started": "streaming", "streaming-stopped": "connected",
-              "media-ended": "ended"}
+              "media-ended": "ended", "media-interrupted": "interrupted"}
+
+
+def _storable(*values: str) -> bool:
+    """Whether a looked-up value could be in the database at all; PostgreSQL refuses a NUL in a
+    query parameter, and no stored id has one (the registry refuses such ids)."""
+    return all(valid_id(v, MAX_GUID) for v in values)
 
 
 def _call_record(c: Call) -> CallRecord:
