@@ -35,8 +35,14 @@ def _memories_shape(body: object) -> bool:
         and isinstance(body["message"], str) and body["data"] is None
 
 
+def _listen_shape(body: object) -> bool:
+    return isinstance(body, dict) and set(body) == {"err_code", "err_msg", "request_id"} and all(
+        isinstance(body[k], str) for k in body)
+
+
 # Each surface's error shape, by path prefix (longest first); callscribe's own (ASAPP's) otherwise.
-ERROR_SHAPES: list[tuple[str, object]] = [("/serve/api/v2/audio-stream", _memories_shape), ("/", _asapp_shape)]
+ERROR_SHAPES: list[tuple[str, object]] = [("/serve/api/v2/audio-stream", _memories_shape), ("/v1/listen", _listen_shape),
+                                          ("/", _asapp_shape)]
 
 
 def check_answer(path: str, status: int, content_type: str, body: bytes) -> None:

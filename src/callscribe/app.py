@@ -24,6 +24,8 @@ from callscribe.api import messages as messages_api
 from callscribe.api import native as native_api
 from callscribe.api import twilio_url as twilio_url_api
 from callscribe.api import dashboard as dashboard_api
+from callscribe.api import listen as listen_api
+from callscribe.api import listen_wire
 from callscribe.api import deliveries as deliveries_api
 from callscribe.api.auth import bearer_matches
 from callscribe.api.errors import install_error_handlers
@@ -35,6 +37,7 @@ from callscribe.delivery.service import start_delivery, stop_delivery
 from callscribe.ingest import asapp_ws as asapp_ws_ingest
 from callscribe.ingest import audiohook as audiohook_ingest
 from callscribe.ingest import memories_ws as memories_ws_ingest
+from callscribe.ingest import listen as listen_ingest
 from callscribe.ingest import twilio_endpoint as twilio_ingest
 from callscribe.ingest.kvs.puller import amazon_connect_sources
 from callscribe.ingest.limits import ConnectionLimits
@@ -61,7 +64,8 @@ def create_app(settings: Settings, *, engine: "SpeechEngine | None" = None) -> F
     memories_tasks = memories_api.TaskBook()
     services = Services(settings=settings, metrics=Metrics(), api_keys=load_or_create_api_keys(settings),
                         formatters={asapp_wire.SURFACE: asapp_wire.webhook,
-                                    memories_wire.SURFACE: memories_wire.formatter(memories_tasks.media_ms)},
+                                    memories_wire.SURFACE: memories_wire.formatter(memories_tasks.media_ms),
+                                    listen_wire.SURFACE: listen_wire.webhook},
                         connections=ConnectionLimits(settings.max_connections, settings.max_connections_per_source,
                                                      settings.max_unstarted_connections))
     services.sources["amazonconnect"] = amazon_connect_sources(settings, services.metrics.kvs_lag.observe)
@@ -106,11 +110,13 @@ def create_app(settings: Settings, *, engine: "SpeechEngine | None" = None) -> F
     app.state.services = services
     app.state.memories_tasks = memories_tasks
     shapes = install_error_handlers(app, [(prefix, asapp_wire.error_shape) for prefix in asapp_wire.PATH_PREFIXES]
-                                    + [(prefix, memories_wire.error_shape) for prefix in memories_wire.PATH_PREFIXES])
+                                    + [(prefix, memories_wire.error_shape) for prefix in memories_wire.PATH_PREFIXES]
+                                    + [(prefix, listen_wire.error_shape) for prefix in listen_wire.PATH_PREFIXES])
     app.add_middleware(AuthFailureThrottle, per_minute=settings.auth_failures_per_minute, shapes=shapes)
     for router in (native_api.router, messages_api.router, twilio_url_api.router, asapp_api.router,
                    asapp_ws_url_api.router, deliveries_api.router, dashboard_api.router, twilio_ingest.router,
-                   asapp_ws_ingest.router, audiohook_ingest.router, memories_api.router, memories_ws_ingest.router):
+                   asapp_ws_ingest.router, audiohook_ingest.router, memories_api.router, memories_ws_ingest.router,
+                   listen_ingest.router, listen_api.router):
         app.include_router(router)
 
     @app.get("/healthz", include_in_schema=False)

@@ -171,6 +171,11 @@ class Settings(BaseSettings):
     kvs_idle_timeout_s: float = Field(20.0, gt=0, le=3600)
     kvs_read_timeout_s: float = Field(5.0, gt=0, le=120)
 
+    # Pre-recorded POST /v1/listen: the largest audio body, and the URL prefixes a {"url": ...}
+    # body may name (comma-separated, e.g. a local file server; empty: no URLs are fetched).
+    listen_max_upload_bytes: int = Field(200 * 1024 * 1024, ge=1024)
+    listen_url_prefixes: str = ""
+
     # Webhook retry budget: past either limit (or on a 4xx other than 408/429) a row is a dead letter.
     webhook_max_attempts: int = Field(100, ge=1, le=100000)
     webhook_max_age_s: float = Field(86400.0, ge=1, le=90 * 86400)

@@ -91,12 +91,17 @@ def check_content_length(request: Request, max_bytes: int) -> None:
 async def read_body(request: Request, max_bytes: int) -> bytes:
     """The body, read no further than the limit whatever Content-Length said (chunked bodies too)."""
     check_content_length(request, max_bytes)
+    return await read_capped(request.stream(), max_bytes)
+
+
+async def read_capped(stream: AsyncIterator[bytes], max_bytes: int, what: str = "Request body") -> bytes:
+    """Everything `stream` yields, or 413-01 as soon as it passes `max_bytes`."""
     chunks: list[bytes] = []
     size = 0
-    async for chunk in request.stream():
+    async for chunk in stream:
         size += len(chunk)
         if size > max_bytes:
-            raise ApiError(413, None, f"Request body larger than {max_bytes} bytes")
+            raise ApiError(413, None, f"{what} larger than {max_bytes} bytes")
         chunks.append(chunk)
     return b"".join(chunks)
 

@@ -109,8 +109,10 @@ class AsrScheduler:
             log.warning("scheduler stopped with %d finals undecoded", len(left))
 
     def open_leg(self, on_event: Callable[[TranscriptEvent], None], *, origin_ms: int = 0,
-                 partials: bool = True) -> LegPipeline:
+                 partials: bool = True, endpoint_silence_ms: int | None = None) -> LegPipeline:
         cfg = SegmenterConfig(**{**self.segmenter.__dict__, "partials": partials})
+        if endpoint_silence_ms is not None:  # a leg that asked for its own endpointing
+            cfg.endpoint_silence_ms = endpoint_silence_ms
         leg = LegPipeline(self, on_event, origin_ms=origin_ms, config=cfg)
         with self._cv:
             self._legs.add(leg)

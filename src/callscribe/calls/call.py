@@ -317,8 +317,9 @@ class Call:
         scheduler = self.ctx.scheduler()
         if scheduler is None:
             raise NoCapacity()
+        own = {"endpoint_silence_ms": leg.params.endpoint_silence_ms} if leg.params.endpoint_silence_ms else {}
         leg.pipeline = scheduler.open_leg(self.events.receiver(leg), origin_ms=int(track.position_ms),
-                                          partials=leg.params.partials)
+                                          partials=leg.params.partials, **own)
         leg.track = track
         leg.utterance_base = track.next_utterance
         track.leg = leg

@@ -41,7 +41,7 @@ class UtteranceEvent:
     changes), starting at 1, with no gaps. `text` is what the stream's redactionOutput allows to be
     shown (redacted unless the mode is "unredacted"); `unredacted_text` is set only in
     "redacted_and_unredacted" mode. `words` are set only when the stream asked for detailedToken
-    (and are then unredacted, which is why that combination is refused with a redacting mode).
+    (masked like `text` in a redacting mode; ASAPP's surfaces refuse that combination).
     A partial with empty text withdraws the partials shown for that utterance: it turned out to be
     noise, and no final follows. `participant` is the id of the speaker within the call (for ASAPP
     calls the same as `role`); `surface` names the control surface whose formats deliver it.

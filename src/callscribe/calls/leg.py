@@ -34,6 +34,8 @@ class StreamParams:
     the interval's events. `participants` (track name -> participant) overrides who the adapter says
     a track carries; `external_ids` (role -> id) fills in the caller's id of a participant the adapter
     named. `options` are the surface's own parameters, kept with the interval as they were given.
+    `redaction_policy` says what a redacting mode redacts (the listen API's `redact=`), and
+    `endpoint_silence_ms` how much silence ends an utterance (its `endpointing=`).
     """
 
     language: str = "en-US"
@@ -46,6 +48,8 @@ class StreamParams:
     participants: Mapping[str, Participant] = field(default_factory=dict)
     external_ids: Mapping[str, str] = field(default_factory=dict)
     options: Mapping[str, Any] = field(default_factory=dict)
+    redaction_policy: Any = None  # a callscribe.redact.RedactionPolicy; None: ASAPP's default
+    endpoint_silence_ms: int | None = None  # silence that ends an utterance; None: the server's setting
 
     def participant_of(self, track: "Track") -> Participant:
         """Who a track carries in this interval."""

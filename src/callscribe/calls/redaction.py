@@ -28,13 +28,13 @@ class Shown:
     words: tuple[Word, ...] | None = None
 
 
-def _new_call_redactor() -> Any | None:
+def _new_call_redactor(policy: Any | None = None) -> Any | None:
     try:
         from callscribe.redact import CallRedactor, RedactionPolicy
     except ImportError:
         return None
     try:
-        return CallRedactor(RedactionPolicy.asapp_default())
+        return CallRedactor(policy or RedactionPolicy.asapp_default())
     except Exception:
         log.exception("redaction engine failed to start")
         return None
@@ -45,25 +45,25 @@ class CallRedaction:
     redactor's cross-utterance context consistent when two legs finish at once."""
 
     def __init__(self) -> None:
-        self._redactor: Any | None = None
-        self._made = False
+        self._redactors: dict[Any, Any | None] = {}  # one per policy asked for (None: ASAPP's default)
         self._lock = threading.Lock()
         self.withheld = 0  # transcripts withheld because redaction was unavailable
 
-    def _get(self) -> Any | None:
-        if not self._made:
-            self._redactor = _new_call_redactor()
-            self._made = True
-            if self._redactor is None:
+    def _get(self, policy: Any | None = None) -> Any | None:
+        if policy not in self._redactors:
+            self._redactors[policy] = _new_call_redactor(policy) if policy is not None else _new_call_redactor()
+            if self._redactors[policy] is None:
                 log.warning("redaction engine unavailable: transcripts of redacting streams are withheld")
-        return self._redactor
+        return self._redactors[policy]
 
-    def final(self, text: str, words: tuple[Word, ...], role: str, mode: str, detailed: bool) -> Shown | None:
-        """The shown form of a final, or None to withhold it."""
+    def final(self, text: str, words: tuple[Word, ...], role: str, mode: str, detailed: bool,
+              policy: Any | None = None) -> Shown | None:
+        """The shown form of a final, or None to withhold it. With `detailed`, the words come too,
+        masked like the text in a redacting mode."""
         if mode == "unredacted":
             return Shown(text, None, tuple(words) if detailed else None)
         with self._lock:
-            red = self._get()
+            red = self._get(policy)
             if red is None:
                 self.withheld += 1
                 return None
@@ -74,13 +74,13 @@ class CallRedaction:
                 self.withheld += 1
                 return None
         unredacted = text if mode == "redacted_and_unredacted" else None
-        return Shown(result.text, unredacted, None)
+        return Shown(result.text, unredacted, tuple(result.words) if detailed else None)
 
-    def partial(self, text: str, role: str, mode: str) -> Shown | None:
+    def partial(self, text: str, role: str, mode: str, policy: Any | None = None) -> Shown | None:
         if mode == "unredacted":
             return Shown(text)
         with self._lock:
-            red = self._get()
+            red = self._get(policy)
             if red is None:
                 return None
             try:

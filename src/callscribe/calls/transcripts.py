@@ -76,13 +76,14 @@ class CallEvents:
         utterance = leg.utterance_base + ev.utterance
         # Redaction runs inline: about 0.1 ms a final (measured), cheaper than any hop to a thread pool.
         if ev.kind == "final":
-            shown = self.redaction.final(ev.text, ev.words, leg.id, mode, leg.params.detailed_token)
+            shown = self.redaction.final(ev.text, ev.words, leg.id, mode, leg.params.detailed_token,
+                                         leg.params.redaction_policy)
             if leg.track is not None:
                 leg.track.next_utterance = max(leg.track.next_utterance, utterance + 1)
         else:
             if not leg.active:
                 return  # partials after a stop are noise
-            shown = self.redaction.partial(ev.text, leg.id, mode)
+            shown = self.redaction.partial(ev.text, leg.id, mode, leg.params.redaction_policy)
         if shown is None:
             return
         if ev.kind == "final" and not shown.text.strip():
