@@ -8,8 +8,8 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from callscribe.ingest.listen_audio import AudioDecoder
-from callscribe.ingest.listen_params import KNOWN, REDACT_GROUPS, ListenOptions, ListenRefused, parse_query
+from callscribe.api.listen_audio import AudioDecoder
+from callscribe.api.listen_params import KNOWN, REDACT_GROUPS, ListenOptions, ListenRefused, parse_query
 
 names = st.one_of(st.sampled_from(sorted(KNOWN)), st.text(max_size=12))
 values = st.one_of(st.sampled_from(["true", "false", "0", "1", "16000", "8000", "linear16", "mulaw", "en", "fr",

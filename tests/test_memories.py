@@ -192,10 +192,11 @@ def test_seed_python_example_stops_a_task(app, hook, files, tmp_path):
     """Seed 002's example, with only BASE_URL and API_KEY changed, run as its own process, stops
     a running task (started under the seed's task id) and prints the seed's response."""
     from callscribe.api import memories
+    from callscribe.ingest.url import SCHEMES
 
     task_id = "660e8400-e29b-41d4-a716-446655440001"
     key = next(k for k in app.services.api_keys if KEY.startswith(k.id + ":"))
-    request = memories.parse_start({"audio_url": f"{files}/speech.wav", "provider": "assemblyai"})
+    request = memories.parse_start({"audio_url": f"{files}/speech.wav", "provider": "assemblyai"}, SCHEMES)
     app.run(memories.launch(app.services, app.app.state.memories_tasks, key, request, task_id=task_id))
     example = _SEED_EXAMPLE.replace('"https://mavi-backend.memories.ai/serve/api/v2"', repr(app.url + "/serve/api/v2"))
     example = example.replace('"sk-mai-this_a_test_string_please_use_your_generated_key_during_testing"', repr(KEY))

@@ -7,6 +7,7 @@ from hypothesis import strategies as st
 
 from callscribe.api import memories
 from callscribe.api.errors import ApiError
+from callscribe.ingest.url import SCHEMES
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=True) | st.text(max_size=20),
@@ -39,7 +40,7 @@ valid_bodies = st.builds(
                                               json_values, max_size=5)))
 def test_any_json_is_a_request_or_a_400(body):
     try:
-        req = memories.parse_start(body)
+        req = memories.parse_start(body, SCHEMES)
     except ApiError as err:
         assert err.status == 400 and err.message
         return
@@ -49,7 +50,7 @@ def test_any_json_is_a_request_or_a_400(body):
 @settings(max_examples=300, deadline=None)
 @given(valid_bodies)
 def test_valid_requests_are_taken_as_given(body):
-    req = memories.parse_start(body)
+    req = memories.parse_start(body, SCHEMES)
     assert req.audio_url == body["audio_url"]
     assert req.provider == body.get("provider", "assemblyai")
     assert req.per_channel == (body.get("speaker_labels") is True or body.get("multichannel") is True)
@@ -68,7 +69,7 @@ def test_valid_requests_are_taken_as_given(body):
 def test_a_wrongly_typed_option_is_named_in_the_400(body, name, value):
     body = {**body, name: value}
     try:
-        memories.parse_start(body)
+        memories.parse_start(body, SCHEMES)
     except ApiError as err:
         assert err.status == 400
         assert name in err.message or "language_code" in err.message or "inactivity_timeout" in err.message

@@ -41,6 +41,7 @@ from callscribe.ingest import listen as listen_ingest
 from callscribe.ingest import twilio_endpoint as twilio_ingest
 from callscribe.ingest.kvs.puller import amazon_connect_sources
 from callscribe.ingest.limits import ConnectionLimits
+from callscribe.ingest.url import UrlSourceMaker
 from callscribe.metrics import Metrics
 
 from callscribe.services import Services
@@ -69,6 +70,7 @@ def create_app(settings: Settings, *, engine: "SpeechEngine | None" = None) -> F
                         connections=ConnectionLimits(settings.max_connections, settings.max_connections_per_source,
                                                      settings.max_unstarted_connections))
     services.sources["amazonconnect"] = amazon_connect_sources(settings, services.metrics.kvs_lag.observe)
+    services.url_sources = UrlSourceMaker()
     memories_tasks.watch(services.bus)
 
     @asynccontextmanager

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Awaitable, Callable
 
 from callscribe.calls.events import EventBus
-from callscribe.calls.media import SourceFactory
+from callscribe.calls.media import SourceFactory, UrlSources
 from callscribe.config import ApiKey, Settings
 from callscribe.delivery.webhook import Formatter
 from callscribe.metrics import Metrics
@@ -38,6 +38,7 @@ class Services:
     formatters: dict[str, Formatter] = field(default_factory=dict)
     # The pulled source each namespace's start may name (Amazon Connect's Kinesis Video streams).
     sources: dict[str, SourceFactory] = field(default_factory=dict)
+    url_sources: UrlSources | None = None  # pulls of stream URLs (memories.ai-style tasks)
     engine: SpeechEngine | None = None
     scheduler: AsrScheduler | None = None
     registry: CallRegistry | None = None

@@ -33,9 +33,9 @@ from callscribe.audio.rates import MODEL_RATE
 from callscribe.calls.events import CallEvent, UtteranceEvent
 from callscribe.calls.media import MediaRefused
 from callscribe.calls.registry import RegistryError
-from callscribe.ingest import listen_messages as msgs
-from callscribe.ingest.listen_audio import AudioDecoder, split_tracks
-from callscribe.ingest.listen_params import ListenOptions
+from callscribe.api import listen_messages as msgs
+from callscribe.api.listen_audio import AudioDecoder, split_tracks
+from callscribe.api.listen_params import ListenOptions
 from callscribe.services import Services
 
 router = APIRouter(tags=["Deepgram-compatible listen API"])

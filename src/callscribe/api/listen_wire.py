@@ -34,8 +34,8 @@ from callscribe.calls.media import MAX_GUID, MediaRefused, Participant, TrackSpe
 from callscribe.calls.registry import NoCapacity, NotReady, ShuttingDown, UnsupportedLanguage
 from callscribe.config import ApiKey
 from callscribe.delivery.webhook import WebhookMessage, encode, message_id, ordering_key
-from callscribe.ingest.listen_messages import ModelInfo, results
-from callscribe.ingest.listen_params import ListenOptions, ListenRefused, parse_query
+from callscribe.api.listen_messages import ModelInfo, results
+from callscribe.api.listen_params import ListenOptions, ListenRefused, parse_query
 
 SURFACE = "listen"
 NAMESPACE = "deepgram"

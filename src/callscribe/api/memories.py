@@ -28,9 +28,10 @@ from callscribe.api.errors import ApiError
 from callscribe.api.limits import authorize, read_json
 from callscribe.calls.events import CallEvent, CallStateEvent, EventBus, UtteranceEvent
 from callscribe.calls.leg import StreamParams
-from callscribe.config import ApiKey
+from callscribe.calls.media import SourceEnd, SteeredSource
 from callscribe.calls.registry import NoCapacity, NotReady, SourceFailed, UnsupportedLanguage
-from callscribe.ingest.url import SCHEMES, SourceEnd, UrlSource, parse_end_reason, url_for_display
+from callscribe.config import ApiKey
+from callscribe.logsafe import url_for_log
 from callscribe.services import Services
 
 router = APIRouter(tags=["memories.ai audio stream"])
@@ -90,7 +91,7 @@ def _check_type(name: str, value: Any) -> None:
         raise _bad(f"{name} must be an object")
 
 
-def parse_start(body: Any) -> StartRequest:
+def parse_start(body: Any, schemes: tuple[str, ...]) -> StartRequest:
     """The start request of a body, or ApiError(400) saying what is wrong with it."""
     if not isinstance(body, dict):
         raise _bad("Request body must be a JSON object")
@@ -99,8 +100,8 @@ def parse_start(body: Any) -> StartRequest:
         raise _bad("audio_url is required")
     url = url.strip()
     parts = urlsplit(url)
-    if len(url) > MAX_URL or parts.scheme.lower() not in SCHEMES or not parts.hostname:
-        raise _bad(f"audio_url must be a URL of scheme {', '.join(SCHEMES)} of at most {MAX_URL} characters")
+    if len(url) > MAX_URL or parts.scheme.lower() not in schemes or not parts.hostname:
+        raise _bad(f"audio_url must be a URL of scheme {', '.join(schemes)} of at most {MAX_URL} characters")
     if any(ord(c) < 0x21 or c == "\x7f" for c in url):
         raise _bad("audio_url must not contain spaces or control characters")
     provider = body.get("provider", "assemblyai")
@@ -131,7 +132,7 @@ def stream_params(req: StartRequest) -> StreamParams:
     return StreamParams(
         language=req.language, detailed_token=not req.redact, smart_formatting=req.format_text,
         redaction_output="redacted" if req.redact else "unredacted", partials=False, surface=wire.SURFACE,
-        options={"provider": req.provider, "audio_url": url_for_display(req.audio_url),
+        options={"provider": req.provider, "audio_url": url_for_log(req.audio_url),
                  "ignored_options": list(req.ignored)})
 
 
@@ -141,7 +142,7 @@ class Task:
     tenant: str
     key_id: str
     request: StartRequest
-    source: UrlSource
+    source: SteeredSource
     created_at: float = field(default_factory=time.time)
     state: str = "starting"  # starting | running | ended
     finals: int = 0
@@ -151,7 +152,7 @@ class Task:
 
     def view(self) -> dict[str, Any]:
         status, message = wire.end_status(self.end) if self.state == "ended" else (wire.STATUS_OK, "running")
-        return {"task_id": self.task_id, "state": self.state, "audio_url": url_for_display(self.request.audio_url),
+        return {"task_id": self.task_id, "state": self.state, "audio_url": url_for_log(self.request.audio_url),
                 "provider": self.request.provider, "language_code": self.request.language,
                 "speaker_labels": self.request.per_channel, "redact_pii": self.request.redact,
                 "ignored_options": list(self.request.ignored), "created_at": self.created_at,
@@ -201,7 +202,7 @@ class TaskBook:
         elif isinstance(event, CallStateEvent) and event.state == "media-ended":
             task.state = "ended"
             task.ended_at = time.time()
-            task.end = parse_end_reason(str(event.data.get("reason", ""))) or task.source.end
+            task.end = SourceEnd.parse(str(event.data.get("reason", ""))) or task.source.end
 
 
 def tasks_of(request: Request) -> TaskBook:
@@ -231,7 +232,10 @@ async def launch(services: Services, book: TaskBook, key: ApiKey, req: StartRequ
     if book.running(key.id) >= limit:
         raise ApiError(429, None, f"At most {limit} running audio-stream tasks per API key")
     task_id = task_id or str(uuid.uuid4())
-    source = UrlSource(req.audio_url, per_channel=req.per_channel, inactivity_timeout_s=req.inactivity_timeout_s)
+    if services.url_sources is None:
+        raise ApiError(503, None, "This server pulls no stream URLs")
+    source = services.url_sources(req.audio_url, per_channel=req.per_channel,
+                                  inactivity_timeout_s=req.inactivity_timeout_s)
     task = Task(task_id, key.tenant, key.id, req, source)
     book.add(task)  # counted against the limit from now, so concurrent starts cannot pass it
     try:
@@ -255,7 +259,7 @@ async def start(request: Request) -> JSONResponse:
     """Start pulling and transcribing `audio_url`; answers with the task id at once."""
     key = authorize(request)
     services = request.app.state.services
-    req = parse_start(await read_json(request, services.settings.max_body_bytes))
+    req = parse_start(await read_json(request, services.settings.max_body_bytes), services.url_sources.schemes if services.url_sources else ())
     task = await launch(services, tasks_of(request), key, req)
     return _ok({"task_id": task.task_id, "message": "Audio stream transcription started"})
 

@@ -34,8 +34,8 @@ import math
 from typing import Any, Callable
 
 from callscribe.calls.events import CallEvent, CallStateEvent, UtteranceEvent
+from callscribe.calls.media import SourceEnd
 from callscribe.delivery.webhook import WebhookMessage, encode
-from callscribe.ingest.url import SourceEnd, parse_end_reason
 
 SURFACE = "memories"
 NAMESPACE = "audio-stream"  # the registry namespace of every task (the guid is the task id)
@@ -128,7 +128,7 @@ def formatter(media_ms_of: Callable[[str, str], float | None]) -> Callable[[Call
             media_ms = media_ms_of(event.call.tenant, event.call.guid)
             if media_ms is None:
                 return None
-            end = parse_end_reason(str(event.data.get("reason", "")))
+            end = SourceEnd.parse(str(event.data.get("reason", "")))
             payload = end_callback(event.call.guid, end, media_ms)
             return WebhookMessage(msg_id, key, encode(payload))
         return None

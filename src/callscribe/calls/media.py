@@ -126,6 +126,47 @@ class PulledSource(Protocol):
     async def stop(self) -> None: ...
 
 
+@dataclass(frozen=True)
+class SourceEnd:
+    """How a pulled source ended, for the control surface that started it to tell its client. It
+    travels as the media's end reason (`reason()` / `SourceEnd.parse`)."""
+
+    status: str  # ended | unreachable | undecodable | stopped | shutdown | error
+    message: str
+
+    def reason(self) -> str:
+        return f"source:{self.status}:{self.message}"
+
+    @staticmethod
+    def parse(reason: str) -> "SourceEnd | None":
+        """The SourceEnd a media-ended reason carries, or None for an end no source chose."""
+        kind, _, rest = reason.partition(":")
+        if kind != "source":
+            return None
+        status, _, message = rest.partition(":")
+        return SourceEnd(status, message)
+
+
+class SteeredSource(PulledSource, Protocol):
+    """A pulled source its control surface steers: `release()` once transcription is on, `finish(end)`
+    to end it with the surface's own status; `end` once it ended, `fed_ms` of media fed so far."""
+
+    end: SourceEnd | None
+    fed_ms: float
+
+    def release(self) -> None: ...
+
+    async def finish(self, end: SourceEnd) -> None: ...
+
+
+class UrlSources(Protocol):
+    """Makes the pull of a stream URL (registered by the app; control surfaces never import adapters)."""
+
+    schemes: tuple[str, ...]
+
+    def __call__(self, url: str, *, per_channel: bool, inactivity_timeout_s: float) -> SteeredSource: ...
+
+
 class MediaRefused(Exception):
     """The media cannot be taken; `reason` is safe to log and to show the peer. A pulled source says
     what kind of failure it was, for the control surface's answer: "unusable" (the source as given

@@ -46,12 +46,12 @@ from callscribe.calls.events import UtteranceEvent
 from callscribe.calls.media import MediaCall, MediaRefused
 from callscribe.calls.registry import CallRegistry, RegistryError
 from callscribe.config import ApiKey
-from callscribe.ingest import listen_messages as msgs
+from callscribe.api import listen_messages as msgs
 from callscribe.ingest.backchannel import Backchannel
 from callscribe.ingest.base import AdapterError, Close, WebSocketAdapter, close, json_object, run_session
 from callscribe.ingest.limits import UNLIMITED
-from callscribe.ingest.listen_audio import AudioDecoder, ContainerStream, split_tracks
-from callscribe.ingest.listen_params import ListenOptions
+from callscribe.api.listen_audio import AudioDecoder, ContainerStream, split_tracks
+from callscribe.api.listen_params import ListenOptions
 from callscribe.services import Services
 
 log = logging.getLogger(__name__)

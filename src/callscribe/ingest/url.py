@@ -6,9 +6,8 @@ never fed faster than real time: a file arrives as a live source would, and a li
 cannot arrive faster, is unaffected. The thread blocks on each hand-over, so decoding never runs
 ahead of the call.
 
-How a pull ends is `SourceEnd(status, message)`, handed to the media's `end` as the reason
-`"source:<status>:<message>"` (see `end_reason` / `parse_end_reason`), so the control surface that
-started it can tell its client why:
+How a pull ends is `SourceEnd(status, message)` (calls/media.py), handed to the media's `end` as
+its reason, so the control surface that started it can tell its client why:
 
 - ENDED: the file ended, or a live source sent no audio for `inactivity_timeout_s`;
 - UNREACHABLE: the URL could not be opened (refused, 404, timeout); a live source (RTMP, RTSP, SRT,
@@ -29,14 +28,14 @@ import asyncio
 import logging
 import threading
 import time
-from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
 import numpy as np
 
 from callscribe.audio.pcm_stream import RATE, pcm_chunks
-from callscribe.calls.media import MediaCall, MediaRegistry, Participant, TrackSpec
+from callscribe.calls.media import MediaCall, MediaRegistry, Participant, SourceEnd, TrackSpec
+from callscribe.logsafe import url_for_log
 
 log = logging.getLogger(__name__)
 
@@ -46,32 +45,13 @@ READ_TIMEOUT_S = 5.0  # a blocking read returns within this, so stop() is notice
 MAX_BACKOFF_S = 8.0
 
 
-@dataclass(frozen=True)
-class SourceEnd:
-    status: str  # ended | unreachable | undecodable | stopped | shutdown | error
-    message: str
+class UrlSourceMaker:
+    """The app's `UrlSources` (calls/media.py): what schemes a pull reads, and a new pull."""
 
+    schemes: tuple[str, ...] = SCHEMES
 
-def end_reason(end: SourceEnd) -> str:
-    return f"source:{end.status}:{end.message}"
-
-
-def parse_end_reason(reason: str) -> SourceEnd | None:
-    """The SourceEnd a media-ended reason carries, or None for an end no source chose."""
-    kind, _, rest = reason.partition(":")
-    if kind != "source":
-        return None
-    status, _, message = rest.partition(":")
-    return SourceEnd(status, message)
-
-
-def url_for_display(url: str) -> str:
-    """The URL without credentials or query string (which may carry tokens)."""
-    parts = urlsplit(url)
-    host = parts.hostname or ""
-    if parts.port:
-        host = f"{host}:{parts.port}"
-    return f"{parts.scheme}://{host}{parts.path}"
+    def __call__(self, url: str, *, per_channel: bool, inactivity_timeout_s: float) -> "UrlSource":
+        return UrlSource(url, per_channel=per_channel, inactivity_timeout_s=inactivity_timeout_s)
 
 
 class _Stopped(Exception):
@@ -107,7 +87,7 @@ class UrlSource:
         first = TrackSpec("channel-0", Participant("speaker_0", "speaker")) if self.per_channel else \
             TrackSpec("speaker", Participant("speaker", "speaker"))
         self._media = [await registry.media_connected(tenant=tenant, namespace=namespace, guid=guid, tracks=[first],
-                                                      source="url", metadata={"url": url_for_display(self.url)})]
+                                                      source="url", metadata={"url": url_for_log(self.url)})]
         self._tracks = [first.name]
         self._thread = threading.Thread(target=self._run, name=f"url-{guid[:8]}", daemon=True)
         self._thread.start()
@@ -131,7 +111,7 @@ class UrlSource:
         self.end = end
         try:
             for media in reversed(self._media):  # extra channels first: the last end names the reason
-                await media.end(end_reason(end))
+                await media.end(end.reason())
         finally:
             self._ended.set()
 
@@ -150,7 +130,7 @@ class UrlSource:
         except _Stopped:
             return
         except Exception as exc:  # a bug, not the source: still end the task with a status
-            log.exception("pulling %s failed", url_for_display(self.url))
+            log.exception("pulling %s failed", url_for_log(self.url))
             end = SourceEnd("error", f"Internal error: {type(exc).__name__}")
         if not self._stopping.is_set():
             try:
@@ -195,7 +175,7 @@ class UrlSource:
                 if not opened_once and self.fed_ms == fed_before:
                     return SourceEnd("undecodable", f"The source could not be decoded: {_why(exc)}")
             except (av.error.FFmpegError, OSError) as exc:  # a live source dropping is the usual case
-                log.info("reading %s: %s", url_for_display(self.url), _why(exc))
+                log.info("reading %s: %s", url_for_log(self.url), _why(exc))
             finally:
                 container.close()
             got = self.fed_ms > fed_before
@@ -237,7 +217,7 @@ class UrlSource:
         media = await self._registry.media_connected(tenant=tenant, namespace=namespace, guid=guid, tracks=tracks,
                                                      source="url")
         if self.end is not None:  # finish() ran while it connected: it did not see this session
-            await media.end(end_reason(self.end))
+            await media.end(self.end.reason())
             return False
         self._media.append(media)
         return True

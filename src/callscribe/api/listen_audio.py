@@ -16,7 +16,7 @@ import numpy as np
 
 from callscribe.audio.codecs import alaw_decode, ulaw_decode
 from callscribe.audio.rates import MODEL_RATE
-from callscribe.ingest.listen_params import ListenOptions
+from callscribe.api.listen_params import ListenOptions
 
 log = logging.getLogger(__name__)
 

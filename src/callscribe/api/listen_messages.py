@@ -19,7 +19,7 @@ from typing import Any, Sequence
 from callscribe import __version__
 from callscribe.asr.types import Word
 from callscribe.calls.events import UtteranceEvent
-from callscribe.ingest.listen_params import ListenOptions
+from callscribe.api.listen_params import ListenOptions
 
 _PUNCT = ".,?!;:\"'()[]"
 
