@@ -31,6 +31,7 @@ from callscribe.config import Settings
 from callscribe.credentials import load_or_create_api_keys
 from callscribe.delivery.service import start_delivery, stop_delivery
 from callscribe.ingest import asapp_ws as asapp_ws_ingest
+from callscribe.ingest import siprec as siprec_ingest
 from callscribe.ingest import twilio_endpoint as twilio_ingest
 from callscribe.ingest.limits import ConnectionLimits
 from callscribe.metrics import Metrics
@@ -83,11 +84,13 @@ def create_app(settings: Settings, *, engine: "SpeechEngine | None" = None) -> F
             languages=lambda: getattr(services.engine, "languages", None) if services.ready.is_set() else None,
             metrics=services.metrics, max_recording_s=settings.max_recording_s)
         services.registry.start()
+        sip = await siprec_ingest.start(services)
         loader = asyncio.create_task(load())
         try:
             yield
         finally:
             loader.cancel()
+            await sip.stop()
             await services.registry.close()  # ends calls while the scheduler can still drain their finals
             if services.scheduler is not None:
                 await loop.run_in_executor(None, services.scheduler.stop)
