@@ -103,7 +103,7 @@ def scenario(pcap: Path, play_ms: int, ucid: str) -> str:
         steps += [f'<send retrans="500"><![CDATA[{_request(cseq, direction, first=False, ucid=ucid)}]]></send>',
                   '<recv response="100" optional="true"/>', '<recv response="200"/>',
                   f"<send><![CDATA[{_ack(cseq)}]]></send>", '<pause milliseconds="300"/>']
-    steps += [f"""<send retrans="500"><![CDATA[
+    steps += ["""<send retrans="500"><![CDATA[
 BYE sip:srs@[remote_ip]:[remote_port] SIP/2.0
 Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
 From: <sip:src@[local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]
@@ -157,4 +157,5 @@ def run_sipp(scenario_path: Path, sip_port: int, transport: str, media_port: int
     cmd = [exe, f"127.0.0.1:{sip_port}", "-sf", str(scenario_path), "-i", "127.0.0.1", "-p", str(free_port()),
            "-mp", str(media_port), "-m", "1", "-t", "u1" if transport == "UDP" else "t1", "-nostdin",
            "-timeout", f"{timeout_s}s", "-timeout_error", "-trace_err", "-trace_msg"]
-    return subprocess.run(cmd, cwd=workdir, capture_output=True, text=True, timeout=timeout_s + 30)
+    return subprocess.run(cmd, cwd=workdir, capture_output=True, text=True, timeout=timeout_s + 30,
+                          check=False)

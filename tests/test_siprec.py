@@ -8,23 +8,17 @@ ASAPP's start-streaming; transcripts are read back with GET messages.
 
 from __future__ import annotations
 
-import asyncio
 import re
-import socket
 import threading
 import time
 
 import httpx
 import pytest
+from servers import HANG_GUARD_S, running_app, wait_until
+from siprec_peer import free_port, run_sipp, scenario, write_pcap
 
 from callscribe.config import load_settings
-from callscribe.ingest.siprec import sdp
-from callscribe.ingest.siprec.message import SipError, parse, split_stream
-from callscribe.ingest.siprec.metadata import parse_metadata, split_body
-from callscribe.ingest.siprec.rtp import JitterBuffer, RtpPacket, parse_rtp
 from callscribe.testing import speech
-from servers import HANG_GUARD_S, running_app, wait_until
-from siprec_peer import METADATA, free_port, run_sipp, scenario, write_pcap
 
 HEADERS = {"asapp-api-id": "sr", "asapp-api-secret": "sr-secret"}
 SCRIPT = [

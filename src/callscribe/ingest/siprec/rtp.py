@@ -12,8 +12,9 @@ import asyncio
 import logging
 import struct
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Awaitable, Callable, cast
+from typing import cast
 
 import numpy as np
 
@@ -259,7 +260,7 @@ class RtpReceiver(asyncio.DatagramProtocol):
             try:
                 await asyncio.wait_for(self._queue.put(None), 5)
                 await asyncio.wait_for(self._consumer, 10)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 self._consumer.cancel()
         if self.transport is not None:
             self.transport.close()

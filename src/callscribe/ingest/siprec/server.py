@@ -21,8 +21,16 @@ from typing import TYPE_CHECKING, Any, cast
 from callscribe.calls.media import MAX_GUID, MediaRefused, valid_id
 from callscribe.config import SiprecSource
 from callscribe.ingest.siprec import sdp
-from callscribe.ingest.siprec.message import (MAX_MESSAGE_BYTES, SipError, SipMessage, param, parse, response,
-                                              serialize, split_stream, tag_of)
+from callscribe.ingest.siprec.message import (
+    MAX_MESSAGE_BYTES,
+    SipError,
+    SipMessage,
+    parse,
+    response,
+    serialize,
+    split_stream,
+    tag_of,
+)
 from callscribe.ingest.siprec.metadata import Metadata, parse_metadata, split_body
 from callscribe.ingest.siprec.session import Dialog, PortPool, RecordingSession, Send
 
@@ -46,7 +54,7 @@ def _reason(text: str) -> str:
 
 
 class SiprecServer:
-    def __init__(self, services: "Services"):
+    def __init__(self, services: Services):
         self.services = services
         settings = services.settings
         self.settings = settings
@@ -323,7 +331,7 @@ class SiprecServer:
                 try:
                     await asyncio.wait_for(session.acked.wait(), interval)
                     return
-                except asyncio.TimeoutError:
+                except TimeoutError:
                     waited += interval
                     interval = min(interval * 2, T2)
                     session.dialog.send(data)
@@ -424,7 +432,7 @@ class _Udp(asyncio.DatagramProtocol):
         pass  # ICMP errors from an earlier send to a peer that went away
 
 
-async def start(services: "Services") -> SiprecServer:
+async def start(services: Services) -> SiprecServer:
     """Start the SIPREC listener (nothing when CALLSCRIBE_SIP_PORT is 0); stop it with `stop()`."""
     server = SiprecServer(services)
     await server.start()
