@@ -155,7 +155,7 @@ def test_no_such_call_and_other_tenant_400_203(server, client):
     assert server.services.registry.get_call("acme", guid) is None  # nor see it
 
 
-@pytest.mark.parametrize("namespace", ["siprec", "genesysaudiohook", "amazonconnect"])
+@pytest.mark.parametrize("namespace", ["genesysaudiohook", "amazonconnect"])
 def test_namespaces_without_an_adapter_are_refused_at_once(server, client, namespace):
     """Until their ingest exists, nothing answers success (or waits) for a call that cannot arrive."""
     guid = "CA" + uuid.uuid4().hex

@@ -121,6 +121,9 @@ class SiprecServer:
 
     async def _tcp_client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         peer = writer.get_extra_info("peername") or ("", 0)
+        if self.tenant_of(peer[0]) is None:  # no connection held open for a source not allowed
+            writer.close()
+            return
         buffer = bytearray()
 
         def send(data: bytes) -> None:
@@ -205,6 +208,9 @@ class SiprecServer:
                 reply(405, "Method Not Allowed", headers=[("allow", ALLOW)])
         except SipError as exc:
             reply(exc.status, _reason(exc.reason))
+        except Exception:  # a bug must cost this request only, never the listener or other calls
+            log.exception("SIPREC: %s from %s failed", method, peer[0])
+            reply(500, "Server Internal Error")
 
     def _cancel(self, msg: SipMessage, reply: Any) -> None:
         pending = self.pending.pop(msg.branch, None)
