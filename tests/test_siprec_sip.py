@@ -4,10 +4,12 @@ allowed, garbage datagrams and RTP from the wrong place; and its parsers on vend
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import struct
 import time
 import uuid
+from typing import ClassVar
 
 import pytest
 from servers import wait_until
@@ -189,10 +191,11 @@ class SipClient:
                 return msg
 
     def request(self, method: str, call_id: str, cseq: int, *, headers: str = "", ctype: str = "",
-                body: bytes = b"", to_tag: str = "", contact: str = ";+sip.src") -> bytes:
+                body: bytes = b"", to_tag: str = "", contact: str = ";+sip.src", branch: str = "") -> bytes:
         transport = "TCP" if self.tcp else "UDP"
+        branch = branch or f"z9hG4bK{uuid.uuid4().hex[:10]}"
         head = (f"{method} sip:srs@127.0.0.1:{self.server[1]} SIP/2.0\r\n"
-                f"Via: SIP/2.0/{transport} {self.host}:{self.port};branch=z9hG4bK{uuid.uuid4().hex[:10]}\r\n"
+                f"Via: SIP/2.0/{transport} {self.host}:{self.port};branch={branch}\r\n"
                 f"From: <sip:src@{self.host}>;tag=src1\r\nTo: <sip:srs@127.0.0.1>{';tag=' + to_tag if to_tag else ''}\r\n"
                 f"Call-ID: {call_id}\r\nCSeq: {cseq} {method}\r\nMax-Forwards: 70\r\n"
                 f"Contact: <sip:src@{self.host}:{self.port}>{contact}\r\n{headers}")
@@ -210,9 +213,10 @@ def srs(start_app):
                      siprec_rtp_timeout_s=1.5)
 
 
-def _invite(client: SipClient, call_id: str, headers: str = "") -> bytes:
+def _invite(client: SipClient, call_id: str, headers: str = "", branch: str = "") -> bytes:
     ctype, body = multipart(("application/sdp", SDP_TWO), ("application/rs-metadata+xml", METADATA))
-    return client.request("INVITE", call_id, 1, ctype=ctype, body=body, headers="Require: siprec\r\n" + headers)
+    return client.request("INVITE", call_id, 1, ctype=ctype, body=body, headers="Require: siprec\r\n" + headers,
+                          branch=branch)
 
 
 def _call(srs, guid: str):
@@ -220,6 +224,12 @@ def _call(srs, guid: str):
         return srs.services.registry.get_call("acme", guid, "siprec")
 
     return srs.run(get())
+
+
+async def _subscribe(srs, out: list) -> None:
+    from callscribe.calls.events import CallStateEvent
+
+    srs.services.bus.subscribe(lambda e: out.append(e) if isinstance(e, CallStateEvent) else None)
 
 
 def rtp(seq: int, ssrc: int = 7, pt: int = 0) -> bytes:
@@ -230,10 +240,17 @@ def rtp(seq: int, ssrc: int = 7, pt: int = 0) -> bytes:
 def test_invite_answer_retransmission_reinvite_and_bye(srs, tcp):
     client = SipClient(srs.settings.sip_port, tcp=tcp)
     call_id = f"call-{uuid.uuid4().hex}"
-    invite = _invite(client, call_id)
+    states: list = []
+    srs.run(_subscribe(srs, states))
+    invite = _invite(client, call_id, headers="Supported: timer\r\nSession-Expires: 1800;refresher=uac\r\n")
     client.send(invite)
     ok = client.final()
     assert ok.status == 200 and "+sip.srs" in ok.get("contact") and ok.get("content-type") == "application/sdp"
+    assert ok.get("session-expires").startswith("1800") and "timer" in ok.tokens("require")
+    connected = wait_until(lambda: [e for e in states if e.state == "media-connected"], "media-connected")
+    meta = connected[0].data["metadata"]["siprec"]
+    assert meta["labels"] == {"0": "1", "1": "2"} and meta["call_id"] == call_id
+    assert [p["name"] for p in meta["participants"]] == ["Pat Caller", "Agent Sam"]
     answer = sdp.parse_sdp(ok.body)
     ports = [m.port for m in answer.media]
     assert ports[1] == ports[0] + 2 and ports[0] % 2 == 0 and 43000 <= ports[0] <= 43099
@@ -299,7 +316,11 @@ def test_refusals_speak_sip(srs):
     client.send(client.request("INVITE", "trunc-1", 1, ctype=ctype, body=body[:60]))
     assert client.final().status == 400
     client.send(client.request("INVITE", "ext-1", 1, ctype=ctype, body=body, headers="Require: siprec, foo\r\n"))
-    assert client.final().status == 420
+    reply = client.final()
+    assert reply.status == 420 and reply.get("unsupported") == "foo"
+    client.send(client.request("INVITE", "se-1", 1, ctype=ctype, body=body, headers="Session-Expires: 30\r\n"))
+    reply = client.final()
+    assert reply.status == 422 and reply.get("min-se") == "90"
     client.send(client.request("BYE", "nope", 1, to_tag="x"))
     assert client.final().status == 481
     client.send(client.request("CANCEL", "nope", 1))
@@ -343,4 +364,62 @@ def test_rtp_silence_ends_the_call_with_a_bye(srs):
             bye = msg
     assert bye.call_id == "quiet-1"
     wait_until(lambda: _call(srs, "00001234561700000001")["media"] == "ended", "the call ends")
+    client.close()
+
+
+def test_cancel_of_an_invite_in_progress_answers_487(tmp_path):
+    """A CANCEL that arrives while the call's media is being connected: 200 to the CANCEL, 487 to the
+    INVITE (also to its retransmission), and the media connected meanwhile is ended."""
+    from types import SimpleNamespace
+
+    from callscribe.config import load_settings
+    from callscribe.ingest.siprec.server import SiprecServer
+
+    class Media:
+        guid = "x"
+        ended: ClassVar[list[str]] = []
+
+        async def audio(self, *a, **k): ...
+
+        async def event(self, *a): ...
+
+        async def end(self, reason):
+            self.ended.append(reason)
+
+    gate = asyncio.Event()
+
+    class SlowRegistry:  # holds the INVITE in progress until the test lets it go
+        async def media_connected(self, **kw):
+            await gate.wait()
+            return Media()
+
+    client = SipClient(free_port())  # only builds the requests
+    sent: list = []
+    peer = ("127.0.0.1", client.port)
+
+    async def run():
+        settings = load_settings(data_dir=tmp_path, sip_port=0, rtp_ports="43100-43199")
+        server = SiprecServer(SimpleNamespace(settings=settings, registry=SlowRegistry()))
+        invite = _invite(client, "cancel-1", branch="z9hG4bKcancel1")
+        server.received(invite, lambda data: sent.append(parse(data)), peer, "UDP")
+        while not sent:
+            await asyncio.sleep(0.01)
+        assert sent[0].status == 100
+        server.received(client.request("CANCEL", "cancel-1", 1, branch="z9hG4bKcancel1"),
+                        lambda data: sent.append(parse(data)), peer, "UDP")
+        while len(sent) < 3:
+            await asyncio.sleep(0.01)
+        gate.set()
+        while not Media.ended:
+            await asyncio.sleep(0.01)
+        server.received(invite, lambda data: sent.append(parse(data)), peer, "UDP")
+        while len(sent) < 4:
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(0.1)
+        return server
+
+    server = asyncio.run(asyncio.wait_for(run(), 30))
+    assert sorted((m.status, m.cseq[1]) for m in sent[1:3]) == [(200, "CANCEL"), (487, "INVITE")]
+    assert (sent[3].status, sent[3].cseq[1]) == (487, "INVITE") and len(sent) == 4  # never a 200
+    assert Media.ended == ["cancelled"] and not server.sessions and not server.pool.used
     client.close()

@@ -22,10 +22,11 @@ _HEAD_END = re.compile(rb"\r?\n\r?\n")
 class SipError(Exception):
     """A message that cannot be handled; `status` is the response to send when there is one to send."""
 
-    def __init__(self, status: int, reason: str):
+    def __init__(self, status: int, reason: str, headers: list[tuple[str, str]] | None = None):
         super().__init__(reason)
         self.status = status
         self.reason = reason
+        self.headers = headers or []  # what the response must carry (Min-SE on 422, Unsupported on 420)
 
 
 @dataclass

@@ -247,8 +247,10 @@ class RtpReceiver(asyncio.DatagramProtocol):
                 log.exception("RTP receiver: delivering media failed")
 
     def relatch(self) -> None:
-        """A new offer (re-INVITE) may move the sender: latch onto the next one that sends."""
+        """After a hold or a new offer the sender may have moved and its clock jumped: latch onto the
+        next source that sends, and anchor its timestamps afresh (as for a new SSRC)."""
         self.source = None
+        self.ssrc = None
 
     async def close(self) -> None:
         """Let out what is buffered, deliver it, and close the port."""

@@ -207,7 +207,7 @@ class SiprecServer:
             else:
                 reply(405, "Method Not Allowed", headers=[("allow", ALLOW)])
         except SipError as exc:
-            reply(exc.status, _reason(exc.reason))
+            reply(exc.status, _reason(exc.reason), headers=exc.headers)
         except Exception:  # a bug must cost this request only, never the listener or other calls
             log.exception("SIPREC: %s from %s failed", method, peer[0])
             reply(500, "Server Internal Error")
@@ -231,7 +231,7 @@ class SiprecServer:
             raise SipError(488, "Not Acceptable Here (only SIPREC recording sessions: +sip.src or Require: siprec)")
         unsupported = required - SUPPORTED
         if unsupported:
-            raise SipError(420, f"Bad Extension {', '.join(sorted(unsupported))}")
+            raise SipError(420, "Bad Extension", [("unsupported", ", ".join(sorted(unsupported)))])
         offer, meta = self._body(msg, need_sdp=True)
         assert offer is not None
         expires = 0
@@ -241,7 +241,7 @@ class SiprecServer:
                 raise SipError(400, "Bad Session-Expires")
             expires = int(value)
             if expires < MIN_SE:
-                raise SipError(422, "Session Interval Too Small")
+                raise SipError(422, "Session Interval Too Small", [("min-se", str(MIN_SE))])
         return offer, meta, expires
 
     def _body(self, msg: SipMessage, need_sdp: bool) -> tuple[sdp.Offer | None, Metadata | None]:
@@ -311,6 +311,10 @@ class SiprecServer:
                     source=f"siprec:{peer[0]}", metadata=session.metadata_view(msg.call_id, ucid))
             except MediaRefused as exc:
                 raise SipError(503 if exc.capacity else 403, _reason(exc.reason)) from None
+            if session.ended:  # a BYE overtook the answer
+                self.pending.pop(msg.branch, None)
+                await session.media.end("bye")
+                return
         except BaseException:
             self.pending.pop(msg.branch, None)
             await self._end(session, "refused")
