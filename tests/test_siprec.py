@@ -36,6 +36,7 @@ def words(text: str) -> set[str]:
 
 @pytest.fixture(scope="module")
 def call_streams():
+    """8 kHz mu-law of the customer's side and of the agent's side of SCRIPT."""
     call = speech.build_call(SCRIPT, gap_s=1.0, voices=speech.VOICES)
     return [speech.telephony(call.tracks["customer"]), speech.telephony(call.tracks["agent"])]
 
@@ -56,15 +57,17 @@ def _messages(server, guid: str) -> list[dict]:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("transport", ["UDP", "TCP"])
-def test_sipp_recording_two_voices_on_their_roles(siprec_app, call_streams, tmp_path, transport):
+@pytest.mark.parametrize(("transport", "order"), [("UDP", "CUSTOMER_FIRST"), ("TCP", "AGENT_FIRST")])
+def test_sipp_recording_two_voices_on_their_roles(siprec_app, call_streams, tmp_path, transport, order):
+    """mediaLineOrder AGENT_FIRST: the SRC puts the agent on the first m-line, and the roles follow."""
     guid = f"ucid-{transport.lower()}-1"
     pcap = tmp_path / "call.pcap"
-    play_ms = write_pcap(pcap, call_streams)
+    play_ms = write_pcap(pcap, call_streams if order == "CUSTOMER_FIRST" else call_streams[::-1])
     xml = tmp_path / "uac_siprec.xml"
     xml.write_text(scenario(pcap, play_ms + 500, guid))
     started: list[httpx.Response] = []
-    body = {"namespace": "siprec", "guid": guid, "customerId": "cust-1", "agentId": "agent-1"}
+    body = {"namespace": "siprec", "guid": guid, "customerId": "cust-1", "agentId": "agent-1",
+            "siprecParams": {"mediaLineOrder": order}}
     starter = threading.Thread(target=lambda: started.append(httpx.post(
         f"{siprec_app.url}/mg-autotranscribe/v1/start-streaming", json=body, headers=HEADERS,
         timeout=HANG_GUARD_S)))

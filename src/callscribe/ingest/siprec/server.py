@@ -178,11 +178,13 @@ class SiprecServer:
         if tenant is None:
             reply(403, "Forbidden (source not in CALLSCRIBE_SIPREC_ALLOW)")
             return
+        session = self.sessions.get(msg.call_id)
+        if session is not None and session.tenant != tenant:
+            session = None  # another tenant's SBC cannot reach into this dialog
         try:
             if method == "OPTIONS":
                 reply(200, "OK", headers=[("allow", ALLOW), ("accept", ACCEPT), ("supported", "siprec, timer")])
             elif method == "INVITE":
-                session = self.sessions.get(msg.call_id)
                 if tag_of(msg.get("to")) and session is not None:
                     self._reinvite(session, msg, reply)
                 elif tag_of(msg.get("to")):
@@ -190,13 +192,11 @@ class SiprecServer:
                 else:
                     await self._invite(msg, send, reply, tenant, peer, transport)
             elif method == "UPDATE":
-                session = self.sessions.get(msg.call_id)
                 if session is None:
                     reply(481, "Call/Transaction Does Not Exist")
                 else:
                     self._reinvite(session, msg, reply)
             elif method == "BYE":
-                session = self.sessions.get(msg.call_id)
                 if session is None:
                     reply(481, "Call/Transaction Does Not Exist")
                 else:
