@@ -76,6 +76,7 @@ def create_app(settings: Settings, *, engine: "SpeechEngine | None" = None) -> F
                 services.load_error = f"{type(exc).__name__}: {exc}"
                 log.exception("speech model failed to load")
 
+        sip = await siprec_ingest.start(services)  # binds first: a busy SIP port stops start-up cleanly
         await start_delivery(services)  # storage first: nothing may be published before it listens
         # The registry exists before the model loads: media may connect (and is counted) meanwhile;
         # starts are refused with 503 until the scheduler is ready.
@@ -84,7 +85,6 @@ def create_app(settings: Settings, *, engine: "SpeechEngine | None" = None) -> F
             languages=lambda: getattr(services.engine, "languages", None) if services.ready.is_set() else None,
             metrics=services.metrics, max_recording_s=settings.max_recording_s)
         services.registry.start()
-        sip = await siprec_ingest.start(services)
         loader = asyncio.create_task(load())
         try:
             yield

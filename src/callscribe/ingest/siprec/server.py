@@ -79,9 +79,17 @@ class SiprecServer:
             return
         loop = asyncio.get_running_loop()
         host, port = self.settings.sip_host, self.settings.sip_port
-        transport, _ = await loop.create_datagram_endpoint(lambda: _Udp(self), local_addr=(host, port))
-        self.udp = transport
-        self.tcp = await asyncio.start_server(self._tcp_client, host, port, limit=MAX_MESSAGE_BYTES)
+        try:
+            transport, _ = await loop.create_datagram_endpoint(lambda: _Udp(self), local_addr=(host, port))
+            self.udp = transport
+            self.tcp = await asyncio.start_server(self._tcp_client, host, port, limit=MAX_MESSAGE_BYTES)
+        except OSError as exc:
+            if self.udp is not None:
+                self.udp.close()
+                self.udp = None
+            # One line naming the settings, as for a bad value (port 0 turns SIPREC off).
+            raise OSError(f"CALLSCRIBE_SIP_HOST/CALLSCRIBE_SIP_PORT: cannot listen on {host}:{port} "
+                          f"({exc.strerror or exc})") from None
         self.port = port
         self.watchdog = loop.create_task(self._watch())
         log.info("SIPREC listening on %s:%d (UDP, TCP)", host, port)
