@@ -29,17 +29,28 @@ import websockets
 
 
 class WebhookReceiver:
-    """Keeps every JSON body POSTed to it (and the raw text) and answers 200."""
+    """Keeps every JSON body POSTed to it (the raw text, and the webhook-id of each) and answers 200;
+    while `accept` is clear it answers 503 instead and keeps nothing (a receiver that is down)."""
 
     def __init__(self) -> None:
         self.bodies: list[dict] = []
         self.raw: list[str] = []
-        bodies, raw = self.bodies, self.raw
+        self.ids: list[str] = []
+        self.refused = 0
+        self.accept = threading.Event()
+        self.accept.set()
+        bodies, raw, outer = self.bodies, self.raw, self
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:  # noqa: N802 (http.server naming)
                 length = int(self.headers.get("content-length") or 0)
                 data = self.rfile.read(length).decode("utf-8", "replace")
+                if not outer.accept.is_set():
+                    outer.refused += 1
+                    self.send_response(503)
+                    self.end_headers()
+                    return
+                outer.ids.append(self.headers.get("webhook-id", ""))
                 raw.append(data)
                 try:
                     bodies.append(json.loads(data))
@@ -62,6 +73,12 @@ class WebhookReceiver:
     def close(self) -> None:
         self.server.shutdown()
         self.server.server_close()
+
+    def __enter__(self) -> "WebhookReceiver":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 class TwilioSender:

@@ -14,13 +14,13 @@ import websockets
 
 from callscribe.audio.codecs import ulaw_decode
 from callscribe.testing.speech import say, silence, telephony
-from test_restart import KEY, FlakyReceiver, serve
+from e2e_helpers import WebhookReceiver
+from test_restart import KEY, serve
 from test_serve import free_port
 
 
 def test_sigterm_mid_utterance_keeps_it_and_says_5001(tmp_path):
-    hook = FlakyReceiver()
-    hook.accept.set()
+    hook = WebhookReceiver()
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     proc = serve(tmp_path, port, hook)
@@ -62,4 +62,4 @@ def test_sigterm_mid_utterance_keeps_it_and_says_5001(tmp_path):
     finally:
         if proc.poll() is None:
             proc.kill()
-        hook.server.shutdown()
+        hook.close()

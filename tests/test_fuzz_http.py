@@ -30,8 +30,13 @@ def _asapp_shape(body: object) -> bool:
         isinstance(error[k], str) for k in error)
 
 
-# Each surface's error shape, by path prefix (longest first); every route today answers ASAPP's.
-ERROR_SHAPES: list[tuple[str, object]] = [("/", _asapp_shape)]
+def _memories_shape(body: object) -> bool:
+    return isinstance(body, dict) and set(body) == {"code", "message", "data"} and isinstance(body["code"], int) \
+        and isinstance(body["message"], str) and body["data"] is None
+
+
+# Each surface's error shape, by path prefix (longest first); callscribe's own (ASAPP's) otherwise.
+ERROR_SHAPES: list[tuple[str, object]] = [("/serve/api/v2/audio-stream", _memories_shape), ("/", _asapp_shape)]
 
 
 def check_answer(path: str, status: int, content_type: str, body: bytes) -> None:

@@ -12,12 +12,14 @@ import json
 import struct
 
 import httpx
+import numpy as np
 import pytest
 from hypothesis import HealthCheck, event, given, settings, strategies as st
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
 from callscribe.config import load_settings
+from callscribe.ingest import audiohook_messages as audiohook
 from callscribe.ingest import twilio
 from callscribe.ingest.base import AdapterError, Close
 from callscribe.ingest.siprec import message as sip_message
@@ -25,6 +27,9 @@ from callscribe.ingest.siprec import sdp
 from callscribe.ingest.siprec.message import SipError
 from callscribe.ingest.siprec.metadata import parse_metadata, split_body
 from callscribe.ingest.siprec.rtp import JitterBuffer, RtpPacket, parse_rtp
+from callscribe.ingest.kvs import connect as kvs_connect
+from callscribe.ingest.kvs.ebml import EbmlError, MkvReader
+from kvs_fixtures import Fragment, fragments_of
 from servers import running_app
 
 ACME = {"asapp-api-id": "ka", "asapp-api-secret": "sa"}
@@ -158,6 +163,144 @@ def test_asapp_direct_stream_answers_only_in_its_protocol(direct_server):
     run()
 
 
+# Matroska (Amazon Connect Kinesis Video streams) ---------------------------------------------
+
+_KVS_FRAGMENT = fragments_of({"AUDIO_FROM_CUSTOMER": np.arange(480, dtype=np.int16),
+                              "AUDIO_TO_CUSTOMER": -np.arange(400, dtype=np.int16)})[0]
+_KVS_FRAGMENT.block_ms = 20
+_KVS_BYTES = _KVS_FRAGMENT.to_bytes() + Fragment("0", 0, {}, error=("4000", "x")).to_bytes()
+
+
+@st.composite
+def _mutated_kvs(draw) -> bytes:
+    """A real Connect fragment with a few bytes overwritten, inserted or removed, or raw bytes."""
+    if draw(st.booleans()):
+        return draw(st.binary(max_size=300))
+    data = bytearray(_KVS_BYTES)
+    for _ in range(draw(st.integers(1, 4))):
+        at = draw(st.integers(0, len(data) - 1))
+        op = draw(st.sampled_from(["set", "insert", "delete", "truncate"]))
+        if op == "set":
+            data[at] = draw(st.integers(0, 255))
+        elif op == "insert":
+            data[at:at] = draw(st.binary(min_size=1, max_size=9))
+        elif op == "delete":
+            del data[at:at + draw(st.integers(1, 9))]
+        else:
+            del data[at:]
+        if not data:
+            break
+    return bytes(data)
+
+
+@PURE_BUDGET
+@given(data=_mutated_kvs(), cuts=st.lists(st.integers(1, 400), max_size=6))
+def test_matroska_reader_answers_items_or_its_own_error(data, cuts):
+    """Whatever GetMedia sends, split anywhere: items, or EbmlError; the assembler takes any items."""
+    reader, assembler, at = MkvReader(), kvs_connect.FragmentAssembler(), 0
+    try:
+        for n in [*cuts, len(data)]:
+            assembler.feed(reader.feed(data[at:at + n]))
+            at += n
+        assembler.feed(reader.close())
+        event("read to the end")
+    except EbmlError as exc:
+        assert str(exc)
+        event("EbmlError")
+    assembler.close()
+
+
+# Genesys AudioHook -----------------------------------------------------------------------------
+
+_AH_ID = "7c0a3a4e-3a0e-4b8e-9d8e-2f6a2f1d9b10"
+_AH_DURATION = st.sampled_from(["PT0S", "PT1.25S", "PT1M2.5S", "PT2H", "PT", "P1D", "PT-1S", "PT1.S"]) | JSON
+_AH_MEDIA = st.fixed_dictionaries({}, optional={
+    "type": st.just("audio") | JSON, "format": st.sampled_from(["PCMU", "L16", "OPUS"]) | JSON,
+    "rate": st.sampled_from([8000, 16000, 44100]) | JSON,
+    "channels": st.lists(st.sampled_from(["external", "internal", "other"]), max_size=3) | JSON})
+_AH_PARAMETERS = st.fixed_dictionaries({}, optional={
+    "organizationId": st.just(_AH_ID) | JSON, "conversationId": st.just(_AH_ID) | JSON,
+    "participant": JSON, "media": st.lists(_AH_MEDIA | JSON, max_size=3) | JSON,
+    "language": st.just("en-US") | JSON, "supportedLanguages": JSON, "customConfig": JSON,
+    "start": _AH_DURATION, "discarded": _AH_DURATION, "reason": JSON, "code": JSON, "message": JSON})
+_AH_MESSAGE = st.fixed_dictionaries({}, optional={
+    "version": st.just("2") | JSON, "id": st.just(_AH_ID) | JSON,
+    "type": st.sampled_from(["open", "ping", "update", "paused", "resumed", "discarded", "error", "close",
+                             "opened", "dance"]) | JSON,
+    "seq": st.integers(-1, 4) | JSON, "serverseq": st.integers(-1, 4) | JSON, "position": _AH_DURATION,
+    "parameters": _AH_PARAMETERS | JSON})
+AUDIOHOOK_FRAMES = st.binary(max_size=200) | st.text(max_size=200) | _AH_MESSAGE.map(json.dumps)
+AUDIOHOOK_CLOSE_CODES = {Close.INVALID, Close.TOO_BIG}
+
+
+@PURE_BUDGET
+@given(frame=AUDIOHOOK_FRAMES)
+def test_audiohook_parser_answers_a_message_or_a_session_error(frame):
+    try:
+        msg = audiohook.parse_message(frame)
+        if msg.type == "open":
+            opened = audiohook.parse_open(msg.parameters)
+            chosen = audiohook.select_media(opened.media)
+            assert chosen is None or chosen.raw in msg.parameters["media"]
+        elif msg.type in ("resumed", "discarded"):
+            start, dropped = audiohook.gap_parameters(msg.parameters, msg.type)
+            assert start >= 0 and dropped >= 0
+    except AdapterError as exc:
+        assert exc.code in AUDIOHOOK_CLOSE_CODES
+        assert isinstance(exc.reason, str) and len(exc.reason.encode()) <= 123
+        event("refused")
+        return
+    event(msg.type)
+
+
+@pytest.fixture(scope="module")
+def audiohook_server(tmp_path_factory, engine):
+    settings = load_settings(data_dir=tmp_path_factory.mktemp("data"), sip_port=0, api_keys="ka:sa:acme",
+                             audiohook_keys="fuzz-key::acme")
+    with running_app(settings, engine=engine) as s:
+        yield s
+
+
+def test_audiohook_session_answers_only_in_its_protocol(audiohook_server):
+    """After a valid open, any frames: the server says only protocol messages and never 1011."""
+    url = audiohook_server.ws_url + "/mg-autotranscribe/v1/genesys-audiohook"
+    open_message = json.dumps({"version": "2", "id": _AH_ID, "type": "open", "seq": 1, "serverseq": 0,
+                               "position": "PT0S", "parameters": {
+                                   "organizationId": _AH_ID, "conversationId": "00000000-0000-0000-0000-000000000000",
+                                   "participant": {}, "media": [{"type": "audio", "format": "PCMU",
+                                                                 "channels": ["external", "internal"], "rate": 8000}]}})
+    headers = {"x-api-key": "fuzz-key", "audiohook-organization-id": _AH_ID, "audiohook-session-id": _AH_ID,
+               "audiohook-correlation-id": _AH_ID}
+
+    @WIRE_BUDGET
+    @given(frames=st.lists(AUDIOHOOK_FRAMES, max_size=4))
+    def run(frames):
+        received, close_code = [], None
+        with connect(url, additional_headers=headers, open_timeout=30, close_timeout=30) as ws:
+            try:
+                for frame in [open_message, *frames]:
+                    ws.send(frame)
+            except ConnectionClosed:
+                pass
+            try:
+                while True:
+                    received.append(json.loads(ws.recv(timeout=0.5 if received else 30)))
+            except TimeoutError:
+                ws.close()  # the session is waiting for more, as a live one would
+            except ConnectionClosed as closed:
+                close_code = closed.rcvd.code if closed.rcvd else None
+        assert close_code != 1011, (close_code, received)
+        assert received and received[0]["type"] == "opened", received
+        for msg in received:
+            event(msg["type"])
+            assert msg["type"] in {"opened", "pong", "updated", "event", "disconnect", "closed"}, msg
+            assert msg["version"] == "2" and msg["id"] == _AH_ID
+            if msg["type"] == "disconnect":
+                assert msg["parameters"]["reason"] == "error" and msg["parameters"]["info"]
+
+    run()
+
+
 # SIPREC: SIP messages, bodies (multipart, RFC 7865 metadata, SDP), RTP ----------------------------
 
 _SIP_HEADER = st.tuples(st.sampled_from(["Via", "v", "From", "f", "To", "t", "Call-ID", "i", "CSeq", "Contact",
@@ -245,9 +388,3 @@ def test_rtp_packets_parse_or_are_dropped_and_leave_the_buffer_in_order(packets)
             out += buffer.push(RtpPacket(packet.pt, packet.seq, packet.ts, 1, packet.marker, packet.payload), n * 0.1)
     out += buffer.pop(len(packets) * 0.1, flush=True)
     assert len(out) <= len(packets)
-
-
-# Parsers to come: each issue that adds one adds its fuzz target here.
-@pytest.mark.parametrize("reader", ["AudioHook messages", "Matroska (Amazon Connect KVS) streams"])
-def test_fuzz_target_to_follow(reader):
-    pytest.skip(f"no {reader} reader yet: its issue adds a property test here (raw bytes -> own errors only)")

@@ -14,6 +14,7 @@ from streamdouble.protocol import MediaStreamEncoder
 
 from callscribe.config import load_settings
 from servers import running_app
+from test_edge_limits import closed
 
 ACME = {"asapp-api-id": "ka", "asapp-api-secret": "sa"}
 
@@ -50,13 +51,7 @@ def test_a_twilio_stream_with_an_unkeepable_call_id_is_closed_and_nothing_else_i
         async with websockets.connect(url) as ws:
             await ws.send(json.dumps(enc.connected()))
             await ws.send(json.dumps(enc.start(tracks=["inbound"], custom_parameters={"guid": "bad\x00id"})))
-            try:
-                async with asyncio.timeout(30):
-                    async for _ in ws:
-                        pass
-            except websockets.ConnectionClosed:
-                pass
-            return ws.protocol.close_rcvd
+            return await closed(ws)
 
     close = asyncio.run(go())
     assert close is not None and close.code == 1008 and "call id" in close.reason

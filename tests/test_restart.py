@@ -9,8 +9,6 @@ import json
 import signal
 import subprocess
 import sys
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import httpx
 import numpy as np
@@ -18,41 +16,14 @@ import websockets
 
 from callscribe.audio.codecs import ulaw_decode
 from callscribe.testing.speech import say, silence, telephony
+from e2e_helpers import WebhookReceiver
 from servers import wait_until
 from test_serve import free_port, serve_env, wait_for
 
 KEY = {"asapp-api-id": "ka", "asapp-api-secret": "sa"}
 
 
-class FlakyReceiver:
-    """Answers 503 until `accept` is set, then 200; keeps every (webhook-id, body) it accepted."""
-
-    def __init__(self) -> None:
-        self.accept = threading.Event()
-        self.refused = 0
-        self.delivered: list[tuple[str, dict]] = []
-        outer = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802
-                body = self.rfile.read(int(self.headers.get("content-length") or 0))
-                if not outer.accept.is_set():
-                    outer.refused += 1
-                    self.send_response(503)
-                else:
-                    outer.delivered.append((self.headers["webhook-id"], json.loads(body)))
-                    self.send_response(200)
-                self.end_headers()
-
-            def log_message(self, *args) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-
-def serve(tmp_path, port: int, hook: FlakyReceiver) -> subprocess.Popen:
+def serve(tmp_path, port: int, hook: WebhookReceiver) -> subprocess.Popen:
     env = serve_env(tmp_path, CALLSCRIBE_API_KEYS="ka:sa:acme", CALLSCRIBE_WEBHOOK_URL=hook.url,
                     CALLSCRIBE_WEBHOOK_SECRET="whsec_" + "MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw")
     proc = subprocess.Popen([sys.executable, "-m", "callscribe", "serve", "--port", str(port)], env=env,
@@ -62,7 +33,8 @@ def serve(tmp_path, port: int, hook: FlakyReceiver) -> subprocess.Popen:
 
 
 def test_kill_9_mid_call_then_restart_delivers_every_final_once(tmp_path):
-    hook = FlakyReceiver()
+    hook = WebhookReceiver()
+    hook.accept.clear()  # the receiver is down: finals wait in the outbox
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     proc = serve(tmp_path, port, hook)
@@ -88,17 +60,16 @@ def test_kill_9_mid_call_then_restart_delivers_every_final_once(tmp_path):
         stored = wait_until(lambda: len(httpx.get(base + "/conversation/v1/conversation/messages?externalId=crash-1",
                                                   headers=KEY).json().get("items", [])) >= 2 and True,
                             "both finals stored")
-        assert stored and hook.refused >= 1 and not hook.delivered
+        assert stored and hook.refused >= 1 and not hook.bodies
         proc.send_signal(signal.SIGKILL)
         proc.wait(30)
 
         hook.accept.set()
         proc = serve(tmp_path, port, hook)
         items = httpx.get(base + "/conversation/v1/conversation/messages?externalId=crash-1", headers=KEY).json()
-        wait_until(lambda: len(hook.delivered) >= len(items["items"]), "every stored final delivered")
-        ids = [i for i, _ in hook.delivered]
-        assert len(ids) == len(set(ids)) == len(items["items"])  # each webhook-id exactly once
-        assert {b["autotranscribeResponse"]["utterance"][0]["text"] for _, b in hook.delivered} == \
+        wait_until(lambda: len(hook.bodies) >= len(items["items"]), "every stored final delivered")
+        assert len(hook.ids) == len(set(hook.ids)) == len(items["items"])  # each webhook-id exactly once
+        assert {b["autotranscribeResponse"]["utterance"][0]["text"] for b in hook.bodies} == \
             {i["text"] for i in items["items"]}
         call = httpx.get(base + "/v1/calls/crash-1", headers=KEY).json()
         assert call["state"] == "interrupted" and call["endedAt"]
@@ -106,4 +77,4 @@ def test_kill_9_mid_call_then_restart_delivers_every_final_once(tmp_path):
     finally:
         if proc.poll() is None:
             proc.kill()
-        hook.server.shutdown()
+        hook.close()

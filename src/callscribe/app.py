@@ -18,6 +18,8 @@ from callscribe import __version__, logsafe
 from callscribe.api import asapp as asapp_api
 from callscribe.api import asapp_wire
 from callscribe.api import asapp_ws_url as asapp_ws_url_api
+from callscribe.api import memories as memories_api
+from callscribe.api import memories_wire
 from callscribe.api import messages as messages_api
 from callscribe.api import native as native_api
 from callscribe.api import twilio_url as twilio_url_api
@@ -31,8 +33,11 @@ from callscribe.config import Settings
 from callscribe.credentials import load_or_create_api_keys
 from callscribe.delivery.service import start_delivery, stop_delivery
 from callscribe.ingest import asapp_ws as asapp_ws_ingest
+from callscribe.ingest import audiohook as audiohook_ingest
+from callscribe.ingest import memories_ws as memories_ws_ingest
 from callscribe.ingest import siprec as siprec_ingest
 from callscribe.ingest import twilio_endpoint as twilio_ingest
+from callscribe.ingest.kvs.puller import amazon_connect_sources
 from callscribe.ingest.limits import ConnectionLimits
 from callscribe.metrics import Metrics
 
@@ -54,10 +59,14 @@ def create_app(settings: Settings, *, engine: "SpeechEngine | None" = None) -> F
     """Build the app. Pass `engine` to share one loaded model between several apps (tests)."""
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     logsafe.install()
+    memories_tasks = memories_api.TaskBook()
     services = Services(settings=settings, metrics=Metrics(), api_keys=load_or_create_api_keys(settings),
-                        formatters={asapp_wire.SURFACE: asapp_wire.webhook},
+                        formatters={asapp_wire.SURFACE: asapp_wire.webhook,
+                                    memories_wire.SURFACE: memories_wire.formatter(memories_tasks.media_ms)},
                         connections=ConnectionLimits(settings.max_connections, settings.max_connections_per_source,
                                                      settings.max_unstarted_connections))
+    services.sources["amazonconnect"] = amazon_connect_sources(settings, services.metrics.kvs_lag.observe)
+    memories_tasks.watch(services.bus)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -98,11 +107,13 @@ def create_app(settings: Settings, *, engine: "SpeechEngine | None" = None) -> F
 
     app = FastAPI(title="callscribe", version=__version__, lifespan=lifespan, docs_url="/docs", redoc_url=None)
     app.state.services = services
-    shapes = install_error_handlers(app, [(prefix, asapp_wire.error_shape) for prefix in asapp_wire.PATH_PREFIXES])
+    app.state.memories_tasks = memories_tasks
+    shapes = install_error_handlers(app, [(prefix, asapp_wire.error_shape) for prefix in asapp_wire.PATH_PREFIXES]
+                                    + [(prefix, memories_wire.error_shape) for prefix in memories_wire.PATH_PREFIXES])
     app.add_middleware(AuthFailureThrottle, per_minute=settings.auth_failures_per_minute, shapes=shapes)
     for router in (native_api.router, messages_api.router, twilio_url_api.router, asapp_api.router,
                    asapp_ws_url_api.router, deliveries_api.router, dashboard_api.router, twilio_ingest.router,
-                   asapp_ws_ingest.router):
+                   asapp_ws_ingest.router, audiohook_ingest.router, memories_api.router, memories_ws_ingest.router):
         app.include_router(router)
 
     @app.get("/healthz", include_in_schema=False)

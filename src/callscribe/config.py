@@ -69,7 +69,7 @@ def parse_audiohook_keys(value: str) -> list[AudioHookKey]:
             raise ValueError(f"entry {n} of {len(items)} is not apikey:base64secret[:tenant]")
         try:
             secret = base64.b64decode(parts[1], validate=True) if parts[1] else b""
-        except binascii.Error as exc:
+        except binascii.Error:
             raise ValueError(f"the secret of entry {n} is not base64") from None
         keys.append(AudioHookKey(parts[0], secret, parts[2] if len(parts) == 3 and parts[2] else "default"))
     return keys
@@ -164,6 +164,14 @@ class Settings(BaseSettings):
     start_wait_for_media_s: float = Field(5.0, ge=0, le=60)
     auth_failures_per_minute: int = Field(20, ge=1, le=100000)  # per source address, then 429
     metrics_token: str | None = None  # when set, /metrics wants `Authorization: Bearer <token>`
+    memories_tasks_per_key: int = Field(4, ge=1, le=1000)  # running audio-stream tasks per API key
+
+    # Amazon Connect (Kinesis Video) pulls: the first Connect audio must come within kvs_start_timeout_s
+    # (else start-streaming answers 400-203); kvs_idle_timeout_s without a new fragment ends the call;
+    # a connection silent for kvs_read_timeout_s is dropped and resumed.
+    kvs_start_timeout_s: float = Field(10.0, gt=0, le=120)
+    kvs_idle_timeout_s: float = Field(20.0, gt=0, le=3600)
+    kvs_read_timeout_s: float = Field(5.0, gt=0, le=120)
 
     # Webhook retry budget: past either limit (or on a 4xx other than 408/429) a row is a dead letter.
     webhook_max_attempts: int = Field(100, ge=1, le=100000)

@@ -19,6 +19,8 @@ class Metrics:
             "callscribe_final_latency_seconds", "End of speech to final text",
             buckets=(0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 2.0, 3.0, 5.0, 10.0), registry=r,
         )
+        self.kvs_lag = Histogram("callscribe_kvs_millis_behind_now_seconds", "Kinesis Video pull behind the stream's head",
+                                 buckets=(0.5, 1, 2, 5, 10, 30, 60, 300), registry=r)
         self.asr_queue = Gauge("callscribe_asr_queue_depth", "Jobs waiting for the model", ["kind"], registry=r)
         self.refused = Counter("callscribe_streams_refused_total", "New streams refused for lack of capacity", registry=r)
         self.webhook_attempts = Counter("callscribe_webhook_attempts_total", "Webhook POST attempts", ["outcome"], registry=r)

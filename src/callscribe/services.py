@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Awaitable, Callable
 
 from callscribe.calls.events import EventBus
+from callscribe.calls.media import SourceFactory
 from callscribe.config import ApiKey, Settings
 from callscribe.delivery.webhook import Formatter
 from callscribe.metrics import Metrics
@@ -35,6 +36,8 @@ class Services:
     bus: EventBus = field(default_factory=EventBus)
     # Each control surface's webhook formatter, by the surface name its streams carry.
     formatters: dict[str, Formatter] = field(default_factory=dict)
+    # The pulled source each namespace's start may name (Amazon Connect's Kinesis Video streams).
+    sources: dict[str, SourceFactory] = field(default_factory=dict)
     engine: SpeechEngine | None = None
     scheduler: AsrScheduler | None = None
     registry: CallRegistry | None = None

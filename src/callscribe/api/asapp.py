@@ -7,15 +7,19 @@ Error codes (ASAPP shape, fresh requestId each):
   twilioParams.trackMap.*, amazonConnectParams.startSelectorType) or an unusable guid: the
   spec's wording for 400-201 is "MG transcription API parameter incorrect"; also, at once, a
   namespace of the seed whose media this server does not take yet (`SERVED_NAMESPACES`), with a
-  message that names it: nothing answers success for a call that cannot arrive;
+  message that names it: nothing answers success for a call that cannot arrive; a malformed
+  amazonConnectParams.streamArn or afterFragmentNumber; a Kinesis stream that cannot be read as
+  given (no such stream, not allowed);
 - 400-202: an unknown value or bad combination of AutoTranscribe parameters (redactionOutput not in
   its enum; detailedToken true with a redacting redactionOutput; FRAGMENT_NUMBER without
   afterFragmentNumber; a trackMap giving both tracks the same role);
-- 400-203: no such call (after waiting settings.start_wait_for_media_s for its media on start); a call
-  of another tenant is indistinguishable from one that does not exist;
+- 400-203: no such call (after waiting settings.start_wait_for_media_s for its media on start, or
+  kvs_start_timeout_s for an amazonconnect stream's first Connect audio); a call of another tenant is
+  indistinguishable from one that does not exist;
 - 409-201: already started / already stopped; 409-202: another request for the same guid is in progress;
   409-203: a start while the call's media is ending (hang-up or SIPREC BYE being processed; a stop
   then waits and reports the interval the hang-up closed);
+- 500-201: an amazonconnect pull failed for another reason (AWS unreachable or failing): retryable;
 - 401-01, 413-01, 429-01 (Retry-After): see api/limits.py;
 - 503-01: the speech model is not loaded, or the scheduler cannot take all of the call's legs. A start
   is all or nothing: half a call transcribed is worse than a refusal the client can retry, so
@@ -37,7 +41,7 @@ from callscribe.api.asapp_wire import ROLES, SURFACE, track_participants
 from callscribe.api.errors import ApiError
 from callscribe.api.limits import authorize, limits_of, read_json
 from callscribe.calls.leg import StreamParams
-from callscribe.calls.media import MAX_EXTERNAL_ID, valid_id
+from callscribe.calls.media import MAX_EXTERNAL_ID, SOURCE_ERROR_EVENT, PulledSource, valid_id
 from callscribe.calls.redaction import REDACTION_OUTPUTS
 from callscribe.calls.registry import (AlreadyStarted, AlreadyStopped, BadIdentity, CallNotFound, CallRegistry,
                                        MediaEnding, NoCapacity, NotReady, ShuttingDown, SourceFailed,
@@ -46,7 +50,7 @@ from callscribe.calls.registry import (AlreadyStarted, AlreadyStopped, BadIdenti
 router = APIRouter(tags=["ASAPP media gateway"])
 
 NAMESPACES = ("siprec", "twilio", "amazonconnect", "genesysaudiohook")
-SERVED_NAMESPACES = ("twilio", "siprec")  # the namespaces whose media this server takes today
+SERVED_NAMESPACES = ("twilio", "amazonconnect", "genesysaudiohook", "siprec")  # all of them
 MEDIA_LINE_ORDERS = ("CUSTOMER_FIRST", "AGENT_FIRST")
 START_SELECTORS = ("NOW", "FRAGMENT_NUMBER")
 _GUID = re.compile(r"^[\x21-\x7e]{1,255}$")  # printable ASCII, no spaces: every vendor's call id fits
@@ -121,17 +125,10 @@ def parse_start(body: Any) -> tuple[str, str, StreamParams]:
     if namespace == "twilio" and inbound == outbound:
         raise _bad("400-202", "twilioParams.trackMap must give inbound and outbound different roles")
 
-    ac = _field(body, "amazonConnectParams", dict, "", default=None)
     options: dict[str, Any] = {"customer_id": customer_id, "agent_id": agent_id}
     if namespace == "twilio":
         options["twilio_track_map"] = {"inbound": inbound, "outbound": outbound}
-    if ac is not None:
-        _field(ac, "streamArn", str, "amazonConnectParams.")
-        selector = _field(ac, "startSelectorType", str, "amazonConnectParams.", default="NOW")
-        after = _field(ac, "afterFragmentNumber", str, "amazonConnectParams.")
-        _enum(selector, START_SELECTORS, "amazonConnectParams.startSelectorType", "400-201")
-        if selector == "FRAGMENT_NUMBER" and not after:
-            raise _bad("400-202", "amazonConnectParams.afterFragmentNumber is required with FRAGMENT_NUMBER")
+    _pull_params(body, namespace)  # checked here; start_streaming builds the pull from it
 
     external_ids = {"customer": customer_id, "agent": agent_id}
     params = StreamParams(
@@ -141,6 +138,60 @@ def parse_start(body: Any) -> tuple[str, str, StreamParams]:
                                         media_line_order=order, external_ids=external_ids),
     )
     return namespace, guid, params
+
+
+def _pull_params(body: dict, namespace: str) -> dict[str, Any] | None:
+    """amazonConnectParams, checked for shape; None without them. Only an amazonconnect call reads
+    the stream, so only there do they name a source."""
+    ac = _field(body, "amazonConnectParams", dict, "", default=None)
+    if ac is None:
+        return None
+    arn = _field(ac, "streamArn", str, "amazonConnectParams.", required=namespace == "amazonconnect")
+    selector = _field(ac, "startSelectorType", str, "amazonConnectParams.", default="NOW")
+    after = _field(ac, "afterFragmentNumber", str, "amazonConnectParams.")
+    _enum(selector, START_SELECTORS, "amazonConnectParams.startSelectorType", "400-201")
+    if selector == "FRAGMENT_NUMBER" and not after:
+        raise _bad("400-202", "amazonConnectParams.afterFragmentNumber is required with FRAGMENT_NUMBER")
+    if namespace != "amazonconnect":
+        return None
+    return {"streamArn": arn, "startSelectorType": selector, "afterFragmentNumber": after}
+
+
+def _pulled_source(request: Request, body: dict, namespace: str) -> PulledSource | None:
+    """The source a start names (an amazonconnect stream), built by the factory the app registered
+    for the namespace; started by the registry only if the call has no media yet."""
+    params = _pull_params(body, namespace)
+    if params is None:
+        return None
+    factory = request.app.state.services.sources.get(namespace)
+    if factory is None:
+        raise _bad("400-201", f"namespace {namespace} cannot pull media on this server")
+    try:
+        return factory(params)
+    except ValueError as exc:
+        raise _bad("400-201", str(exc)) from None
+
+
+def _source_failed(exc: SourceFailed) -> ApiError:
+    """A pull that could not connect: 400-201 when the source as given cannot be read (no such
+    stream, not allowed: a parameter incorrect, retrying will not help), 400-203 when it carries no
+    audio in time (as for any call whose media never arrives), 500-201 otherwise (the source's
+    service unreachable or failing: an internal error the client may retry)."""
+    if exc.kind == "unusable":
+        return ApiError(400, "400-201", f"amazonConnectParams.streamArn cannot be read: {exc}")
+    if exc.kind == "no-media":
+        return ApiError(400, "400-203", f"No call with this guid: {exc}")
+    return ApiError(500, "500-201", f"The call's media could not be fetched: {exc}")
+
+
+def _source_error(view: dict[str, Any] | None) -> str | None:
+    """The error a pulled source ended the call's media with, from the registry's view of the call."""
+    if view is None or view.get("media") != "ended":
+        return None
+    for event in reversed(view.get("protocol_events", [])):
+        if event.get("name") == SOURCE_ERROR_EVENT:
+            return str(event.get("data", {}).get("reason", "")) or None
+    return None
 
 
 def _registry(request: Request) -> CallRegistry:
@@ -162,10 +213,11 @@ async def start_streaming(request: Request) -> JSONResponse:
     body = await read_json(request, services.settings.max_body_bytes)
     namespace, guid, params = parse_start(body)
     registry = _registry(request)
+    source = _pulled_source(request, body, namespace)
     async with limits_of(request.app).in_flight.hold((key.tenant, namespace, guid)):
         try:
             legs = await registry.start_streaming(key.tenant, namespace, guid, params,
-                                                  wait_s=services.settings.start_wait_for_media_s)
+                                                  wait_s=services.settings.start_wait_for_media_s, source=source)
         except UnsupportedLanguage:
             status = {"code": 4050, "description": f"language not supported: {params.language}"}
             return JSONResponse({"isOk": False, "errorMessage": status["description"],
@@ -183,7 +235,7 @@ async def start_streaming(request: Request) -> JSONResponse:
         except BadIdentity as exc:
             raise ApiError(400, "400-01", str(exc)) from None
         except SourceFailed as exc:
-            raise ApiError(500, "500-201", f"The call's media could not be fetched: {exc}") from None
+            raise _source_failed(exc) from None
     return JSONResponse({"isOk": True, "autotranscribeResponse": {
         leg.role: {"streamId": leg.stream_id, "status": OK} for leg in legs.values()}})
 
@@ -192,7 +244,8 @@ async def start_streaming(request: Request) -> JSONResponse:
 async def stop_streaming(request: Request) -> JSONResponse:
     """Stop (pause or end) transcription of a call. Audio received before the stop is still
     transcribed; the answer comes once its last final is out, with each leg's summary of the interval.
-    A stop after the call hung up reports, once, the interval the hang-up closed."""
+    A stop after the call hung up reports, once, the interval the hang-up closed (with status 5000 on
+    its legs when a Kinesis Video error ended an amazonconnect pull)."""
     key = authorize(request)
     services = request.app.state.services
     body = await read_json(request, services.settings.max_body_bytes)
@@ -205,6 +258,10 @@ async def stop_streaming(request: Request) -> JSONResponse:
             raise ApiError(400, "400-203", "No call with this guid") from None
         except AlreadyStopped:
             raise ApiError(409, "409-201", "Transcription already stopped") from None
+    status = OK
+    error = _source_error(registry.get_call(key.tenant, guid, namespace))
+    if error is not None:  # the legs this stop reports were closed by a Kinesis error
+        status = {"code": 5000, "description": f"media stream error: {error}"}
     return JSONResponse({"isOk": True, "autotranscribeResponse": {
-        leg.role: {"streamId": leg.stream_id, "status": OK, "summary": leg.summary().as_camel()}
+        leg.role: {"streamId": leg.stream_id, "status": status, "summary": leg.summary().as_camel()}
         for leg in legs.values()}})

@@ -38,7 +38,9 @@ error_shape = callscribe_shape  # callscribe's own error shape is ASAPP's
 
 def track_participants(namespace: str, *, track_map: dict[str, str], media_line_order: str,
                        external_ids: dict[str, str]) -> dict[str, Participant]:
-    """track -> participant for a namespace, as start-streaming's parameters assign roles."""
+    """track -> participant for a namespace whose roles start-streaming's parameters assign; other
+    namespaces' adapters name their tracks' participants (an Amazon Connect stream's tracks say who
+    speaks), and the start's customerId/agentId are filled in by role."""
     if namespace == "twilio":
         roles = {"inbound": track_map.get("inbound", "customer"), "outbound": track_map.get("outbound", "agent")}
     elif namespace == "siprec":  # m-lines in offer order

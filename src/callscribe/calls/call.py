@@ -1,10 +1,8 @@
 """One call: its media sessions, tracks, streaming intervals and the events it publishes.
 
-Everything here runs on the event loop, except the engine's on_event callbacks, which hop onto the
-loop with call_soon_threadsafe. Events go through one queue per call so that every event of a call
-gets the next sequence number in the order it is published, and so a stop can wait until the last
-final of its interval has been published. Legs are keyed by participant id: a call may have any
-number of participants, each on its own track.
+Everything here runs on the event loop. What the call publishes (state changes, and transcripts
+redacted on their way out) goes through its CallEvents (calls/transcripts.py). Legs are keyed by
+participant id: a call may have any number of participants, each on its own track.
 """
 
 from __future__ import annotations
@@ -19,12 +17,11 @@ from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import numpy as np
 
-from callscribe.asr.types import TranscriptEvent
-from callscribe.calls.events import CallRef, CallStateEvent, EventBus, UtteranceEvent, utcnow
+from callscribe.calls.events import CallRef, EventBus, utcnow
 from callscribe.calls.leg import Leg, StreamParams, Track
 from callscribe.calls.media import Participant, PulledSource, TrackSpec
 from callscribe.calls.recording import LegRecorder
-from callscribe.calls.redaction import CallRedaction, Shown
+from callscribe.calls.transcripts import CallEvents
 
 if TYPE_CHECKING:
     from callscribe.asr.scheduler import AsrScheduler
@@ -101,12 +98,8 @@ class Call:
         self.intervals = 0
         self.lock = asyncio.Lock()  # serialises start, stop and hang-up
         self.ending = 0  # media ends being processed
-        self.redaction = CallRedaction()
         self.protocol_events: list[dict[str, Any]] = []
-        self._seq = 0
-        self._loop = asyncio.get_running_loop()
-        self._queue: asyncio.Queue[tuple[Leg, TranscriptEvent]] = asyncio.Queue()
-        self._pump = asyncio.create_task(self._run_pump(), name=f"call-{ref.call_id}")
+        self.events = CallEvents(ref, ctx.bus, ctx.metrics)
 
     # -- state -----------------------------------------------------------------------------------
 
@@ -119,9 +112,7 @@ class Call:
         return bool(self.legs)
 
     def publish_state(self, state: str, data: dict[str, Any]) -> None:
-        self._seq += 1
-        surface = self.params.surface if self.params is not None else ""
-        self.ctx.bus.publish(CallStateEvent(self.ref, self._seq, state, data, surface=surface))
+        self.events.state(state, data, self.params.surface if self.params is not None else "")
 
     # -- media -----------------------------------------------------------------------------------
 
@@ -326,15 +317,8 @@ class Call:
         scheduler = self.ctx.scheduler()
         if scheduler is None:
             raise NoCapacity()
-        loop = self._loop
-
-        def on_event(event: TranscriptEvent) -> None:  # called from an engine worker thread
-            try:
-                loop.call_soon_threadsafe(self._queue.put_nowait, (leg, event))
-            except RuntimeError:
-                pass  # the loop is closing
-
-        leg.pipeline = scheduler.open_leg(on_event, origin_ms=int(track.position_ms), partials=leg.params.partials)
+        leg.pipeline = scheduler.open_leg(self.events.receiver(leg), origin_ms=int(track.position_ms),
+                                          partials=leg.params.partials)
         leg.track = track
         leg.utterance_base = track.next_utterance
         track.leg = leg
@@ -359,8 +343,7 @@ class Call:
             for fut in done:
                 if not fut.cancelled() and fut.exception() is not None:
                     log.error("call %s: pipeline close failed: %r", self.ref.call_id, fut.exception())
-        await asyncio.sleep(0)  # let the engine's last on_event hops land in the queue
-        await self._queue.join()
+        await self.events.drain()
         for pid, leg in legs.items():
             if leg.track is not None and leg.track.leg is leg:
                 leg.track.leg = None
@@ -385,55 +368,6 @@ class Call:
                     "sample_rate": leg.recorder.sample_rate, "end_reason": leg.recorder.end_reason or "stop"})
         return legs
 
-    # -- transcripts -------------------------------------------------------------------------------
-
-    async def _run_pump(self) -> None:
-        while True:
-            leg, event = await self._queue.get()
-            try:
-                await self._publish_transcript(leg, event)
-            except Exception:
-                log.exception("call %s: publishing a transcript failed", self.ref.call_id)
-            finally:
-                self._queue.task_done()
-
-    async def _publish_transcript(self, leg: Leg, ev: TranscriptEvent) -> None:
-        if leg.closed:
-            return  # a leftover of an interval that is over
-        mode = leg.params.redaction_output
-        utterance = leg.utterance_base + ev.utterance
-        # Redaction runs inline: about 0.1 ms a final (measured), cheaper than any hop to a thread pool.
-        if ev.kind == "final":
-            shown = self.redaction.final(ev.text, ev.words, leg.id, mode, leg.params.detailed_token)
-            if leg.track is not None:
-                leg.track.next_utterance = max(leg.track.next_utterance, utterance + 1)
-        else:
-            if not leg.active:
-                return  # partials after a stop are noise
-            shown = self.redaction.partial(ev.text, leg.id, mode)
-        if shown is None:
-            return
-        if ev.kind == "final" and not shown.text.strip():
-            # Noise after all: withdraw the partial subscribers were shown (an empty partial), so
-            # no live view is left with words that never become a final.
-            if leg.partial_shown != utterance:
-                return
-            ev = TranscriptEvent("partial", ev.utterance, ev.start_ms, ev.end_ms, "")
-            shown = Shown("")
-        leg.partial_shown = utterance if ev.kind == "partial" and shown.text else None
-        if ev.kind == "final":
-            leg.transcripts += 1
-            if self.ctx.metrics is not None:
-                self.ctx.metrics.finals.inc()
-        elif self.ctx.metrics is not None:
-            self.ctx.metrics.partials.inc()
-        self._seq += 1
-        self.ctx.bus.publish(UtteranceEvent(
-            call=self.ref, seq=self._seq, kind=ev.kind, role=leg.role, external_id=leg.external_id,
-            stream_id=leg.stream_id, utterance=utterance, start_ms=ev.start_ms, end_ms=ev.end_ms,
-            text=shown.text, unredacted_text=shown.unredacted_text, words=shown.words, redaction_output=mode,
-            participant=leg.id, participant_name=leg.participant.name, surface=leg.params.surface))
-
     # -- views -------------------------------------------------------------------------------------
 
     def snapshot(self) -> dict[str, Any]:
@@ -443,7 +377,7 @@ class Call:
             "call_id": self.ref.call_id, "tenant": self.ref.tenant, "namespace": self.ref.namespace,
             "guid": self.ref.guid, "media": self.media_state, "streaming": self.streaming,
             "state": "streaming" if self.streaming else self.media_state,
-            "created_at": self.created_at.isoformat(), "intervals": self.intervals, "last_seq": self._seq,
+            "created_at": self.created_at.isoformat(), "intervals": self.intervals, "last_seq": self.events.seq,
             "tracks": [t.snapshot() for t in self.tracks.values()],
             "legs": [legs[p] for p in sorted(legs)],
             "protocol_events": list(self.protocol_events[-20:]),
@@ -461,7 +395,7 @@ class Call:
 
     def discard(self) -> None:
         """Drop the call (it outlived its retention). Pulls still running are stopped in the background."""
-        self._pump.cancel()
+        self.events.close()
         for join in self._joins:
             join.cancel()
         if self.sources:

@@ -15,7 +15,7 @@ surface that starts the call hands it to the registry, which starts it and stops
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Protocol, Sequence, TypeGuard
+from typing import Any, Callable, Mapping, Protocol, Sequence, TypeGuard
 
 import numpy as np
 
@@ -127,9 +127,22 @@ class PulledSource(Protocol):
 
 
 class MediaRefused(Exception):
-    """The registry will not take this media; `reason` is safe to log and to show the peer."""
+    """The media cannot be taken; `reason` is safe to log and to show the peer. A pulled source says
+    what kind of failure it was, for the control surface's answer: "unusable" (the source as given
+    cannot be read: a parameter is wrong, retrying will not help), "no-media" (nothing arrived in
+    time) or "failed" (the rest, which a retry may cure)."""
 
-    def __init__(self, reason: str, *, capacity: bool = False):
+    def __init__(self, reason: str, *, capacity: bool = False, kind: str = "failed"):
         super().__init__(reason)
         self.reason = reason
         self.capacity = capacity
+        self.kind = kind
+
+
+#: Builds the pulled source a control surface's start names, from the surface's own parameters
+#: (ASAPP's amazonConnectParams, say); raises ValueError with a message for parameters it cannot use.
+#: The composition root registers one per namespace, so control surfaces never import adapters.
+SourceFactory = Callable[[Mapping[str, Any]], PulledSource]
+
+#: The protocol event a pulled source records when its source ended the media with an error.
+SOURCE_ERROR_EVENT = "source-error"

@@ -69,7 +69,12 @@ class ShuttingDown(RegistryError):
 
 
 class SourceFailed(RegistryError):
-    """A pulled source could not connect its media; the message says why."""
+    """A pulled source could not connect its media; the message says why, `kind` what sort of
+    failure it was (see MediaRefused)."""
+
+    def __init__(self, reason: str, kind: str = "failed") -> None:
+        super().__init__(reason)
+        self.kind = kind
 
 
 __all__ = ["CallRegistry", "RegistryError", "CallNotFound", "AlreadyStarted", "AlreadyStopped",
@@ -234,17 +239,19 @@ class CallRegistry:
     async def _start_source(self, key: Key, source: PulledSource) -> Call:
         tenant, namespace, guid = key
         try:
-            await asyncio.wait_for(source.start(self, tenant=tenant, namespace=namespace, guid=guid),
-                                   SOURCE_START_TIMEOUT_S)
+            # No task in between (as wait_for would make): the legs open before anything else runs,
+            # so a source's first audio is transcribed.
+            async with asyncio.timeout(SOURCE_START_TIMEOUT_S):
+                await source.start(self, tenant=tenant, namespace=namespace, guid=guid)
         except MediaRefused as refused:
-            raise SourceFailed(refused.reason) from None
+            raise SourceFailed(refused.reason, refused.kind) from None
         except asyncio.TimeoutError:
             await source.stop()
-            raise SourceFailed(f"the source connected no media in {SOURCE_START_TIMEOUT_S:.0f} s") from None
+            raise SourceFailed(f"the source connected no media in {SOURCE_START_TIMEOUT_S:.0f} s", "no-media") from None
         call = self._calls.get(key)
         if call is None or not call.live:
             await source.stop()
-            raise SourceFailed("the source connected no media")
+            raise SourceFailed("the source connected no media", "no-media")
         call.sources.append(source)
         return call
 

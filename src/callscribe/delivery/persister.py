@@ -166,10 +166,9 @@ class Persister:
                 if event.surface not in self._unformatted:
                     self._unformatted.add(event.surface)
                     log.error("no webhook format for surface %r: its webhooks are not sent", event.surface)
-            if self.webhooks_enabled and formatter is not None:
-                message = formatter(event)
-                if message is not None:
-                    outbox = NewOutbox(message.msg_id, message.ordering_key, message.payload)
+            message = formatter(event) if self.webhooks_enabled and formatter is not None else None
+            if message is not None:
+                outbox = NewOutbox(message.msg_id, message.ordering_key, message.payload)
             items.append((event, outbox))
         return items
 

@@ -311,10 +311,11 @@ async def close(ws: WebSocket, code: int, reason: str = "") -> None:
             log.debug("closing a socket the peer left", exc_info=True)
 
 
-async def deny(ws: WebSocket, status: int, message: str) -> None:
-    """Refuse the upgrade with an HTTP answer (`{"error": {"code", "message"}}`)."""
+async def deny(ws: WebSocket, status: int, message: str, body: dict[str, Any] | None = None) -> None:
+    """Refuse the upgrade with an HTTP answer (`{"error": {"code", "message"}}`, or the surface's `body`)."""
     try:
-        body = {"error": {"requestId": str(uuid.uuid4()), "code": f"{status}-01", "message": message}}
+        if body is None:
+            body = {"error": {"requestId": str(uuid.uuid4()), "code": f"{status}-01", "message": message}}
         await ws.send_denial_response(JSONResponse(body, status_code=status))
     except RuntimeError:  # the server lacks the denial-response extension: a close means 403
         await ws.close(code=Close.POLICY)
