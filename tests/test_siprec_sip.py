@@ -11,6 +11,7 @@ import time
 import uuid
 from typing import ClassVar
 
+import numpy as np
 import pytest
 from servers import wait_until
 from siprec_peer import METADATA, free_port
@@ -423,3 +424,73 @@ def test_cancel_of_an_invite_in_progress_answers_487(tmp_path):
     assert (sent[3].status, sent[3].cseq[1]) == (487, "INVITE") and len(sent) == 4  # never a 200
     assert Media.ended == ["cancelled"] and not server.sessions and not server.pool.used
     client.close()
+
+
+@pytest.mark.parametrize("shape", ["cisco-sdp-only", "sonus-metadata-first", "broadworks-old-schema"])
+def test_vendor_offers_are_recorded(srs, shape):
+    """Offers as vendors send them: no `Require: siprec` (only +sip.src), SDP alone, metadata first with
+    the older content type, the pre-RFC schema; each is answered 200 and named by its participants."""
+    client = SipClient(srs.settings.sip_port)
+    call_id = f"{shape}-{uuid.uuid4().hex[:8]}"
+    if shape == "cisco-sdp-only":
+        ctype, body = "application/sdp", SDP_TWO.encode()
+    elif shape == "sonus-metadata-first":
+        ctype, body = multipart(("application/rs-metadata", SONUS_METADATA), ("application/sdp", SDP_TWO))
+    else:
+        ctype, body = multipart(("application/sdp", SDP_TWO), ("application/gtd", "IAM,"),
+                                ("application/rs-metadata+xml", BROADWORKS_METADATA))
+    client.send(client.request("INVITE", call_id, 1, ctype=ctype, body=body))  # Contact ;+sip.src, no Require
+    ok = client.final()
+    assert ok.status == 200, ok.reason
+    assert len(sdp.parse_sdp(ok.body).media) == 2
+    names = {t["name"]: t for t in _call(srs, call_id)["tracks"]}
+    assert set(names) == {"0", "1"}
+    client.send(client.request("BYE", call_id, 2, to_tag=ok.get("to").rsplit("tag=", 1)[1]))
+    assert client.final().status == 200
+    client.close()
+
+
+def test_rtp_receiver_timeline_codecs_ssrc_change_and_skipped_payloads():
+    """Packets go out in order on a timeline from their RTP clock: a lost packet is a 20 ms gap, a new
+    SSRC starts where it arrives; PCMA is decoded, comfort noise and unknown payloads dropped, an RFC
+    4733 end packet (sent three times) is one digit."""
+    from callscribe.audio.codecs import alaw_decode, alaw_encode
+    from callscribe.ingest.siprec.rtp import RtpReceiver
+
+    audio: list[tuple[int, int]] = []
+    events: list[dict] = []
+    pcm = (np.sin(np.arange(160) / 5) * 8000).astype(np.int16)
+    payload = alaw_encode(pcm)
+
+    def pkt(seq, ts, ssrc=5, pt=8, body=payload):
+        return struct.pack("!BBHII", 0x80, pt, seq, ts, ssrc) + body
+
+    async def run():
+        async def on_audio(samples, rate, at_ms):
+            assert rate == 8000 and np.array_equal(samples, alaw_decode(payload))
+            audio.append((at_ms, len(samples)))
+
+        async def on_event(name, data):
+            events.append({"name": name, **data})
+
+        r = RtpReceiver({8: "PCMA"}, 101, time.monotonic(), lambda ip: ip == "127.0.0.1", on_audio, on_event)
+        await asyncio.get_running_loop().create_datagram_endpoint(lambda: r, local_addr=("127.0.0.1", 0))
+        src = ("127.0.0.1", 7000)
+        for seq, ts in ((10, 1600), (12, 1920), (11, 1760), (14, 2240)):  # 13 lost, 11 late
+            r.datagram_received(pkt(seq, ts), src)
+        r.datagram_received(pkt(15, 2400, pt=13, body=b"\x40"), src)  # comfort noise
+        r.datagram_received(pkt(16, 2400, pt=18), src)  # G.729: not agreed
+        r.datagram_received(pkt(17, 2400), ("127.0.0.9", 7000))  # another source
+        for _ in range(3):
+            r.datagram_received(pkt(18, 2560, pt=101, body=bytes([5, 0x80 | 10, 0, 160])), src)
+        r.datagram_received(pkt(1, 999_000, ssrc=6), src)  # a new SSRC, far-off timestamp
+        await r.close()
+        return r
+
+    r = asyncio.run(asyncio.wait_for(run(), 10))
+    assert [n for _, n in audio] == [160] * 5
+    at = [a for a, _ in audio]
+    assert [b - at[0] for b in at[:4]] == [0, 20, 40, 80]  # in order; the lost packet is a gap
+    assert abs(at[4] - at[0]) < 1000  # the new SSRC lands where it arrived, not 124 s on
+    assert events == [{"name": "dtmf", "digit": "5"}]
+    assert r.dropped == 3
