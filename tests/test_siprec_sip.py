@@ -494,3 +494,31 @@ def test_rtp_receiver_timeline_codecs_ssrc_change_and_skipped_payloads():
     assert abs(at[4] - at[0]) < 1000  # the new SSRC lands where it arrived, not 124 s on
     assert events == [{"name": "dtmf", "digit": "5"}]
     assert r.dropped == 3
+
+
+def test_sip_over_tls(start_app, tmp_path):
+    """With CALLSCRIBE_SIP_TLS_CERT/_KEY set, a recording session over TLS on the TLS port."""
+    import shutil
+    import ssl
+    import subprocess
+
+    openssl = shutil.which("openssl")
+    assert openssl, "openssl is not installed"
+    cert, key = tmp_path / "srs.pem", tmp_path / "srs.key"
+    subprocess.run([openssl, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1",
+                    "-keyout", str(key), "-out", str(cert)], check=True, capture_output=True)
+    tls_port = free_port()
+    app = start_app(sip_port=free_port(), sip_tls_port=tls_port, sip_tls_cert=cert, sip_tls_key=key,
+                    rtp_ports="43200-43299", siprec_allow="127.0.0.1/32=acme")
+    client = SipClient(tls_port, tcp=True)
+    context = ssl.create_default_context(cafile=str(cert))
+    context.check_hostname = False
+    client.sock = context.wrap_socket(client.sock)
+    call_id = f"tls-{uuid.uuid4().hex[:8]}"
+    client.send(_invite(client, call_id).replace(b"SIP/2.0/TCP", b"SIP/2.0/TLS"))
+    ok = client.final()
+    assert ok.status == 200 and f":{tls_port};transport=tls>" in ok.get("contact")
+    assert _call(app, call_id)["media"] == "connected"
+    client.send(client.request("BYE", call_id, 2, to_tag=ok.get("to").rsplit("tag=", 1)[1]))
+    assert client.final().status == 200
+    client.close()

@@ -14,6 +14,7 @@ import ipaddress
 import logging
 import secrets
 import socket
+import ssl
 import time
 from collections import OrderedDict
 from typing import TYPE_CHECKING, Any, cast
@@ -69,6 +70,8 @@ class SiprecServer:
         self.tcp: asyncio.base_events.Server | None = None
         self.tasks: set[asyncio.Task] = set()
         self.port = 0
+        self.tls: asyncio.base_events.Server | None = None
+        self.listen_ports: dict[str, int] = {}  # transport -> our port, for Contact and Via
         self.host = settings.sip_host  # the address put in Contact and SDP (the route's own when wildcard)
         self.watchdog: asyncio.Task | None = None
 
@@ -91,8 +94,27 @@ class SiprecServer:
             raise OSError(f"CALLSCRIBE_SIP_HOST/CALLSCRIBE_SIP_PORT: cannot listen on {host}:{port} "
                           f"({exc.strerror or exc})") from None
         self.port = port
+        self.listen_ports = {"UDP": port, "TCP": port}
+        if self.settings.sip_tls_cert and self.settings.sip_tls_port:
+            await self._start_tls(host)
         self.watchdog = loop.create_task(self._watch())
-        log.info("SIPREC listening on %s:%d (UDP, TCP)", host, port)
+        log.info("SIPREC listening on %s:%d (UDP, TCP%s)", host, port,
+                 f"; TLS on {self.settings.sip_tls_port}" if self.tls else "")
+
+    async def _start_tls(self, host: str) -> None:
+        """SIP over TLS (SBCs recording to a remote SRS) on CALLSCRIBE_SIP_TLS_PORT."""
+        settings = self.settings
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        try:
+            context.load_cert_chain(str(settings.sip_tls_cert), str(settings.sip_tls_key or settings.sip_tls_cert))
+            self.tls = await asyncio.start_server(
+                lambda r, w: self._tcp_client(r, w, "TLS"), host, settings.sip_tls_port, ssl=context,
+                limit=MAX_MESSAGE_BYTES, ssl_handshake_timeout=10)
+        except (OSError, ssl.SSLError) as exc:
+            await self.stop()
+            raise OSError(f"CALLSCRIBE_SIP_TLS_CERT/_KEY/_PORT: cannot serve SIP over TLS on "
+                          f"{host}:{settings.sip_tls_port} ({getattr(exc, 'strerror', None) or exc})") from None
+        self.listen_ports["TLS"] = settings.sip_tls_port
 
     async def stop(self) -> None:
         if self.udp is None:
@@ -104,9 +126,11 @@ class SiprecServer:
         for task in list(self.tasks):
             task.cancel()
         self.udp.close()
-        if self.tcp is not None:
-            self.tcp.close()
-            await self.tcp.wait_closed()
+        self.udp = None
+        for server in (self.tcp, self.tls):
+            if server is not None:
+                server.close()
+                await server.wait_closed()
 
     # transports -----------------------------------------------------------------------------------
 
@@ -127,7 +151,8 @@ class SiprecServer:
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
 
-    async def _tcp_client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def _tcp_client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                          transport: str = "TCP") -> None:
         peer = writer.get_extra_info("peername") or ("", 0)
         if self.tenant_of(peer[0]) is None:  # no connection held open for a source not allowed
             writer.close()
@@ -145,10 +170,10 @@ class SiprecServer:
                     break
                 buffer += chunk
                 while (data := split_stream(buffer)) is not None:
-                    self.received(data, send, (peer[0], peer[1]), "TCP")
+                    self.received(data, send, (peer[0], peer[1]), transport)
         except SipError as exc:
             log.info("SIP over TCP from %s: closing an unframeable stream: %s", peer[0], exc.reason)
-        except (ConnectionError, asyncio.IncompleteReadError):
+        except (ConnectionError, asyncio.IncompleteReadError, ssl.SSLError):
             pass
         finally:
             writer.close()
@@ -331,8 +356,8 @@ class SiprecServer:
             self.cancelled.discard(msg.branch)
             await self._end(session, "cancelled")
             return
-        headers = [("contact", f"<sip:srs@{host}:{self.port};transport={transport.lower()}>;+sip.srs"),
-                   ("allow", ALLOW), ("supported", "siprec, timer"), ("content-type", "application/sdp")]
+        headers = [self._contact(host, transport), ("allow", ALLOW), ("supported", "siprec, timer"),
+                   ("content-type", "application/sdp")]
         if expires:
             headers += [("session-expires", f"{expires};refresher=uac"), ("require", "timer")]
         body = session.answer_sdp(host)
@@ -341,6 +366,10 @@ class SiprecServer:
         log.info("SIPREC call %s from %s: %d stream(s) on ports %d..", guid, peer[0], len(accepted), session.first_port)
         if transport == "UDP":
             self._retransmit(session, response(msg, 200, "OK", to_tag=local_tag, headers=headers, body=body))
+
+    def _contact(self, host: str, transport: str) -> tuple[str, str]:
+        port = self.listen_ports.get(transport, self.port)
+        return "contact", f"<sip:srs@{host}:{port};transport={transport.lower()}>;+sip.srs"
 
     def _retransmit(self, session: RecordingSession, data: bytes) -> None:
         async def again() -> None:
@@ -378,7 +407,7 @@ class SiprecServer:
             offer.media = [m if m.index in session.ports else _refused(m) for m in offer.media]
             session.offer = offer
             session.sdp_version += 1
-        headers = [("contact", f"<sip:srs@{self.host}:{self.port}>;+sip.srs"), ("content-type", "application/sdp")]
+        headers = [self._contact(self.host, session.dialog.via_transport), ("content-type", "application/sdp")]
         if session.session_expires:
             headers += [("session-expires", f"{session.session_expires};refresher=uac"), ("require", "timer")]
         body = session.answer_sdp(self.host) if offer is not None or msg.method == "INVITE" else b""
@@ -404,7 +433,7 @@ class SiprecServer:
     def _send_bye(self, session: RecordingSession) -> None:
         d = session.dialog
         d.cseq += 1
-        via = f"SIP/2.0/{d.via_transport} {self.host}:{self.port}" \
+        via = f"SIP/2.0/{d.via_transport} {self.host}:{self.listen_ports.get(d.via_transport, self.port)}" \
               f";branch=z9hG4bK{secrets.token_hex(8)};rport"
         d.send(serialize(f"BYE {d.remote_target} SIP/2.0", [
             ("via", via), ("max-forwards", "70"), ("from", d.local_to), ("to", d.remote_from),
