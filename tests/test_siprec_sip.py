@@ -287,14 +287,18 @@ def test_invite_answer_retransmission_reinvite_and_bye(srs, tcp):
     assert reply.status == 200 and all(m.direction == "inactive" for m in sdp.parse_sdp(reply.body).media)
     assert [m.port for m in sdp.parse_sdp(reply.body).media] == ports
 
-    client.send(client.request("BYE", call_id, 4, to_tag=to_tag))
+    client.send(client.request("UPDATE", call_id, 4, to_tag=to_tag, ctype="application/sdp", body=SDP_TWO.encode()))
+    reply = client.final()  # resumed by UPDATE
+    assert reply.status == 200 and all(m.direction == "recvonly" for m in sdp.parse_sdp(reply.body).media)
+
+    client.send(client.request("BYE", call_id, 5, to_tag=to_tag))
     assert client.final().status == 200
     view = wait_until(lambda: (v := _call(srs, call_id)) and v["media"] == "ended" and v, "BYE ends the media")
     tracks = {t["name"]: t for t in view["tracks"]}
     assert tracks["0"]["received_ms"] == 8 * 20  # the SRC's 8 packets, reordered; nothing of the others
     assert (tracks["0"]["participant"], tracks["1"]["participant"]) == ("customer", "agent")
     names = [e["name"] for e in view["protocol_events"]]
-    assert names.count("hold") == 2
+    assert names.count("hold") == 2 and names.count("resume") == 2
     client.close()
 
 
