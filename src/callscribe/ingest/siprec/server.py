@@ -350,6 +350,7 @@ class SiprecServer:
                 return
         except BaseException:
             self.pending.pop(msg.branch, None)
+            self.cancelled.discard(msg.branch)
             await self._end(session, "refused")
             raise
         if msg.branch in self.cancelled or self.pending.pop(msg.branch, None) is None:
@@ -388,7 +389,7 @@ class SiprecServer:
         task.add_done_callback(self.tasks.discard)
 
     def _reinvite(self, session: RecordingSession, msg: SipMessage, reply: Any) -> None:
-        """A re-INVITE or UPDATE: new SDP (hold as a=inactive or sendonly-less, resume), new metadata,
+        """A re-INVITE or UPDATE: new SDP (a=inactive or port 0 is a hold, sendonly again a resume), new metadata,
         or a session refresh. The m-lines keep their ports; added ones are refused (port 0)."""
         offer, meta = self._body(msg, need_sdp=False)
         session.refreshed = time.monotonic()
@@ -397,7 +398,8 @@ class SiprecServer:
         if offer is not None:
             if len(offer.media) < len(session.offer.media):
                 raise SipError(488, "Not Acceptable Here (m-lines cannot be removed)")
-            held = {m.index for m in offer.media if m.index in session.ports and m.direction in ("inactive", "recvonly")}
+            held = {m.index for m in offer.media
+                    if m.index in session.ports and (m.direction in ("inactive", "recvonly") or m.port == 0)}
             for index in held - session.held:
                 self._event(session, "hold", index)
             for index in session.held - held:
