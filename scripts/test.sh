@@ -8,7 +8,7 @@ as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
 
 # Debian packages: speech synthesis and conversion for test audio, ffmpeg for file decoding,
 # PostgreSQL for the storage tests on a real server, SIPp as a real SIP peer.
-APT_PACKAGES="espeak-ng sox libsox-fmt-all ffmpeg postgresql chromium"
+APT_PACKAGES="espeak-ng sox libsox-fmt-all ffmpeg postgresql chromium sip-tester"
 missing=""
 for pkg in $APT_PACKAGES; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing="$missing $pkg"

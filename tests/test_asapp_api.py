@@ -155,19 +155,6 @@ def test_no_such_call_and_other_tenant_400_203(server, client):
     assert server.services.registry.get_call("acme", guid) is None  # nor see it
 
 
-@pytest.mark.parametrize("namespace", ["siprec"])
-def test_namespaces_without_an_adapter_are_refused_at_once(server, client, namespace):
-    """Until their ingest exists, nothing answers success (or waits) for a call that cannot arrive."""
-    guid = "CA" + uuid.uuid4().hex
-    connect(server, guid)  # even a live call of another namespace with this guid changes nothing
-    extra = {"amazonConnectParams": {"streamArn": "arn:aws:kinesisvideo:us-east-1:1:stream/x/1"}}
-    for path in (START, STOP):
-        err = assert_error(client.post(path, headers=ACME, json=body(guid, namespace=namespace, **extra)), 400,
-                           "400-201")
-        assert namespace in err["message"] and "not supported" in err["message"]
-    assert server.services.registry.find("acme", guid, namespace) is None
-
-
 def test_unsupported_language_4050(server, client):
     guid = "CA" + uuid.uuid4().hex
     connect(server, guid)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import json
+import struct
 
 import httpx
 import numpy as np
@@ -21,6 +22,11 @@ from callscribe.config import load_settings
 from callscribe.ingest import audiohook_messages as audiohook
 from callscribe.ingest import twilio
 from callscribe.ingest.base import AdapterError, Close
+from callscribe.ingest.siprec import message as sip_message
+from callscribe.ingest.siprec import sdp
+from callscribe.ingest.siprec.message import SipError
+from callscribe.ingest.siprec.metadata import parse_metadata, split_body
+from callscribe.ingest.siprec.rtp import JitterBuffer, RtpPacket, parse_rtp
 from callscribe.ingest.kvs import connect as kvs_connect
 from callscribe.ingest.kvs.ebml import EbmlError, MkvReader
 from kvs_fixtures import Fragment, fragments_of
@@ -295,7 +301,90 @@ def test_audiohook_session_answers_only_in_its_protocol(audiohook_server):
     run()
 
 
-# Parsers to come: each issue that adds one adds its fuzz target here.
-@pytest.mark.parametrize("reader", ["SIP messages", "SDP bodies", "RTP packets"])
-def test_fuzz_target_to_follow(reader):
-    pytest.skip(f"no {reader} reader yet: its issue adds a property test here (raw bytes -> own errors only)")
+# SIPREC: SIP messages, bodies (multipart, RFC 7865 metadata, SDP), RTP ----------------------------
+
+_SIP_HEADER = st.tuples(st.sampled_from(["Via", "v", "From", "f", "To", "t", "Call-ID", "i", "CSeq", "Contact",
+                                         "Content-Length", "l", "Content-Type", "Require", "X-UCID", " folded"]),
+                        st.text(max_size=30)).map(lambda h: f"{h[0]}: {h[1]}")
+_SIP_TEXT = st.tuples(
+    st.sampled_from(["INVITE sip:srs@h SIP/2.0", "BYE x SIP/2.0", "SIP/2.0 200 OK", "SIP/2.0 2 x", "ACK", ""])
+    | st.text(max_size=30),
+    st.lists(_SIP_HEADER, max_size=8), st.text(max_size=60),
+).map(lambda t: "\r\n".join([t[0], *t[1]]) + "\r\n\r\n" + t[2])
+SIP_BYTES = st.binary(max_size=600) | _SIP_TEXT.map(lambda t: t.encode("utf-8", "surrogatepass"))
+
+
+@PURE_BUDGET
+@given(data=SIP_BYTES)
+def test_sip_messages_parse_or_answer_a_sip_status(data):
+    stream = bytearray(data + data)
+    try:
+        msg = sip_message.parse(data)
+        assert msg.is_request or 100 <= msg.status <= 999
+        msg.tokens("require"), msg.branch, msg.call_id  # every reader the server uses
+        while sip_message.split_stream(stream) is not None:
+            pass
+    except SipError as exc:
+        assert 400 <= exc.status < 600 and exc.reason.isprintable()
+
+
+_SDP_LINE = st.one_of(
+    st.sampled_from(["v=0", "c=IN IP4 127.0.0.1", "a=sendonly", "a=inactive", "a=label:1", "a=rtpmap:0 PCMU/8000",
+                     "a=rtpmap:101 telephone-event/8000", "a=rtpmap:96 opus/48000/2"]),
+    st.tuples(st.sampled_from(["m=audio", "m=video", "m=audio 0", "m="]),
+              st.integers(-1, 70000), st.sampled_from(["RTP/AVP", "RTP/SAVP", "x"]),
+              st.lists(st.sampled_from(["0", "8", "101", "96", "x", "999"]), max_size=4)).map(
+        lambda m: f"{m[0]} {m[1]} {m[2]} {' '.join(m[3])}"),
+    st.text(max_size=20))
+SDP_BODIES = st.lists(_SDP_LINE, max_size=12).map(lambda lines: "\r\n".join(lines).encode("utf-8", "surrogatepass")) \
+    | st.binary(max_size=300)
+
+
+@PURE_BUDGET
+@given(body=SDP_BODIES, boundary=st.sampled_from(["b", "", "x" * 80]), wrap=st.booleans(), cut=st.integers(0, 400))
+def test_sdp_and_multipart_bodies_give_an_offer_or_a_sip_status(body, boundary, wrap, cut):
+    ctype = f"multipart/mixed;boundary={boundary}" if wrap else "application/sdp"
+    raw = (f"--{boundary}\r\nContent-Type: application/sdp\r\n\r\n".encode() + body
+           + f"\r\n--{boundary}--\r\n".encode())[:cut] if wrap else body
+    try:
+        for part in split_body(ctype, raw):
+            offer = sdp.parse_sdp(part.body)
+            ports = {m.index: 40000 + 2 * m.index for m in offer.media if m.choose() is not None}
+            answer = sdp.parse_sdp(sdp.answer(offer, ports, "127.0.0.1"))
+            assert len(answer.media) == len(offer.media)  # same m-lines, same order
+    except SipError as exc:
+        assert exc.status in (400, 488)
+
+
+METADATA_XML = st.lists(st.sampled_from(
+    ["<recording>", "</recording>", "<participant participant_id='p'>", "</participant>", "<send>s</send>",
+     "<stream stream_id='s'><label>1</label></stream>", "<nameID aor='sip:a'>", "</nameID>", "<x:y>", "&amp;"])
+    | st.text(max_size=10), max_size=12).map(lambda parts: "".join(parts).encode())
+
+
+@PURE_BUDGET
+@given(body=METADATA_XML | st.binary(max_size=200))
+def test_recording_metadata_parses_or_answers_400(body):
+    try:
+        meta = parse_metadata(body)
+        meta.speaker_of("1"), meta.as_dict()
+    except SipError as exc:
+        assert exc.status == 400
+
+
+_RTP_HEADER = st.tuples(st.integers(0, 255), st.integers(0, 255), st.integers(0, 65535), st.integers(0, 2**32 - 1),
+                        st.integers(0, 2**32 - 1)).map(lambda h: struct.pack("!BBHII", *h))
+
+
+@PURE_BUDGET
+@given(packets=st.lists(st.tuples(_RTP_HEADER, st.binary(max_size=200)).map(lambda p: p[0] + p[1])
+                        | st.binary(max_size=200), max_size=20))
+def test_rtp_packets_parse_or_are_dropped_and_leave_the_buffer_in_order(packets):
+    buffer, out = JitterBuffer(), []
+    for n, data in enumerate(packets):
+        packet = parse_rtp(data)
+        if packet is not None:
+            assert len(packet.payload) <= len(data) - 12
+            out += buffer.push(RtpPacket(packet.pt, packet.seq, packet.ts, 1, packet.marker, packet.payload), n * 0.1)
+    out += buffer.pop(len(packets) * 0.1, flush=True)
+    assert len(out) <= len(packets)

@@ -38,6 +38,7 @@ from callscribe.ingest import asapp_ws as asapp_ws_ingest
 from callscribe.ingest import audiohook as audiohook_ingest
 from callscribe.ingest import memories_ws as memories_ws_ingest
 from callscribe.ingest import listen as listen_ingest
+from callscribe.ingest import siprec as siprec_ingest
 from callscribe.ingest import twilio_endpoint as twilio_ingest
 from callscribe.ingest.kvs.puller import amazon_connect_sources
 from callscribe.ingest.limits import ConnectionLimits
@@ -90,6 +91,7 @@ def create_app(settings: Settings, *, engine: "SpeechEngine | None" = None) -> F
                 services.load_error = f"{type(exc).__name__}: {exc}"
                 log.exception("speech model failed to load")
 
+        sip = await siprec_ingest.start(services)  # binds first: a busy SIP port stops start-up cleanly
         await start_delivery(services)  # storage first: nothing may be published before it listens
         # The registry exists before the model loads: media may connect (and is counted) meanwhile;
         # starts are refused with 503 until the scheduler is ready.
@@ -103,6 +105,7 @@ def create_app(settings: Settings, *, engine: "SpeechEngine | None" = None) -> F
             yield
         finally:
             loader.cancel()
+            await sip.stop()
             await services.registry.close()  # ends calls while the scheduler can still drain their finals
             if services.scheduler is not None:
                 await loop.run_in_executor(None, services.scheduler.stop)

@@ -59,7 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"callscribe {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("serve", help="run the gateway (HTTP and WebSocket) on the configured host and port")
+    p = sub.add_parser("serve", help="run the gateway (HTTP and WebSocket, SIPREC) on the configured ports")
     p.add_argument("--host", default=None, help="listen address (CALLSCRIBE_HOST)")
     p.add_argument("--port", type=int, default=None, help="listen port (CALLSCRIBE_PORT)")
     p.set_defaults(func=_serve)

@@ -141,6 +141,11 @@ class Settings(BaseSettings):
     sip_port: int = Field(5060, ge=0, le=65535)
     rtp_ports: str = "40000-40999"
     siprec_allow: str = "127.0.0.0/8"
+    sip_tls_port: int = Field(5061, ge=0, le=65535)  # SIP over TLS, when the certificate and key are set
+    sip_tls_cert: Path | None = None
+    sip_tls_key: Path | None = None
+    siprec_ucid_headers: str = "X-UCID,X-Avaya-UCID,Session-ID,User-to-User"  # call identity, first present wins
+    siprec_rtp_timeout_s: float = Field(30.0, gt=0)  # no RTP on any stream (not on hold) this long ends the call
     model: str | None = None
     log_level: str = "info"
 

@@ -50,7 +50,7 @@ from callscribe.calls.registry import (AlreadyStarted, AlreadyStopped, BadIdenti
 router = APIRouter(tags=["ASAPP media gateway"])
 
 NAMESPACES = ("siprec", "twilio", "amazonconnect", "genesysaudiohook")
-SERVED_NAMESPACES = ("twilio", "amazonconnect", "genesysaudiohook")  # whose media this server takes today
+SERVED_NAMESPACES = ("twilio", "amazonconnect", "genesysaudiohook", "siprec")  # all of them
 MEDIA_LINE_ORDERS = ("CUSTOMER_FIRST", "AGENT_FIRST")
 START_SELECTORS = ("NOW", "FRAGMENT_NUMBER")
 _GUID = re.compile(r"^[\x21-\x7e]{1,255}$")  # printable ASCII, no spaces: every vendor's call id fits
