@@ -54,6 +54,8 @@ def test_a_refused_webhook_is_a_dead_letter_and_its_leg_goes_on(start_app, recei
     assert letter["lastError"].startswith("HTTP 422") and listed["next"] is None
     assert httpx.get(app.url + "/v1/webhooks/dead", headers=GLOBEX).json()["deadLetters"] == []
     assert httpx.get(app.url + "/v1/webhooks/dead").status_code == 401
+    seen = httpx.get(app.url + "/v1/calls/CA-dead/deliveries", headers=ACME).json()  # the dashboard's view
+    assert seen["counts"]["dead"] == 1 and {r["participant"] for r in seen["deliveries"]} == {"customer"}
 
     other = httpx.post(f"{app.url}/v1/webhooks/dead/{letter['id']}/replay", headers=GLOBEX)
     assert other.status_code == 404 and other.json()["error"]["code"] == "404-01"  # another tenant's

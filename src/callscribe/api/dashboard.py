@@ -5,7 +5,7 @@ reads it needs that the native API does not have: the engine's state and a call'
 - GET /ui/{file}                      its scripts and styles
 - GET /v1/engine                      active legs, admission, queues, partials shed, final latency
                                       p50/p95 over the last minutes (and per 30 s for a chart)
-- GET /v1/calls/{guid}/deliveries     the call's webhook deliveries (delivered, pending, retrying)
+- GET /v1/calls/{guid}/deliveries     the call's webhook deliveries (delivered, pending, retrying, dead)
 
 The two JSON routes authenticate like the native API (ASAPP headers, Basic or `Authorization:
 id:secret`). The engine is shared by every tenant, so its figures are process-wide.
@@ -227,5 +227,5 @@ async def deliveries(request: Request, guid: str, callId: str | None = None) -> 
     rows = await services.store.db.read(call_deliveries, services.store.db, tenant, guid, callId)
     if rows is None:
         raise HTTPException(404, "No such call")
-    counts = {s: sum(1 for r in rows if r["status"] == s) for s in ("delivered", "pending", "retrying")}
+    counts = {s: sum(1 for r in rows if r["status"] == s) for s in ("delivered", "pending", "retrying", "dead")}
     return {"webhookConfigured": bool(services.settings.webhook_url), "counts": counts, "deliveries": rows}

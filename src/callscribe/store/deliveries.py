@@ -4,8 +4,9 @@ The outbox has no column for the call: its ordering key starts with the call id 
 and the payload is the JSON body that is sent, which names the sender. Rows are purged a while
 after delivery (delivery.outbox.RetryPolicy.keep_delivered), so old calls show fewer of them.
 
-The dispatcher retries forever (it never gives a row up), so a row is `delivered`, `pending` (not
-tried yet) or `retrying` (tried and failed at least once; `lastError` says why).
+A row is `delivered`, `pending` (not tried yet), `retrying` (tried and failed at least once;
+`lastError` says why) or `dead` (refused by the receiver or past its retry budget: a dead letter,
+replayable through /v1/webhooks/dead).
 """
 
 from __future__ import annotations
@@ -26,6 +27,8 @@ MAX_ROWS = 500
 def _status(row: OutboxRow) -> str:
     if row.delivered_at is not None:
         return "delivered"
+    if row.dead_at is not None:
+        return "dead"  # refused by the receiver or past the retry budget: a dead letter
     return "retrying" if row.attempts > 0 else "pending"
 
 
@@ -39,8 +42,10 @@ def _sender(payload: str) -> tuple[dict[str, Any], int | None, str | None]:
         return {}, None, None
     utterances = (body.get("autotranscribeResponse") or {}).get("utterance") or [{}]
     text = utterances[0].get("text") if isinstance(utterances[0], dict) else None
-    sender = body.get("sender")
-    return (sender if isinstance(sender, dict) else {}), body.get("sequence"), text
+    sender = dict(body["sender"]) if isinstance(body.get("sender"), dict) else {}
+    if isinstance(body.get("participant"), str):  # ASAPP's webhook names the participant beside the sender
+        sender.setdefault("participant", body["participant"])
+    return sender, body.get("sequence"), text
 
 
 def call_deliveries(db: Database, tenant: str, guid: str, call_id: str | None = None) -> list[dict] | None:

@@ -337,7 +337,7 @@ export class CallView {
         data.webhookConfigured ? "No webhook deliveries for this call yet." : "No webhook URL is configured."));
       return;
     }
-    const kinds = { delivered: "on", pending: "info", retrying: "warn" };
+    const kinds = { delivered: "on", pending: "info", retrying: "warn", dead: "bad" };
     this.el.deliveries.replaceChildren(
       h("p", { class: "counts" }, Object.entries(data.counts).map(([k, n]) => badge(`${n} ${k}`, n ? kinds[k] : "off"))),
       h("table", { class: "compact" },
