@@ -355,6 +355,9 @@ async def test_conflicts_capacity_language(env):
         await env.registry.start_streaming("t", "twilio", "c", params())
     with pytest.raises(MediaRefused):
         await env.registry.media_connected(tenant="t", namespace="twilio", guid="c", tracks=TWILIO[:1], source="t")
+    await env.registry.stop_streaming("t", "twilio", "c")
+    env.scheduler.admit = False  # busy now; this call was admitted before: its resume keeps its place
+    assert set(await env.registry.start_streaming("t", "twilio", "c", params())) == {"customer"}
 
 
 async def test_redaction_modes(env, redactor):

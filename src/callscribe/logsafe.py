@@ -11,7 +11,7 @@ import logging
 import re
 from urllib.parse import urlsplit, urlunsplit
 
-_SECRET_PARAM = re.compile(r"(?i)\b(token|apisecret|api_secret|secret)=([^&\s\"']+)")
+_SECRET_PARAM = re.compile(r"(?i)\b(token|apisecret|api_secret|secret|api_key|apikey|key)=([^&\s\"']+)")
 
 
 def scrub(text: str) -> str:

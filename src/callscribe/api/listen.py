@@ -15,10 +15,13 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import hashlib
+import io
 import tempfile
 import uuid
 from typing import Any
+from urllib.parse import urlsplit
 
+import av
 import httpx
 import numpy as np
 from fastapi import APIRouter, Request
@@ -35,7 +38,7 @@ from callscribe.calls.media import MediaRefused
 from callscribe.calls.registry import RegistryError
 from callscribe.api import listen_messages as msgs
 from callscribe.api.listen_audio import AudioDecoder, split_tracks
-from callscribe.api.listen_params import ListenOptions
+from callscribe.api.listen_params import MAX_CHANNELS, ListenOptions
 from callscribe.services import Services
 
 router = APIRouter(tags=["Deepgram-compatible listen API"])
@@ -44,8 +47,30 @@ FEED_CHUNK_S = 1  # audio is fed a second at a time, yielding to the event loop 
 
 
 def _url_allowed(url: str, prefixes: str) -> bool:
-    allowed = [p.strip() for p in prefixes.split(",") if p.strip()]
-    return any(url.startswith(p) for p in allowed)
+    """Whether `url` lies under one of the configured prefixes: the same scheme, host and port, and a
+    path under the prefix's path on a "/" boundary (a bare string prefix would let
+    http://files.local admit http://files.local.example or http://files.local@elsewhere)."""
+    try:
+        u = urlsplit(url)
+        for prefix in (p.strip() for p in prefixes.split(",") if p.strip()):
+            p = urlsplit(prefix)
+            if (u.scheme.lower(), u.hostname, u.port) != (p.scheme.lower(), p.hostname, p.port) or u.username:
+                continue
+            base = p.path.rstrip("/")
+            if u.path == base or u.path.startswith(base + "/"):
+                return True
+    except ValueError:
+        return False
+    return False
+
+
+def _duration_s(audio: bytes) -> float | None:
+    """The container's own idea of its length, read before anything is decoded; None if it has none."""
+    try:
+        with av.open(io.BytesIO(audio), mode="r") as container:
+            return container.duration / av.time_base if container.duration else None
+    except (av.FFmpegError, ValueError):
+        return None
 
 
 async def _fetch(url: str, max_bytes: int) -> bytes:
@@ -84,10 +109,10 @@ async def transcribe(services: Services, tenant: str, guid: str, opts: ListenOpt
                 and ev.text.strip():
             finals.setdefault(channel_of_stream[ev.stream_id], []).append(ev)
 
-    unsubscribe = services.bus.subscribe(collect)
     media = await registry.media_connected(tenant=tenant, namespace=listen_wire.NAMESPACE, guid=guid,
                                            tracks=listen_wire.track_specs(opts), source="listen-prerecorded",
                                            metadata={"request_id": request_id, "model": opts.model})
+    unsubscribe = services.bus.subscribe(collect)
     try:
         legs = await registry.start_streaming(tenant, listen_wire.NAMESPACE, guid,
                                               listen_wire.stream_params(opts, request_id, live=False))
@@ -130,11 +155,17 @@ async def listen(request: Request) -> JSONResponse:
         audio = await read_body(request, settings.listen_max_upload_bytes)
     if not audio:
         raise ApiError(400, None, "The request has no audio.")
+    # Compressed audio decodes to far more memory than it takes on the wire: judge it by its length.
+    length = len(audio) / (opts.sample_rate or MODEL_RATE) / 2 / opts.tracks if opts.encoding else _duration_s(audio)
+    if length is not None and length > settings.max_call_s:
+        raise ApiError(413, None, f"The audio is longer than this server takes ({settings.max_call_s:.0f} s)")
     try:
         tracks, rate = await asyncio.get_running_loop().run_in_executor(None, decode, audio, opts)
     except AudioReadError as exc:
         raise ApiError(400, None, f"Bad Request: failed to process audio: {exc}") from None
     if opts.multichannel:
+        if len(tracks) > MAX_CHANNELS:
+            raise ApiError(400, None, f"Bad Request: at most {MAX_CHANNELS} channels")
         opts = dataclasses.replace(opts, channels=len(tracks))
     if not tracks or not max(len(t) for t in tracks):
         raise ApiError(400, None, "Bad Request: failed to process audio: no audio could be decoded")

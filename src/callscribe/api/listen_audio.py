@@ -6,15 +6,14 @@ decoded by PyAV on a thread of its own as the bytes arrive, as a browser's Media
 from __future__ import annotations
 
 import asyncio
-import io
 import logging
-import queue
 import threading
 from typing import Union
 
 import numpy as np
 
 from callscribe.audio.codecs import alaw_decode, ulaw_decode
+from callscribe.audio.pcm_stream import PushedBytes
 from callscribe.audio.rates import MODEL_RATE
 from callscribe.api.listen_params import ListenOptions
 
@@ -52,31 +51,6 @@ def split_tracks(frames: np.ndarray, multichannel: bool) -> list[np.ndarray]:
     return [np.ascontiguousarray(frames[:, c]) for c in range(frames.shape[1])]
 
 
-class _Pipe(io.RawIOBase):
-    """A non-seekable file whose reads block until the socket brings more bytes (None: the end)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.chunks: queue.Queue[bytes | None] = queue.Queue()
-        self._buf = b""
-        self._eof = False
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, b: "bytearray | memoryview") -> int:  # type: ignore[override]
-        while not self._buf and not self._eof:
-            chunk = self.chunks.get()
-            if chunk is None:
-                self._eof = True
-            else:
-                self._buf = chunk
-        n = min(len(b), len(self._buf))
-        b[:n] = self._buf[:n]
-        self._buf = self._buf[n:]
-        return n
-
-
 #: What the decoding thread hands over: PCM frames, an error message, or None at the end.
 Decoded = Union[np.ndarray, str, None]
 
@@ -94,19 +68,19 @@ class ContainerStream:
         self.multichannel = opts.multichannel
         self.out: asyncio.Queue[Decoded] = asyncio.Queue()
         self._loop = asyncio.get_running_loop()
-        self._pipe = _Pipe()
+        self._pipe = PushedBytes()  # bounded: a sender far ahead of the decoder is told so
         self._finished = False
         self._thread = threading.Thread(target=self._run, name="listen-container", daemon=True)
         self._thread.start()
 
-    def write(self, data: bytes) -> None:
-        if not self._finished:
-            self._pipe.chunks.put(data)
+    def write(self, data: bytes) -> bool:
+        """False when the decoder is too far behind (the sender is much faster than real time)."""
+        return self._finished or self._pipe.write(data)
 
     def finish(self) -> None:
         if not self._finished:
             self._finished = True
-            self._pipe.chunks.put(None)
+            self._pipe.close()
 
     def _emit(self, item: Decoded) -> None:
         try:
@@ -139,5 +113,4 @@ class ContainerStream:
             self._emit(f"the audio cannot be decoded ({type(exc).__name__}: {str(exc)[:60]})")
         finally:
             self._finished = True
-            while not self._pipe.chunks.empty():  # nothing reads them any more
-                self._pipe.chunks.get_nowait()
+            self._pipe.close()  # nothing reads what is left

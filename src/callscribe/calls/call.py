@@ -273,7 +273,10 @@ class Call:
     def open_legs(self, params: StreamParams, plan: dict[str, tuple[Participant, Track]],
                   participants: Sequence[str] | None) -> dict[str, Leg]:
         scheduler = self.ctx.scheduler()
-        if scheduler is None or (plan and not scheduler.can_admit(len(plan))):
+        # A participant this call already transcribed keeps its place: a resume after a pause (or a
+        # Finalize that restarts the interval) is not new load, and refusing it would cut the call.
+        new = [pid for pid in plan if pid not in self.last_legs]
+        if scheduler is None or (new and not scheduler.can_admit(len(new))):
             raise NoCapacity()
         self.params = params
         self.unacked = {}

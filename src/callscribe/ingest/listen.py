@@ -225,7 +225,8 @@ class ListenSession(WebSocketAdapter):
             return False
         self._sha.update(data)
         if self.container is not None:
-            self.container.write(data)
+            if not self.container.write(data):
+                raise AdapterError("audio arrives far faster than it can be decoded", Close.TRY_LATER)
         elif self.decoder is not None:
             await self._feed(self.decoder.decode(data), self.decoder.rate)
         return False
@@ -301,7 +302,12 @@ class ListenSession(WebSocketAdapter):
                                                      from_finalize=True, start_ms=at, end_ms=at))
             finally:
                 self.finalizing = set()
-            await self._start(ids)
+            try:
+                await self._start(ids)
+            except RegistryError as exc:  # shutting down, say: tell the client in its protocol, then close
+                await self.send({"type": "Error", "variant": "ServerError",
+                                 "description": f"transcription could not go on: {type(exc).__name__}"})
+                raise AdapterError("transcription could not go on after Finalize", Close.TRY_LATER) from None
 
     async def close_stream(self) -> None:
         if self.container is not None and self._pump is not None:  # decode what was sent, then flush

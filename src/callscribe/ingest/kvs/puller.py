@@ -161,6 +161,11 @@ class KvsPull:
                 await task
             except (asyncio.CancelledError, Exception):
                 pass
+        if self._media is not None and self.end_reason is None:
+            # The cancelled pull did not end its media: a call left live with nothing feeding it
+            # would take legs (and answer success) for audio that never comes.
+            self.end_reason = "kvs-stopped"
+            await self._media.end(self.end_reason)
 
     # -- the pull ------------------------------------------------------------------------------------
 
