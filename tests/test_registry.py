@@ -477,3 +477,22 @@ async def test_noise_final_withdraws_its_partial_and_counts_nothing(env, redacto
     assert said == [("partial", "so the"), ("partial", ""), ("final", "words at last")]
     assert stopped["customer"].summary().transcripts == 1
     assert seqs(env.events, "CA9") == list(range(1, len(env.events) + 1))
+
+
+async def test_a_call_past_the_maximum_length_is_ended_whatever_brings_it(env):
+    """SIP dialogs and pulled URLs bound no length themselves: the registry ends their media."""
+    import time
+
+    env.registry.max_call_s = 60
+    source = FakeSource()
+    await env.registry.start_streaming("t", "pulled", "long", params(), source=source)
+    env.registry.sweep(time.monotonic() + 30)
+    await asyncio.sleep(0.05)
+    assert env.registry.find("t", "long").live
+    env.registry.sweep(time.monotonic() + 61)
+    for _ in range(50):
+        await asyncio.sleep(0.01)
+    call = env.registry.find("t", "long")
+    assert not call.live and source.stopped == 1
+    assert [e.data["reason"] for e in env.events if getattr(e, "state", "") == "media-ended"] == [
+        "longer than the maximum of 60 s"]

@@ -98,7 +98,7 @@ def create_app(settings: Settings, *, engine: "SpeechEngine | None" = None) -> F
         services.registry = CallRegistry(
             services.bus, lambda: services.scheduler if services.ready.is_set() else None, settings.data_dir,
             languages=lambda: getattr(services.engine, "languages", None) if services.ready.is_set() else None,
-            metrics=services.metrics, max_recording_s=settings.max_recording_s)
+            metrics=services.metrics, max_recording_s=settings.max_recording_s, max_call_s=settings.max_call_s)
         services.registry.start()
         loader = asyncio.create_task(load())
         try:

@@ -87,13 +87,16 @@ class CallRegistry:
 
     def __init__(self, bus: EventBus, scheduler: Callable[[], "AsrScheduler | None"], data_dir: Path, *,
                  languages: Callable[[], Iterable[str] | None] = lambda: None, metrics: "Metrics | None" = None,
-                 retention_s: float = 900.0, max_recording_s: float = 4 * 3600.0):
+                 retention_s: float = 900.0, max_recording_s: float = 4 * 3600.0,
+                 max_call_s: float | None = None):
         self._ctx = CallContext(bus=bus, scheduler=scheduler, data_dir=Path(data_dir), metrics=metrics,
                                 max_recording_s=max_recording_s)
         self._languages = languages
         self._calls: dict[Key, Call] = {}
         self._arrived = asyncio.Condition()
         self.retention_s = retention_s
+        self.max_call_s = max_call_s  # a call's media ends at this age, whatever brings it (SIP, a pull)
+        self._ending: set[asyncio.Task[None]] = set()
         self.draining = False  # set at SIGTERM: calls in progress finish, nothing new starts
         self._sweeper: asyncio.Task[None] | None = None
         if metrics is not None:  # read at scrape time, so it is never stale
@@ -121,18 +124,29 @@ class CallRegistry:
 
     async def _sweep_forever(self) -> None:
         while True:
-            await asyncio.sleep(min(30.0, max(self.retention_s / 4, 0.05)))
+            await asyncio.sleep(min(30.0, max(self.retention_s / 4, 0.05), max((self.max_call_s or 60.0) / 4, 0.05)))
             self.sweep()
 
     def sweep(self, now: float | None = None) -> None:
-        """Drop calls whose media ended more than retention_s ago."""
+        """Drop calls whose media ended more than retention_s ago; end the media of calls older than
+        max_call_s (media no adapter bounds itself: a SIP dialog, a stream URL that never ends)."""
         now = time.monotonic() if now is None else now
         for key, call in list(self._calls.items()):
+            if self.max_call_s and call.live and now - call.pending_since > self.max_call_s and not call.ending:
+                task = asyncio.create_task(self._end_call(call, f"longer than the maximum of {self.max_call_s:.0f} s"))
+                self._ending.add(task)
+                task.add_done_callback(self._ending.discard)
             idle_since = call.ended_at if call.media_state == "ended" else (
                 call.pending_since if call.media_state == "pending" else None)
             if idle_since is not None and now - idle_since > self.retention_s and not call.lock.locked():
                 call.discard()
                 del self._calls[key]
+
+    async def _end_call(self, call: Call, reason: str) -> None:
+        log.warning("call %s: media ended: %s", call.ref.call_id, reason)
+        for session in list(call.sessions):
+            await session.end(reason)
+        await call.stop_sources()
 
     # -- media (MediaRegistry) ------------------------------------------------------------------------
 

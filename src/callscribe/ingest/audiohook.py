@@ -49,7 +49,8 @@ from callscribe.config import AudioHookKey
 from callscribe.ingest import audiohook_auth
 from callscribe.ingest import audiohook_messages as wire
 from callscribe.ingest.backchannel import Backchannel
-from callscribe.ingest.base import AdapterError, Close, WebSocketAdapter, close, deny, peer_of, run_session
+from callscribe.ingest.base import (AdapterError, Close, WebSocketAdapter, admit, close, deny, peer_of,
+                                    run_session)
 from callscribe.services import Services
 
 log = logging.getLogger(__name__)
@@ -517,13 +518,20 @@ async def audiohook(ws: WebSocket) -> None:
                                    authority=ws.headers.get("host", ""))
     if missing and result.key is not None:
         result = audiohook_auth.AuthResult(None, f"missing header {missing[0]}")
+    slot = await admit(ws, services.connections)  # unauthenticated sockets count too: they are capped
+    if slot is None:
+        return
     await ws.accept()
     session = AudioHookSession(ws, services, result.key, headers, source)
+    session.max_duration_s = services.settings.max_call_s
     if result.key is None:
-        # As the reference server does: upgrade, then `disconnect` with reason unauthorized.
-        log.warning("audiohook session from %s refused: %s", source, result.reason)
-        await asyncio.sleep(max(0.0, MIN_FAILURE_S - (time.monotonic() - began)))
-        await session.on_refused(unauthorized(result.reason))
-        await close(ws, Close.POLICY, "unauthorized")
+        try:
+            # As the reference server does: upgrade, then `disconnect` with reason unauthorized.
+            log.warning("audiohook session from %s refused: %s", source, result.reason)
+            await asyncio.sleep(max(0.0, MIN_FAILURE_S - (time.monotonic() - began)))
+            await session.on_refused(unauthorized(result.reason))
+            await close(ws, Close.POLICY, "unauthorized")
+        finally:
+            slot.release()
         return
-    await run_session(ws, session)
+    await run_session(ws, session, slot)

@@ -35,9 +35,10 @@ from callscribe.audio.pcm_stream import RATE, PushedBytes, pcm_chunks
 from callscribe.calls.events import UtteranceEvent
 from callscribe.calls.leg import StreamParams
 from callscribe.calls.media import MediaCall, MediaRefused, Participant, TrackSpec
-from callscribe.calls.registry import CallRegistry, NoCapacity, NotReady, UnsupportedLanguage
+from callscribe.calls.registry import CallRegistry, NoCapacity, NotReady, RegistryError, UnsupportedLanguage
 from callscribe.ingest.backchannel import Backchannel
-from callscribe.ingest.base import AdapterError, Close, WebSocketAdapter, close, deny, json_object, run_session
+from callscribe.ingest.base import (AdapterError, Close, WebSocketAdapter, admit, close, deny, json_object,
+                                    run_session)
 from callscribe.services import Services
 
 log = logging.getLogger(__name__)
@@ -135,8 +136,12 @@ class PushStream(WebSocketAdapter):
                 tracks=[TrackSpec("speaker", Participant("speaker", "speaker"))], source="audio-stream-ws")
             self.backchannel = Backchannel(self.bus, self._send_turn, finals_only=False)
             legs = await self.registry.start_streaming(self.tenant, NAMESPACE, self.session_id, params)
-        except (MediaRefused, NoCapacity, NotReady):
+        except (NoCapacity, NotReady):
             raise AdapterError("no transcription capacity available", Close.TRY_LATER) from None
+        except MediaRefused as exc:
+            raise AdapterError(exc.reason, Close.TRY_LATER if exc.capacity else Close.POLICY) from None
+        except RegistryError as exc:  # shutting down, a bad identity: the session cannot start
+            raise AdapterError(f"transcription cannot start: {type(exc).__name__}", Close.TRY_LATER) from None
         self.backchannel.stream_id = legs["speaker"].stream_id
         if self.encoding == "container":
             self.decoder = ContainerDecoder(self._audio)
@@ -257,12 +262,19 @@ async def push_stream(ws: WebSocket) -> None:
         await deny(ws, refused.status, refused.message, envelope(None, refused.status, refused.message))
         return
     assert services.registry is not None  # checked by the handshake
+    slot = await admit(ws, services.connections)
+    if slot is None:
+        return
     await ws.accept()
     adapter = PushStream(ws, services.registry, services, tenant, rate, encoding)
+    adapter.max_duration_s = min(MAX_SESSION_S, services.settings.max_call_s)
     try:
         await adapter.begin(params)
-    except AdapterError as exc:
-        await adapter.end(f"refused: {exc.reason}")
-        await close(ws, exc.code, exc.reason)
-        return
-    await run_session(ws, adapter)
+    except BaseException as exc:  # whatever stops the start, the media it connected ends
+        slot.release()
+        await adapter.end(f"refused: {exc}")
+        if isinstance(exc, AdapterError):
+            await close(ws, exc.code, exc.reason)
+            return
+        raise
+    await run_session(ws, adapter, slot)

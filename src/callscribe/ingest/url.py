@@ -39,7 +39,11 @@ from callscribe.logsafe import url_for_log
 
 log = logging.getLogger(__name__)
 
-LIVE_SCHEMES = ("rtmp", "rtmps", "rtsp", "rtsps", "srt", "udp", "tcp")
+# No udp:// or tcp://: FFmpeg can be told through them to bind or listen on the gateway itself.
+LIVE_SCHEMES = ("rtmp", "rtmps", "rtsp", "rtsps", "srt")
+# What FFmpeg may open while reading a URL (an HLS playlist names further URLs): no file://, no
+# pipes or local devices, whatever a playlist says.
+PROTOCOLS = "http,https,tls,tcp,udp,rtp,rtmp,rtmps,rtsp,rtsps,srt,crypto,hls"
 SCHEMES = ("http", "https") + LIVE_SCHEMES
 READ_TIMEOUT_S = 5.0  # a blocking read returns within this, so stop() is noticed
 MAX_BACKOFF_S = 8.0
@@ -154,14 +158,17 @@ class UrlSource:
                 raise _Stopped()
             try:
                 # A short analysis: a live source probed for FFmpeg's default 5 s starts 5 s late.
-                container = av.open(self.url, timeout=(10.0, READ_TIMEOUT_S), options={"analyzeduration": "500000"})
+                container = av.open(self.url, timeout=(10.0, READ_TIMEOUT_S),
+                                    options={"analyzeduration": "500000", "protocol_whitelist": PROTOCOLS})
             except av.error.InvalidDataError as exc:
                 return SourceEnd("undecodable", f"The source could not be decoded: {_why(exc)}")
             except (av.error.FFmpegError, OSError) as exc:
                 if not live or time.monotonic() - last_audio > self.inactivity_timeout_s:
                     if opened_once:
-                        return SourceEnd("ended", f"The stream went away and did not come back: {_why(exc)}")
-                    return SourceEnd("unreachable", f"The source could not be reached: {_why(exc)}")
+                        return SourceEnd("ended", "The stream went away and did not come back")
+                    # FFmpeg's own words stay in the log: they would tell a caller which ports answer.
+                    log.info("opening %s failed: %s", url_for_log(self.url), _why(exc))
+                    return SourceEnd("unreachable", "The source could not be reached")
                 self._sleep(backoff)
                 backoff = min(backoff * 2, MAX_BACKOFF_S)
                 continue
