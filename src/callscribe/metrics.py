@@ -21,6 +21,11 @@ class Metrics:
         )
         self.asr_queue = Gauge("callscribe_asr_queue_depth", "Jobs waiting for the model", ["kind"], registry=r)
         self.refused = Counter("callscribe_streams_refused_total", "New streams refused for lack of capacity", registry=r)
+        self.admission_refused = Counter("callscribe_admission_refused_total",
+                                         "New legs the ASR scheduler refused, by reason (behind, late, load)",
+                                         ["reason"], registry=r)
+        self.audio_dropped = Counter("callscribe_audio_dropped_seconds_total",
+                                     "Audio dropped because a leg's input queue was full", registry=r)
         self.webhook_attempts = Counter("callscribe_webhook_attempts_total", "Webhook POST attempts", ["outcome"], registry=r)
         self.webhook_backlog = Gauge("callscribe_webhook_backlog", "Webhook deliveries waiting", registry=r)
 

@@ -1,33 +1,44 @@
 """The one ASR scheduler of a process: it owns the model and decides what the model works on.
 
-- Finals are mandatory and go first, oldest first; they are decoded in micro-batches across legs
-  (up to `asr_batch_size`), waiting at most `asr_batch_wait_ms` for a batch to fill, and only while
-  another worker is busy (a lone final on an idle scheduler starts at once).
+- Finals are mandatory and go first, earliest deadline first: a final's deadline is the real-time
+  due time of its end of speech (realtime.py), so a leg that sends faster than real time queues its
+  finals behind other legs' real-time ones instead of ahead of them, and each leg has at most
+  `max_queued_finals` waiting (its input is paced beyond that; pipeline.py). They are decoded in
+  micro-batches across legs (up to `asr_batch_size`), waiting at most `asr_batch_wait_ms` for a batch
+  to fill, and only while another worker is busy (a lone final on an idle scheduler starts at once).
 - Partials are best effort: one per leg is queued (a newer one replaces it), they run only when no
   final waits and never on the last free worker, and they are dropped when stale.
-- Admission control compares the measured decode load with the worker capacity, so callers can
-  refuse a new leg before finals of every leg fall behind `final_deadline_ms`.
+- Admission control looks at the present only: finals waiting now, final latencies and decode load
+  of the last `RECENT_S` seconds. An idle server (no legs) always admits; a refusal is logged with its
+  reason and counted (callscribe_admission_refused_total{reason}).
+- The media front end of every leg (resampling, VAD, cutting) runs on one worker thread (frontend.py).
 """
 
 from __future__ import annotations
 
 import collections
+import heapq
+import itertools
 import logging
 import threading
 import time
-from dataclasses import dataclass, field
+import weakref
+from dataclasses import dataclass
 from typing import Any, Callable
 
 import numpy as np
 
 from callscribe.asr.engine import Hypothesis, SpeechEngine
-from callscribe.asr.pipeline import LegPipeline
+from callscribe.asr.frontend import FrontEnd
+from callscribe.asr.pipeline import MAX_QUEUED_FINALS, LegPipeline
 from callscribe.asr.segmenter import Cut, SegmenterConfig
 from callscribe.asr.types import TranscriptEvent
 
 log = logging.getLogger(__name__)
 
 LOAD_WINDOW_S = 20.0
+RECENT_S = 20.0  # admission's memory of final latencies: older ones no longer describe the present
+MIN_RECENT_FINALS = 10  # fewer recent finals than this say nothing about the tail
 PARTIAL_MAX_AGE_S = 1.0
 MAX_UTTERANCE_MS = 27000  # a partial not started within this is no longer "live"
 
@@ -38,16 +49,29 @@ class Job:
     leg: LegPipeline
     cut: Cut
     ordinal: int = -1  # finals: order within the leg
-    created: float = field(default_factory=time.monotonic)
-    # Wall-clock estimate of the end of speech (the final was cut after the endpoint silence).
+    created: float = 0.0  # scheduler clock when queued
+    # When the end of speech was due in real time (the final was cut after the endpoint silence);
+    # finals are decoded in this order across legs.
     speech_end: float = 0.0
     accurate: bool = False  # decode with the engine's slower beam search (no other final was waiting)
+
+    @property
+    def ready(self) -> float:
+        """When a real-time sender's final would have been ready to decode (for how long it waited)."""
+        return max(self.created, self.speech_end + self.cut.trailing_silence_s)
+
+
+@dataclass(frozen=True)
+class Admission:
+    ok: bool
+    reason: str = ""  # when refused: "behind" | "late" | "load"
+    detail: str = ""
 
 
 class AsrScheduler:
     def __init__(self, engine: SpeechEngine, *, workers: int = 2, batch_size: int = 4, batch_wait_ms: int = 60,
                  segmenter: SegmenterConfig | None = None, final_deadline_ms: int = 1500,
-                 metrics: Any = None) -> None:
+                 metrics: Any = None, clock: Callable[[], float] = time.monotonic) -> None:
         self.engine = engine
         self.workers = workers
         self.batch_size = batch_size
@@ -55,8 +79,12 @@ class AsrScheduler:
         self.segmenter = segmenter or SegmenterConfig()
         self.final_deadline = final_deadline_ms / 1000
         self.metrics = metrics
+        self.clock = clock  # every time admission, deadlines and latency use (injectable for tests)
+        self.front_end = FrontEnd()
         self._cv = threading.Condition()
-        self._finals: collections.deque[Job] = collections.deque()
+        self._finals: list[tuple[float, int, Job]] = []  # heap on the real-time deadline
+        self._seq = itertools.count()
+        self._every_leg: weakref.WeakSet[LegPipeline] = weakref.WeakSet()  # for stop() to release waiters
         self._partials: dict[LegPipeline, Job] = {}
         self._partial_busy: set[LegPipeline] = set()
         self._legs: set[LegPipeline] = set()
@@ -65,8 +93,8 @@ class AsrScheduler:
         self._drain_until = 0.0
         self._busy = 0
         self._busy_log: collections.deque[tuple[float, float, str]] = collections.deque()  # (end, seconds, kind)
-        self._latencies: collections.deque[float] = collections.deque(maxlen=400)
-        self._counts = collections.Counter()
+        self._latencies: collections.deque[tuple[float, float]] = collections.deque(maxlen=2000)  # (at, s)
+        self._counts: collections.Counter[str] = collections.Counter()
 
     @classmethod
     def from_settings(cls, engine: SpeechEngine, settings: Any, metrics: Any = None) -> "AsrScheduler":
@@ -92,6 +120,7 @@ class AsrScheduler:
 
     def stop(self, drain_s: float = 5.0) -> None:
         """Stop the workers; finals already queued are decoded for up to `drain_s` seconds."""
+        self.front_end.stop()
         with self._cv:
             self._running = False
             self._drain_until = time.monotonic() + drain_s
@@ -100,32 +129,35 @@ class AsrScheduler:
             t.join(timeout=drain_s + 30)
         self._threads.clear()
         with self._cv:
-            left = list(self._finals)
+            left = len(self._finals)
             self._finals.clear()
             self._partials.clear()
-        for job in left:
-            job.leg._abandon()
+            legs = list(self._every_leg)
+        for leg in legs:
+            leg._abandon()
         if left:
-            log.warning("scheduler stopped with %d finals undecoded", len(left))
+            log.warning("scheduler stopped with %d finals undecoded", left)
 
     def open_leg(self, on_event: Callable[[TranscriptEvent], None], *, origin_ms: int = 0,
-                 partials: bool = True) -> LegPipeline:
+                 partials: bool = True, max_queued_finals: int = MAX_QUEUED_FINALS) -> LegPipeline:
+        """A new leg. `max_queued_finals`: finals of this leg waiting for the model before its input
+        is paced (offline callers that feed faster than real time may want more)."""
         cfg = SegmenterConfig(**{**self.segmenter.__dict__, "partials": partials})
-        leg = LegPipeline(self, on_event, origin_ms=origin_ms, config=cfg)
+        leg = LegPipeline(self, on_event, origin_ms=origin_ms, config=cfg, max_queued_finals=max_queued_finals)
         with self._cv:
             self._legs.add(leg)
+            self._every_leg.add(leg)
             self._gauge()
         return leg
 
     # -- called by legs ---------------------------------------------------------------------------
 
-    def _submit_final(self, leg: LegPipeline, cut: Cut, ordinal: int) -> None:
-        now = time.monotonic()
-        job = Job("final", leg, cut, ordinal, now, speech_end=now - cut.trailing_silence_s)
+    def _submit_final(self, leg: LegPipeline, cut: Cut, ordinal: int, speech_end: float) -> None:
+        job = Job("final", leg, cut, ordinal, self.clock(), speech_end=speech_end)
         with self._cv:
             if self._partials.pop(leg, None) is not None:
                 self._dropped()
-            self._finals.append(job)
+            heapq.heappush(self._finals, (speech_end, next(self._seq), job))
             self._gauge()
             self._cv.notify()
 
@@ -133,7 +165,7 @@ class AsrScheduler:
         with self._cv:
             if self._partials.pop(leg, None) is not None:
                 self._dropped()  # coalesced: only the newest audio matters
-            self._partials[leg] = Job("partial", leg, cut)
+            self._partials[leg] = Job("partial", leg, cut, created=time.monotonic())
             self._gauge()
             self._cv.notify()
 
@@ -145,8 +177,10 @@ class AsrScheduler:
             self._gauge()
 
     def _final_emitted(self, job: Job) -> None:
-        latency = time.monotonic() - job.speech_end
-        self._latencies.append(latency)
+        now = self.clock()
+        latency = now - job.speech_end
+        with self._cv:
+            self._latencies.append((now, latency))
         if self.metrics is not None:
             self.metrics.finals.inc()
             self.metrics.final_latency.observe(latency)
@@ -163,7 +197,7 @@ class AsrScheduler:
                     continue
                 self._busy += 1
             kind = batch[0].kind
-            started = time.monotonic()
+            started = self.clock()
             try:
                 hyps: list[Hypothesis | None] = list(self.engine.decode_batch(
                     [j.cut.audio for j in batch], word_timestamps=(kind == "final"),
@@ -171,7 +205,7 @@ class AsrScheduler:
             except Exception:
                 log.exception("decode failed for a batch of %d %ss", len(batch), kind)
                 hyps = [None] * len(batch)
-            elapsed = time.monotonic() - started
+            elapsed = self.clock() - started
             for job, hyp in zip(batch, hyps):
                 if kind == "final":
                     job.leg._deliver_final(job, hyp)
@@ -183,7 +217,7 @@ class AsrScheduler:
             with self._cv:
                 self._busy -= 1
                 self._partial_busy.difference_update(j.leg for j in batch if j.kind == "partial")
-                self._busy_log.append((time.monotonic(), elapsed, kind))
+                self._busy_log.append((self.clock(), elapsed, kind))
                 self._counts[kind + "_batches"] += 1
                 self._counts[kind + "s"] += len(batch)
                 self._counts[kind + "_audio_s"] += sum(len(j.cut.audio) for j in batch) / 16000
@@ -196,7 +230,7 @@ class AsrScheduler:
             if not self._running and (not self._finals or time.monotonic() > self._drain_until):
                 return None
             if self._finals:
-                batch = [self._finals.popleft() for _ in range(min(self.batch_size, len(self._finals)))]
+                batch = [heapq.heappop(self._finals)[2] for _ in range(min(self.batch_size, len(self._finals)))]
                 if len(batch) < self.batch_size and self.batch_wait > 0 and self._busy > 0 and self._running:
                     # Others are decoding: a short wait may fill the batch at little cost.
                     deadline = time.monotonic() + self.batch_wait
@@ -206,9 +240,11 @@ class AsrScheduler:
                             break
                         self._cv.wait(left)
                     while self._finals and len(batch) < self.batch_size:
-                        batch.append(self._finals.popleft())
-                # Beam search only when no other final waits: under load finals stay greedy and fast.
-                batch[0].accurate = not self._finals
+                        batch.append(heapq.heappop(self._finals)[2])
+                # Beam search only when no other final is due: under load finals stay greedy and fast
+                # (finals a too-fast leg queued ahead of real time do not count).
+                now = self.clock()
+                batch[0].accurate = not any(j.speech_end <= now for _, _, j in self._finals)
                 self._gauge()
                 return batch
             batch = self._take_partials()
@@ -243,34 +279,64 @@ class AsrScheduler:
             self.metrics.asr_queue.labels(kind="final").set(len(self._finals))
             self.metrics.asr_queue.labels(kind="partial").set(len(self._partials))
 
+    def _audio_dropped(self, seconds: float) -> None:
+        with self._cv:
+            self._counts["audio_dropped_s"] += seconds
+        if self.metrics is not None:
+            self.metrics.audio_dropped.inc(seconds)
+
     def _load(self, kind: str | None = None) -> float:
         """Fraction of worker time spent decoding over the recent window (finals only if kind)."""
-        now = time.monotonic()
+        now = self.clock()
         while self._busy_log and now - self._busy_log[0][0] > LOAD_WINDOW_S:
             self._busy_log.popleft()
         busy = sum(s for _, s, k in self._busy_log if kind is None or k == kind)
         return busy / (LOAD_WINDOW_S * self.workers)
 
-    def can_admit(self, extra_legs: int = 1) -> bool:
-        """False when `extra_legs` more legs would likely push finals past final_deadline_ms."""
+    def admission(self, extra_legs: int = 1) -> Admission:
+        """Would `extra_legs` more legs likely push finals past final_deadline_ms? Only the present
+        counts: an idle server admits, and what ran late more than RECENT_S ago is forgotten."""
         with self._cv:
             legs = len(self._legs)
+            if legs == 0:
+                return Admission(True)
+            now = self.clock()
             if self._finals:
-                oldest = time.monotonic() - self._finals[0].created
-                if oldest > self.final_deadline / 2:
-                    return False  # already behind
-            recent = list(self._latencies)[-100:]
-            if len(recent) >= 20 and np.percentile(recent, 95) > self.final_deadline:
-                return False
+                waited = max(now - j.ready for _, _, j in self._finals)
+                if waited > self.final_deadline / 2:
+                    return Admission(False, "behind", f"a final has waited {waited:.2f} s for the model")
+            while self._latencies and now - self._latencies[0][0] > RECENT_S:
+                self._latencies.popleft()
+            recent = [lat for _, lat in self._latencies]
+            if len(recent) >= MIN_RECENT_FINALS:
+                p95 = float(np.percentile(recent, 95))
+                if p95 > self.final_deadline:
+                    return Admission(False, "late", f"final latency p95 {p95:.2f} s over the last {RECENT_S:.0f} s")
             load = self._load("final")
-            if legs == 0 or load < 0.05:
-                return True
+            if load < 0.05:
+                return Admission(True)
             # Finals' decode load grows with legs (batching makes this pessimistic, i.e. safe).
-            return load * (legs + extra_legs) / legs < 0.8
+            projected = load * (legs + extra_legs) / legs
+            if projected >= 0.8:
+                return Admission(False, "load", f"final decode load {load:.2f} with {legs} legs, "
+                                                f"{projected:.2f} with {extra_legs} more")
+            return Admission(True)
+
+    def can_admit(self, extra_legs: int = 1) -> bool:
+        """False when `extra_legs` more legs would likely push finals past final_deadline_ms; a refusal
+        is logged with its reason and counted in callscribe_admission_refused_total{reason}."""
+        verdict = self.admission(extra_legs)
+        if not verdict.ok:
+            log.warning("refusing %d new leg(s): %s (%s)", extra_legs, verdict.reason, verdict.detail)
+            with self._cv:
+                self._counts["refused_" + verdict.reason] += 1
+            if self.metrics is not None:
+                self.metrics.admission_refused.labels(reason=verdict.reason).inc()
+        return verdict.ok
 
     def stats(self) -> dict:
         with self._cv:
-            lat = list(self._latencies)
+            lat = [x for _, x in self._latencies]
             return {
                 "active_legs": len(self._legs),
                 "finals_queued": len(self._finals),
@@ -281,5 +347,6 @@ class AsrScheduler:
                 "final_load": round(self._load("final"), 3),
                 "final_latency_p50": float(np.percentile(lat, 50)) if lat else None,
                 "final_latency_p95": float(np.percentile(lat, 95)) if lat else None,
+                "front_end_backlog_legs": self.front_end.backlog,
                 **dict(self._counts),
             }

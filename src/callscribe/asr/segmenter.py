@@ -42,6 +42,7 @@ class Cut:
     audio: np.ndarray  # float32 16 kHz
     start_sample: int  # from the start of the leg
     trailing_silence_s: float = 0.0  # audio fed after the end of speech when the final was cut
+    at_sample: int = 0  # the leg's position (samples) when the cut was made
 
 
 class Segmenter:
@@ -70,6 +71,7 @@ class Segmenter:
         endpoint = max(1, round(cfg.endpoint_silence_ms / FRAME_MS))
         max_frames = max(4, round(cfg.max_utterance_ms / FRAME_MS))
         for i, p in enumerate(probs):
+            made = len(cuts)
             frame = frames[i * FRAME:(i + 1) * FRAME]
             p = float(p)
             if not self._in_speech:
@@ -96,6 +98,8 @@ class Segmenter:
                         self._last_partial = n
                         cuts.append(Cut("partial", self._segment, np.concatenate(self._frames), self._start))
             self._sample += FRAME
+            for cut in cuts[made:]:
+                cut.at_sample = self._sample
         return cuts
 
     def flush(self) -> list[Cut]:
@@ -103,7 +107,18 @@ class Segmenter:
         if not self._in_speech:
             return []
         cut = self._finish(self._silence)
-        return [cut] if cut else []
+        if cut is None:
+            return []
+        cut.at_sample = self._sample
+        return [cut]
+
+    def jump(self, to_sample: int) -> list[Cut]:
+        """A discontinuity: the utterance in progress ends here and the next frame is at `to_sample`
+        (later words keep their place on the leg's timeline)."""
+        cuts = self.flush()
+        self._preroll.clear()  # audio from before the gap must not open the next utterance
+        self._sample = max(self._sample, to_sample)
+        return cuts
 
     def _begin(self, frame: np.ndarray, p: float) -> None:
         self._in_speech = True
