@@ -348,5 +348,6 @@ class AsrScheduler:
                 "final_latency_p50": float(np.percentile(lat, 50)) if lat else None,
                 "final_latency_p95": float(np.percentile(lat, 95)) if lat else None,
                 "front_end_backlog_legs": self.front_end.backlog,
+                "input_backlog_s": round(sum(leg.backlog_ms for leg in self._every_leg) / 1000, 3),
                 **dict(self._counts),
             }
