@@ -478,6 +478,27 @@ def analyse(runs: list[CallRun], frame_ms: int, seconds: float, offline: dict[st
     }
 
 
+async def scrape(http: Any, server: Server) -> dict[str, float]:
+    """The server's Prometheus counters (name{labels} -> value); {} if it has no /metrics."""
+    try:
+        r = await http.get(server.url + "/metrics")
+    except Exception:
+        return {}
+    out = {}
+    for line in r.text.splitlines() if r.status_code == 200 else []:
+        if line and not line.startswith("#"):
+            name, _, value = line.rpartition(" ")
+            try:
+                out[name] = float(value)
+            except ValueError:
+                pass
+    return out
+
+
+def _delta(before: dict[str, float], after: dict[str, float], prefix: str) -> dict[str, float]:
+    return {k[len(prefix):]: round(v - before.get(k, 0.0), 2) for k, v in after.items() if k.startswith(prefix)}
+
+
 async def run_step(server: Server, calls: list[CallAudio], legs: int, protocol: str, frame_ms: int,
                    args: argparse.Namespace, offline: dict | None) -> dict:
     import httpx
@@ -491,8 +512,10 @@ async def run_step(server: Server, calls: list[CallAudio], legs: int, protocol: 
     meter.start()
     limits = httpx.Limits(max_connections=200, max_keepalive_connections=100)
     async with httpx.AsyncClient(timeout=HANG_S, limits=limits) as http:
+        before = await scrape(http, server)
         call = twilio_call if protocol == "twilio" else asapp_call
         results = await asyncio.gather(*(call(server, http, r, frame_ms) for r in runs), return_exceptions=True)
+        after = await scrape(http, server)
     for run, res in zip(runs, results):
         if isinstance(res, BaseException):
             run.error = run.error or f"{type(res).__name__}: {res}"
@@ -502,7 +525,10 @@ async def run_step(server: Server, calls: list[CallAudio], legs: int, protocol: 
            **analyse(runs, frame_ms, args.seconds, offline),
            "server_cpu_cores": round(server_use["cpu_cores"], 2) if server_use["cpu_cores"] is not None else None,
            "server_rss_mb": round(server_use["rss_mb"]) if server_use["rss_mb"] is not None else None,
-           "client_cpu_cores": round(client_cpu, 2)}
+           "client_cpu_cores": round(client_cpu, 2),
+           # What the server says about itself, where it says it (not needed for the figures above).
+           "server_asr_busy_s": _delta(before, after, "callscribe_asr_busy_seconds_total"),
+           "server_refused": _delta(before, after, "callscribe_admission_refused_total")}
     return out
 
 
@@ -598,6 +624,9 @@ def main(argv: list[str] | None = None) -> int:
                     r["load_avg_1m"] = round(os.getloadavg()[0], 2)
                     results.append(r)
                     print_row(r)
+                    if r["server_asr_busy_s"] or r["server_refused"]:
+                        print(f"    server: decode busy s {r['server_asr_busy_s']}, refused {r['server_refused']}",
+                              file=sys.stderr)
                     for e in r["errors"]:
                         print(f"    error: {e}", file=sys.stderr)
                     time.sleep(args.pause)

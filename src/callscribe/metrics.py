@@ -21,6 +21,8 @@ class Metrics:
         )
         self.asr_queue = Gauge("callscribe_asr_queue_depth", "Jobs waiting for the model", ["kind"], registry=r)
         self.refused = Counter("callscribe_streams_refused_total", "New streams refused for lack of capacity", registry=r)
+        self.asr_busy = Counter("callscribe_asr_busy_seconds_total", "Time ASR workers spent decoding, by kind",
+                                ["kind"], registry=r)
         self.admission_refused = Counter("callscribe_admission_refused_total",
                                          "New legs the ASR scheduler refused, by reason (behind, late, load)",
                                          ["reason"], registry=r)

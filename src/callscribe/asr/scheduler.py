@@ -9,8 +9,9 @@
 - Partials are best effort: one per leg is queued (a newer one replaces it), they run only when no
   final waits and never on the last free worker, and they are dropped when stale.
 - Admission control looks at the present only: finals waiting now, final latencies and decode load
-  of the last `RECENT_S` seconds. An idle server (no legs) always admits; a refusal is logged with its
-  reason and counted (callscribe_admission_refused_total{reason}).
+  of the last `RECENT_S` seconds. An idle server (no legs, no finals waiting) always admits and
+  forgets the past; a refusal is logged with its reason and counted
+  (callscribe_admission_refused_total{reason}).
 - The media front end of every leg (resampling, VAD, cutting) runs on one worker thread (frontend.py).
 """
 
@@ -218,6 +219,8 @@ class AsrScheduler:
                 self._busy -= 1
                 self._partial_busy.difference_update(j.leg for j in batch if j.kind == "partial")
                 self._busy_log.append((self.clock(), elapsed, kind))
+                if self.metrics is not None:
+                    self.metrics.asr_busy.labels(kind=kind).inc(elapsed)
                 self._counts[kind + "_batches"] += 1
                 self._counts[kind + "s"] += len(batch)
                 self._counts[kind + "_audio_s"] += sum(len(j.cut.audio) for j in batch) / 16000
@@ -298,7 +301,10 @@ class AsrScheduler:
         counts: an idle server admits, and what ran late more than RECENT_S ago is forgotten."""
         with self._cv:
             legs = len(self._legs)
-            if legs == 0:
+            if legs == 0 and not self._finals:
+                # Idle: what ran late before says nothing about the next calls; start afresh.
+                self._latencies.clear()
+                self._busy_log.clear()
                 return Admission(True)
             now = self.clock()
             if self._finals:
@@ -313,7 +319,7 @@ class AsrScheduler:
                 if p95 > self.final_deadline:
                     return Admission(False, "late", f"final latency p95 {p95:.2f} s over the last {RECENT_S:.0f} s")
             load = self._load("final")
-            if load < 0.05:
+            if legs == 0 or load < 0.05:
                 return Admission(True)
             # Finals' decode load grows with legs (batching makes this pessimistic, i.e. safe).
             projected = load * (legs + extra_legs) / legs
