@@ -274,6 +274,10 @@ class LegPipeline:
 
     # -- output (scheduler worker threads) ------------------------------------------------------
 
+    def showed_partial(self, segment: int) -> bool:
+        """Whether a partial of this segment has been emitted already."""
+        return segment in self._utterance_of
+
     def partial_wanted(self, segment: int) -> bool:
         """False once a final for this segment (or a later one) exists or the leg is closing."""
         return not self._closed and segment > self._last_final_segment

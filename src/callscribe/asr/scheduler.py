@@ -41,6 +41,9 @@ LOAD_WINDOW_S = 20.0
 RECENT_S = 20.0  # admission's memory of final latencies: older ones no longer describe the present
 MIN_RECENT_FINALS = 10  # fewer recent finals than this say nothing about the tail
 PARTIAL_MAX_AGE_S = 1.0
+FILL_LOOKAHEAD = 2  # a batch's companions come from the 2 x batch_size most urgent finals
+PARTIAL_MARGIN_S = 2.0  # the engine pads a batch's window by about this much
+PARTIAL_BATCH_WINDOW_S = 24.0  # utterances x padded seconds of one partial batch at most (one always goes)
 MAX_UTTERANCE_MS = 27000  # a partial not started within this is no longer "live"
 
 
@@ -233,7 +236,8 @@ class AsrScheduler:
             if not self._running and (not self._finals or time.monotonic() > self._drain_until):
                 return None
             if self._finals:
-                batch = [heapq.heappop(self._finals)[2] for _ in range(min(self.batch_size, len(self._finals)))]
+                batch = [heapq.heappop(self._finals)[2]]
+                self._fill(batch)
                 if len(batch) < self.batch_size and self.batch_wait > 0 and self._busy > 0 and self._running:
                     # Others are decoding: a short wait may fill the batch at little cost.
                     deadline = time.monotonic() + self.batch_wait
@@ -242,8 +246,7 @@ class AsrScheduler:
                         if left <= 0:
                             break
                         self._cv.wait(left)
-                    while self._finals and len(batch) < self.batch_size:
-                        batch.append(heapq.heappop(self._finals)[2])
+                    self._fill(batch)
                 # Beam search only when no other final is due: under load finals stay greedy and fast
                 # (finals a too-fast leg queued ahead of real time do not count).
                 now = self.clock()
@@ -255,18 +258,52 @@ class AsrScheduler:
                 return batch
             self._cv.wait(0.5 if self._partials else None)
 
+    def _fill(self, batch: list[Job]) -> None:
+        """Under the lock: add queued finals to a batch whose first job is the most urgent one. Among
+        the next most urgent, those closest in length go together: a batch is padded to its longest
+        utterance, and (measured, tiny.en int8, CPU time) a 1.4 s final costs 17 ms more in a batch of
+        short ones but 57 ms more beside a 7 s one (70 ms alone)."""
+        room = self.batch_size - len(batch)
+        if room <= 0 or not self._finals:
+            return
+        window = heapq.nsmallest(FILL_LOOKAHEAD * self.batch_size, self._finals)
+        # Only each leg's next final: a leg's later final decoded first would wait for the earlier one.
+        firsts: dict[LegPipeline, tuple[float, int, Job]] = {}
+        for entry in window:
+            firsts.setdefault(entry[2].leg, entry)
+        length = max(len(j.cut.audio) for j in batch)
+        chosen = sorted(firsts.values(), key=lambda e: (abs(len(e[2].cut.audio) - length), e[0]))[:room]
+        for entry in chosen:
+            self._finals.remove(entry)
+            batch.append(entry[2])
+        heapq.heapify(self._finals)
+        batch[1:] = sorted(batch[1:], key=lambda j: j.speech_end)
+
     def _take_partials(self) -> list[Job]:
         if not self._running or (self.workers > 1 and self._busy >= self.workers - 1):
             return []  # the last free worker stays free for finals
         now = time.monotonic()
-        batch: list[Job] = []
+        live: list[Job] = []
         for leg, job in list(self._partials.items()):
             if now - job.created > PARTIAL_MAX_AGE_S or not leg.partial_wanted(job.cut.segment):
                 del self._partials[leg]
                 self._dropped()
-            elif leg not in self._partial_busy and len(batch) < self.batch_size:
-                del self._partials[leg]
-                batch.append(job)
+            elif leg not in self._partial_busy:
+                live.append(job)
+        # An utterance's first partial is what a listener waits for: those go first, then the oldest.
+        live.sort(key=lambda j: j.leg.showed_partial(j.cut.segment))
+        batch: list[Job] = []
+        longest = 0.0
+        for job in live:
+            length = max(longest, len(job.cut.audio) / 16000)
+            # A batch costs about (utterances x padded window); keep it small, since a final that
+            # arrives meanwhile may have to wait for it.
+            if batch and (len(batch) >= self.batch_size
+                          or (len(batch) + 1) * (length + PARTIAL_MARGIN_S) > PARTIAL_BATCH_WINDOW_S):
+                break
+            del self._partials[job.leg]
+            batch.append(job)
+            longest = length
         self._partial_busy.update(j.leg for j in batch)
         return batch
 
