@@ -470,6 +470,7 @@ def analyse(runs: list[CallRun], frame_ms: int, seconds: float, offline: dict[st
 
     return {
         "legs_started": started, "refused": refused, "turns": measured, "missed": missed,
+        "final_mean_s": round(float(np.mean(final_lat)), 3) if final_lat else None,  # vs the server's own mean
         "final_p50_s": pct(final_lat, 50), "final_p95_s": pct(final_lat, 95), "final_max_s": pct(final_lat, 100),
         "first_partial_p50_s": pct(first_partial, 50), "turns_with_partial": len(first_partial),
         "wer_stream": round(wer(refs, hyps), 4) if refs else None,
@@ -497,6 +498,11 @@ async def scrape(http: Any, server: Server) -> dict[str, float]:
 
 def _delta(before: dict[str, float], after: dict[str, float], prefix: str) -> dict[str, float]:
     return {k[len(prefix):]: round(v - before.get(k, 0.0), 2) for k, v in after.items() if k.startswith(prefix)}
+
+
+def _mean(before: dict[str, float], after: dict[str, float], histogram: str) -> float | None:
+    n = after.get(histogram + "_count", 0.0) - before.get(histogram + "_count", 0.0)
+    return round((after.get(histogram + "_sum", 0.0) - before.get(histogram + "_sum", 0.0)) / n, 3) if n else None
 
 
 async def run_step(server: Server, calls: list[CallAudio], legs: int, protocol: str, frame_ms: int,
@@ -528,7 +534,8 @@ async def run_step(server: Server, calls: list[CallAudio], legs: int, protocol: 
            "client_cpu_cores": round(client_cpu, 2),
            # What the server says about itself, where it says it (not needed for the figures above).
            "server_asr_busy_s": _delta(before, after, "callscribe_asr_busy_seconds_total"),
-           "server_refused": _delta(before, after, "callscribe_admission_refused_total")}
+           "server_refused": _delta(before, after, "callscribe_admission_refused_total"),
+           "server_final_latency_mean_s": _mean(before, after, "callscribe_final_latency_seconds")}
     return out
 
 
@@ -625,8 +632,8 @@ def main(argv: list[str] | None = None) -> int:
                     results.append(r)
                     print_row(r)
                     if r["server_asr_busy_s"] or r["server_refused"]:
-                        print(f"    server: decode busy s {r['server_asr_busy_s']}, refused {r['server_refused']}",
-                              file=sys.stderr)
+                        print(f"    server: decode busy s {r['server_asr_busy_s']}, refused {r['server_refused']}, "
+                              f"its own mean final latency {r['server_final_latency_mean_s']} s", file=sys.stderr)
                     for e in r["errors"]:
                         print(f"    error: {e}", file=sys.stderr)
                     time.sleep(args.pause)
