@@ -136,7 +136,7 @@ class LegPipeline:
             for at in range(0, pcm.size, step):
                 if self._closed:
                     return
-                piece = pcm[at:at + step]
+                piece = pcm[at:at + step].copy()  # the caller may reuse its buffer before the front end runs
                 ms = piece.size * 1000.0 / sample_rate
                 while block and self._input_ms + ms > self.max_input_ms and self._input and not self._closed:
                     self._lock.wait(1.0)
