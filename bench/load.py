@@ -148,9 +148,13 @@ class Server:
         raise RuntimeError(f"callscribe serve did not get ready; see {self.log}")
 
     @property
+    def base(self) -> str:
+        assert self.url is not None, "start() first"
+        return self.url
+
+    @property
     def ws_url(self) -> str:
-        assert self.url is not None
-        return "ws" + self.url[len("http"):]
+        return "ws" + self.base[len("http"):]
 
     @property
     def headers(self) -> dict[str, str]:
@@ -267,7 +271,7 @@ async def asapp_leg(server: Server, http: Any, run: CallRun, leg: Leg, frame_ms:
                     started: asyncio.Event) -> None:
     import websockets
 
-    r = await http.post(server.url + "/autotranscribe/v1/streaming-url", headers=server.headers,
+    r = await http.post(server.base + "/autotranscribe/v1/streaming-url", headers=server.headers,
                         json={"externalId": run.guid})
     r.raise_for_status()
     pcm = run.audio.pcm[leg.role]
@@ -331,7 +335,7 @@ async def twilio_call(server: Server, http: Any, run: CallRun, frame_ms: int) ->
     import websockets
 
     await _sleep_until(run.start_at)
-    r = await http.get(server.url + "/mg-autotranscribe/v1/twilio-media-stream-url", headers=server.headers)
+    r = await http.get(server.base + "/mg-autotranscribe/v1/twilio-media-stream-url", headers=server.headers)
     r.raise_for_status()
     tracks = {"inbound": "customer", "outbound": "agent"}
     step = RATE * frame_ms // 1000
@@ -345,7 +349,7 @@ async def twilio_call(server: Server, http: Any, run: CallRun, frame_ms: int) ->
             "customParameters": {"guid": run.guid},
             "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": RATE, "channels": 1}}}))
         body = {"namespace": "twilio", "guid": run.guid, "customerId": f"{run.guid}-c", "agentId": f"{run.guid}-a"}
-        resp = await http.post(server.url + "/mg-autotranscribe/v1/start-streaming", headers=server.headers,
+        resp = await http.post(server.base + "/mg-autotranscribe/v1/start-streaming", headers=server.headers,
                                json=body, timeout=HANG_S)
         if resp.status_code != 200:
             for leg in run.legs.values():
@@ -482,7 +486,7 @@ def analyse(runs: list[CallRun], frame_ms: int, seconds: float, offline: dict[st
 async def scrape(http: Any, server: Server) -> dict[str, float]:
     """The server's Prometheus counters (name{labels} -> value); {} if it has no /metrics."""
     try:
-        r = await http.get(server.url + "/metrics")
+        r = await http.get(server.base + "/metrics")
     except Exception:
         return {}
     out = {}

@@ -23,7 +23,7 @@ TURN_MS = 1000  # audio of one leg processed per turn before the next leg's turn
 
 
 class FrontEndLeg(Protocol):
-    def _front_end_turn(self, budget_ms: int) -> bool:
+    def _front_end_turn(self, budget_ms: float) -> bool:
         """Process up to budget_ms of queued input; True if more is ready to process now."""
         ...
 

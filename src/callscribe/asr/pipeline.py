@@ -194,7 +194,7 @@ class LegPipeline:
 
     # -- front end (the front-end worker thread) --------------------------------------------------
 
-    def _front_end_turn(self, budget_ms: int) -> bool:
+    def _front_end_turn(self, budget_ms: float) -> bool:
         with self._proc_lock:
             while budget_ms > 0:
                 with self._emit_lock:
@@ -210,7 +210,6 @@ class LegPipeline:
                     self._lock.notify_all()
                 budget_ms -= item.ms if item.kind == "audio" else 1.0
                 if item.kind == "audio":
-                    assert item.pcm is not None
                     self._audio(item)
                 elif item.kind == "gap":
                     self._gap(item)
@@ -220,6 +219,7 @@ class LegPipeline:
                 return bool(self._input)
 
     def _audio(self, item: _Input) -> None:
+        assert item.pcm is not None
         if self._resampler is None or self._resampler.rate_in != item.rate:
             if self._resampler is not None:
                 self._consume(self._resampler.flush(), item)

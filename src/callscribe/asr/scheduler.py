@@ -98,7 +98,7 @@ class AsrScheduler:
         self._busy = 0
         self._busy_log: collections.deque[tuple[float, float, str]] = collections.deque()  # (end, seconds, kind)
         self._latencies: collections.deque[tuple[float, float]] = collections.deque(maxlen=2000)  # (at, s)
-        self._counts: collections.Counter[str] = collections.Counter()
+        self._counts: collections.defaultdict[str, float] = collections.defaultdict(float)
 
     @classmethod
     def from_settings(cls, engine: SpeechEngine, settings: Any, metrics: Any = None) -> "AsrScheduler":

@@ -139,7 +139,7 @@ class Segmenter:
         voiced_ms = self._voiced * FRAME_MS
         self._in_speech = False
         self._frames, self._probs = [], []
-        for f in dropped[-self._preroll.maxlen:]:
+        for f in dropped[-(self._preroll.maxlen or 1):]:
             self._preroll.append(f)
         segment = self._segment
         self._segment += 1
