@@ -42,6 +42,18 @@ def test_real_time_guard_allows_a_burst_and_flags_a_fast_sender():
     assert guard.overrun
 
 
+def test_leg_seconds_integrate_open_legs_over_a_window():
+    from callscribe.asr.scheduler import LegSeconds
+
+    ls = LegSeconds(0.0)
+    ls.set(10.0, 2)  # two legs from t=10
+    ls.set(15.0, 4)  # four from t=15
+    assert ls.over(0.0, 20.0) == 2 * 5 + 4 * 5
+    assert ls.over(12.0, 20.0) == 2 * 3 + 4 * 5
+    ls.set(20.0, 0)
+    assert ls.over(0.0, 30.0) == 30.0
+
+
 def test_an_idle_server_admits_after_a_burst_that_ran_late(engine, sentence, caplog):
     clock = FakeClock()
     metrics = Metrics()

@@ -40,6 +40,8 @@ log = logging.getLogger(__name__)
 LOAD_WINDOW_S = 20.0
 RECENT_S = 20.0  # admission's memory of final latencies: older ones no longer describe the present
 MIN_RECENT_FINALS = 10  # fewer recent finals than this say nothing about the tail
+MIN_LEG_SECONDS = 30.0  # leg-time observed before the decode cost per leg is trusted
+MAX_UTILISATION = 0.8  # of the workers' time, by finals, that admission plans for
 PARTIAL_MAX_AGE_S = 1.0
 FILL_LOOKAHEAD = 2  # a batch's companions come from the 2 x batch_size most urgent finals
 PARTIAL_MARGIN_S = 2.0  # the engine pads a batch's window by about this much
@@ -63,6 +65,25 @@ class Job:
     def ready(self) -> float:
         """When a real-time sender's final would have been ready to decode (for how long it waited)."""
         return max(self.created, self.speech_end + self.cut.trailing_silence_s)
+
+
+class LegSeconds:
+    """How many legs were open over time: the integral over a recent window (leg-seconds)."""
+
+    def __init__(self, now: float) -> None:
+        self._changes: collections.deque[tuple[float, int]] = collections.deque([(now, 0)])
+
+    def set(self, now: float, legs: int) -> None:
+        self._changes.append((now, legs))
+        while len(self._changes) > 1 and now - self._changes[1][0] > LOAD_WINDOW_S:
+            self._changes.popleft()
+
+    def over(self, start: float, now: float) -> float:
+        total = 0.0
+        points = list(self._changes) + [(now, 0)]
+        for (t0, n), (t1, _) in zip(points, points[1:]):
+            total += n * max(0.0, t1 - max(t0, start))
+        return total
 
 
 @dataclass(frozen=True)
@@ -97,6 +118,8 @@ class AsrScheduler:
         self._drain_until = 0.0
         self._busy = 0
         self._busy_log: collections.deque[tuple[float, float, str]] = collections.deque()  # (end, seconds, kind)
+        self._leg_seconds = LegSeconds(clock())
+        self._since = clock()  # when the server last stopped being idle (admission's memory starts there)
         self._latencies: collections.deque[tuple[float, float]] = collections.deque(maxlen=2000)  # (at, s)
         self._counts: collections.defaultdict[str, float] = collections.defaultdict(float)
 
@@ -150,6 +173,7 @@ class AsrScheduler:
         leg = LegPipeline(self, on_event, origin_ms=origin_ms, config=cfg, max_queued_finals=max_queued_finals)
         with self._cv:
             self._legs.add(leg)
+            self._leg_seconds.set(self.clock(), len(self._legs))
             self._every_leg.add(leg)
             self._gauge()
         return leg
@@ -176,6 +200,7 @@ class AsrScheduler:
     def _leg_closed(self, leg: LegPipeline) -> None:
         with self._cv:
             self._legs.discard(leg)
+            self._leg_seconds.set(self.clock(), len(self._legs))
             if self._partials.pop(leg, None) is not None:
                 self._dropped()
             self._gauge()
@@ -221,7 +246,10 @@ class AsrScheduler:
             with self._cv:
                 self._busy -= 1
                 self._partial_busy.difference_update(j.leg for j in batch if j.kind == "partial")
-                self._busy_log.append((self.clock(), elapsed, kind))
+                now = self.clock()
+                self._busy_log.append((now, elapsed, kind))
+                while now - self._busy_log[0][0] > LOAD_WINDOW_S:
+                    self._busy_log.popleft()
                 if self.metrics is not None:
                     self.metrics.asr_busy.labels(kind=kind).inc(elapsed)
                 self._counts[kind + "_batches"] += 1
@@ -342,6 +370,7 @@ class AsrScheduler:
                 # Idle: what ran late before says nothing about the next calls; start afresh.
                 self._latencies.clear()
                 self._busy_log.clear()
+                self._since = self.clock()
                 return Admission(True)
             now = self.clock()
             if self._finals:
@@ -355,14 +384,21 @@ class AsrScheduler:
                 p95 = float(np.percentile(recent, 95))
                 if p95 > self.final_deadline:
                     return Admission(False, "late", f"final latency p95 {p95:.2f} s over the last {RECENT_S:.0f} s")
-            load = self._load("final")
-            if legs == 0 or load < 0.05:
-                return Admission(True)
-            # Finals' decode load grows with legs (batching makes this pessimistic, i.e. safe).
-            projected = load * (legs + extra_legs) / legs
-            if projected >= 0.8:
-                return Admission(False, "load", f"final decode load {load:.2f} with {legs} legs, "
-                                                f"{projected:.2f} with {extra_legs} more")
+            # Decode time of finals per leg-second, measured since the server was last idle (at most
+            # LOAD_WINDOW_S): legs that opened a moment ago count only for the time they were open.
+            # Wall time, so a CPU shared with other work shows up as a dearer leg. Batching makes the
+            # projection pessimistic, i.e. safe.
+            start = max(now - LOAD_WINDOW_S, self._since)
+            finals = [sec for end, sec, kind in self._busy_log if kind == "final" and end >= start]
+            leg_seconds = self._leg_seconds.over(start, now)
+            if legs == 0 or leg_seconds < MIN_LEG_SECONDS or len(finals) < MIN_RECENT_FINALS // 2:
+                return Admission(True)  # too little seen yet to say a leg costs too much
+            per_leg = sum(finals) / leg_seconds
+            projected = per_leg * (legs + extra_legs) / self.workers
+            if projected >= MAX_UTILISATION:
+                return Admission(False, "load", f"finals take {per_leg * 1000:.0f} ms of decoding per leg-second; "
+                                                f"{legs + extra_legs} legs would keep {projected:.0%} of "
+                                                f"{self.workers} workers busy")
             return Admission(True)
 
     def can_admit(self, extra_legs: int = 1) -> bool:
