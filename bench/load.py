@@ -578,6 +578,27 @@ def offline_transcripts(calls: list[CallAudio]) -> dict[str, dict[str, list[dict
 # -- main -------------------------------------------------------------------------------------------
 
 
+def _spin(seconds: float, out: Any) -> None:
+    t, c = time.monotonic(), time.process_time()
+    while time.monotonic() - t < seconds:
+        pass
+    out.put(time.process_time() - c)
+
+
+def cpu_available(seconds: float = 2.0) -> float:
+    """Cores that one busy process per CPU actually gets now (below the CPU count when the machine
+    is shared with other work): the figures of a run are only as good as this."""
+    import multiprocessing
+
+    q: Any = multiprocessing.Queue()
+    procs = [multiprocessing.Process(target=_spin, args=(seconds, q)) for _ in range(os.cpu_count() or 1)]
+    for proc in procs:
+        proc.start()
+    for proc in procs:
+        proc.join()
+    return round(sum(q.get() for _ in procs) / seconds, 2)
+
+
 def fmt(v: Any, spec: str = ".2f") -> str:
     return "-" if v is None else format(v, spec)
 
@@ -621,7 +642,9 @@ def main(argv: list[str] | None = None) -> int:
     server = Server(args.url, (key_id, secret), args.server_pid)
     server.start()
     load = os.getloadavg()
-    print(f"server {server.url} (pid {server.pid}); {os.cpu_count()} CPUs, load average {load[0]:.2f} at start; "
+    available = cpu_available()
+    print(f"server {server.url} (pid {server.pid}); {os.cpu_count()} CPUs ({available:g} cores free for a busy "
+          f"process per CPU at start), load average {load[0]:.2f}; "
           f"{args.seconds:g} s per leg, calls started over {args.stagger:g} s, real-time pacing, 8 kHz")
     print("| legs | wire | final p50 / p95 / max | 1st partial p50 | missed | refused | server CPU | server RSS | "
           "client CPU | WER stream / offline |")
@@ -633,6 +656,7 @@ def main(argv: list[str] | None = None) -> int:
                 for frame_ms in frame_sizes:
                     r = asyncio.run(run_step(server, calls, n, protocol, frame_ms, args, offline))
                     r["load_avg_1m"] = round(os.getloadavg()[0], 2)
+                    r["cpu_available_at_start"] = available
                     results.append(r)
                     print_row(r)
                     if r["server_asr_busy_s"] or r["server_refused"]:

@@ -174,6 +174,26 @@ def test_gap_ends_the_utterance_and_later_words_keep_their_place(scheduler, spee
     assert wer(sentence[0], " ".join(e.text for e in rest)) <= 0.1
 
 
+def test_a_real_time_final_can_come_from_its_speculative_decode(engine, sentence):
+    """Fed in real time, the utterance is decoded during the endpoint silence; the final is that
+    result, and its words are right."""
+    sched = AsrScheduler(engine, workers=2)
+    sched.start()
+    try:
+        got = Collector()
+        leg = sched.open_leg(got, partials=False)
+        pcm = sentence[1]
+        tick = threading.Event()
+        for i in range(0, len(pcm), 1600):  # 100 ms frames, paced
+            leg.feed(pcm[i:i + 1600], 16000)
+            tick.wait(0.1)
+        leg.close().result(HANG_GUARD_S)
+        assert len(got.finals) == 1 and wer(sentence[0], got.finals[0].text) <= 0.1
+        assert sched.stats().get("speculative_used", 0) == 1
+    finally:
+        sched.stop()
+
+
 def test_feed_returns_before_the_audio_is_processed(scheduler, speech, sentence):
     """The caller's thread only queues: with a whole minute in one frame, feed returns while the front
     end is still working through it."""

@@ -269,6 +269,9 @@ class LegPipeline:
                     self._finals_submitted += 1
                     self._last_final_segment = cut.segment
                 self._scheduler._submit_final(self, cut, ordinal, speech_end=at - cut.trailing_silence_s)
+            elif cut.kind == "speculative":
+                if not self._closed:
+                    self._scheduler._submit_speculative(self, cut)
             elif self.partials_enabled and not self._closed:
                 self._scheduler._submit_partial(self, cut)
 

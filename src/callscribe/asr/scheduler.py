@@ -6,6 +6,10 @@
   `max_queued_finals` waiting (its input is paced beyond that; pipeline.py). They are decoded in
   micro-batches across legs (up to `asr_batch_size`), waiting at most `asr_batch_wait_ms` for a batch
   to fill, and only while another worker is busy (a lone final on an idle scheduler starts at once).
+- Speculative finals: some silence before the endpoint, the segmenter offers the utterance as the
+  final would cut it; an otherwise idle scheduler decodes it (like a final), and when the endpoint
+  comes with the same audio the final takes that result at once (or waits for the decode under way)
+  instead of queueing. Under load they are not decoded, so they cost nothing then.
 - Partials are best effort: one per leg is queued (a newer one replaces it), they run only when no
   final waits and never on the last free worker, and they are dropped when stale.
 - Admission control looks at the present only: finals waiting now, final latencies and decode load
@@ -43,6 +47,7 @@ MIN_RECENT_FINALS = 10  # fewer recent finals than this say nothing about the ta
 MIN_LEG_SECONDS = 30.0  # leg-time observed before the decode cost per leg is trusted
 MAX_UTILISATION = 0.8  # of the workers' time, by finals, that admission plans for
 PARTIAL_MAX_AGE_S = 1.0
+SPECULATIVE_MAX_AGE_S = 1.0  # beyond this its endpoint has come (or speech went on): not worth decoding
 FILL_LOOKAHEAD = 2  # a batch's companions come from the 2 x batch_size most urgent finals
 PARTIAL_MARGIN_S = 2.0  # the engine pads a batch's window by about this much
 PARTIAL_BATCH_WINDOW_S = 24.0  # utterances x padded seconds of one partial batch at most (one always goes)
@@ -65,6 +70,10 @@ class Job:
     def ready(self) -> float:
         """When a real-time sender's final would have been ready to decode (for how long it waited)."""
         return max(self.created, self.speech_end + self.cut.trailing_silence_s)
+
+
+def _same_audio(a: Cut, b: Cut) -> bool:
+    return a.segment == b.segment and a.start_sample == b.start_sample and len(a.audio) == len(b.audio)
 
 
 class LegSeconds:
@@ -112,6 +121,10 @@ class AsrScheduler:
         self._every_leg: weakref.WeakSet[LegPipeline] = weakref.WeakSet()  # for stop() to release waiters
         self._partials: dict[LegPipeline, Job] = {}
         self._partial_busy: set[LegPipeline] = set()
+        # Speculative finals, per leg: queued; being decoded (with the finals waiting for it); decoded.
+        self._speculative: dict[LegPipeline, Job] = {}
+        self._spec_running: dict[LegPipeline, tuple[Job, list[Job]]] = {}
+        self._spec_done: dict[LegPipeline, tuple[Job, Hypothesis | None]] = {}
         self._legs: set[LegPipeline] = set()
         self._threads: list[threading.Thread] = []
         self._running = False
@@ -159,6 +172,8 @@ class AsrScheduler:
             left = len(self._finals)
             self._finals.clear()
             self._partials.clear()
+            self._speculative.clear()
+            self._spec_done.clear()
             legs = list(self._every_leg)
         for leg in legs:
             leg._abandon()
@@ -185,9 +200,49 @@ class AsrScheduler:
         with self._cv:
             if self._partials.pop(leg, None) is not None:
                 self._dropped()
-            heapq.heappush(self._finals, (speech_end, next(self._seq), job))
-            self._gauge()
+            claimed = self._claim_speculative(job)
+            if claimed is None:
+                heapq.heappush(self._finals, (speech_end, next(self._seq), job))
+                self._gauge()
+                self._cv.notify()
+        if claimed is not None and claimed[0] == "done":
+            leg._deliver_final(job, claimed[1])
+
+    def _claim_speculative(self, job: Job) -> tuple[str, Hypothesis | None] | None:
+        """Under the lock: ("done", hyp) if this final's audio was decoded speculatively, ("wait", None)
+        if that decode is under way (the final is delivered when it ends), None to queue the final."""
+        leg, cut = job.leg, job.cut
+        self._speculative.pop(leg, None)  # not started yet: the final goes the usual way
+        done = self._spec_done.pop(leg, None)
+        if done is not None and _same_audio(done[0].cut, cut) and done[1] is not None:
+            self._counts["speculative_used"] += 1
+            return "done", done[1]
+        running = self._spec_running.get(leg)
+        if running is not None and _same_audio(running[0].cut, cut):
+            running[1].append(job)
+            self._counts["speculative_used"] += 1
+            return "wait", None
+        return None
+
+    def _submit_speculative(self, leg: LegPipeline, cut: Cut) -> None:
+        with self._cv:
+            self._speculative[leg] = Job("speculative", leg, cut, created=time.monotonic())
+            self._spec_done.pop(leg, None)
             self._cv.notify()
+
+    def _speculated(self, job: Job, hyp: Hypothesis | None) -> None:
+        """A speculative decode ended: hand it to the finals that wait for it, or keep it for the final."""
+        with self._cv:
+            waiting = self._spec_running.pop(job.leg, (job, []))[1]
+            if not waiting:
+                self._spec_done[job.leg] = (job, hyp)
+            elif hyp is None:  # the decode failed: the finals queue as usual
+                for final in waiting:
+                    heapq.heappush(self._finals, (final.speech_end, next(self._seq), final))
+                self._cv.notify_all()
+                return
+        for final in waiting:
+            final.leg._deliver_final(final, hyp)
 
     def _submit_partial(self, leg: LegPipeline, cut: Cut) -> None:
         with self._cv:
@@ -203,6 +258,7 @@ class AsrScheduler:
             self._leg_seconds.set(self.clock(), len(self._legs))
             if self._partials.pop(leg, None) is not None:
                 self._dropped()
+            self._speculative.pop(leg, None)
             self._gauge()
 
     def _final_emitted(self, job: Job) -> None:
@@ -229,7 +285,7 @@ class AsrScheduler:
             started = self.clock()
             try:
                 hyps: list[Hypothesis | None] = list(self.engine.decode_batch(
-                    [j.cut.audio for j in batch], word_timestamps=(kind == "final"),
+                    [j.cut.audio for j in batch], word_timestamps=(kind != "partial"),
                     accurate=batch[0].accurate))
             except Exception:
                 log.exception("decode failed for a batch of %d %ss", len(batch), kind)
@@ -238,6 +294,8 @@ class AsrScheduler:
             for job, hyp in zip(batch, hyps):
                 if kind == "final":
                     job.leg._deliver_final(job, hyp)
+                elif kind == "speculative":
+                    self._speculated(job, hyp)
                 elif hyp is not None and job.leg._deliver_partial(job, hyp):
                     if self.metrics is not None:
                         self.metrics.partials.inc()
@@ -281,10 +339,10 @@ class AsrScheduler:
                 batch[0].accurate = not any(j.speech_end <= now for _, _, j in self._finals)
                 self._gauge()
                 return batch
-            batch = self._take_partials()
+            batch = self._take_speculative() or self._take_partials()
             if batch:
                 return batch
-            self._cv.wait(0.5 if self._partials else None)
+            self._cv.wait(0.5 if self._partials or self._speculative else None)
 
     def _fill(self, batch: list[Job]) -> None:
         """Under the lock: add queued finals to a batch whose first job is the most urgent one. Among
@@ -306,6 +364,23 @@ class AsrScheduler:
             batch.append(entry[2])
         heapq.heapify(self._finals)
         batch[1:] = sorted(batch[1:], key=lambda j: j.speech_end)
+
+    def _take_speculative(self) -> list[Job]:
+        """Under the lock, with no final waiting: speculative finals, on a worker partials could use."""
+        if not self._running or not self._speculative or (self.workers > 1 and self._busy >= self.workers - 1):
+            return []
+        now = time.monotonic()
+        batch: list[Job] = []
+        for leg, job in list(self._speculative.items()):
+            if now - job.created > SPECULATIVE_MAX_AGE_S or not leg.partial_wanted(job.cut.segment):
+                del self._speculative[leg]
+            elif leg not in self._spec_running and len(batch) < self.batch_size:
+                del self._speculative[leg]
+                batch.append(job)
+                self._spec_running[leg] = (job, [])
+        if batch:
+            batch[0].accurate = True  # what an idle scheduler gives a final
+        return batch
 
     def _take_partials(self) -> list[Job]:
         if not self._running or (self.workers > 1 and self._busy >= self.workers - 1):
