@@ -539,6 +539,8 @@ async def run_step(server: Server, calls: list[CallAudio], legs: int, protocol: 
            # What the server says about itself, where it says it (not needed for the figures above).
            "server_asr_busy_s": _delta(before, after, "callscribe_asr_busy_seconds_total"),
            "server_refused": _delta(before, after, "callscribe_admission_refused_total"),
+           "server_finals_speculated": _delta(before, after, "callscribe_finals_speculated_total").get("", None),
+           "server_finals": _delta(before, after, "callscribe_finals_total").get("", None),
            "server_final_latency_mean_s": _mean(before, after, "callscribe_final_latency_seconds")}
     return out
 
@@ -661,7 +663,8 @@ def main(argv: list[str] | None = None) -> int:
                     print_row(r)
                     if r["server_asr_busy_s"] or r["server_refused"]:
                         print(f"    server: decode busy s {r['server_asr_busy_s']}, refused {r['server_refused']}, "
-                              f"its own mean final latency {r['server_final_latency_mean_s']} s", file=sys.stderr)
+                              f"its own mean final latency {r['server_final_latency_mean_s']} s, "
+                              f"{r['server_finals_speculated']} of {r['server_finals']} finals speculated", file=sys.stderr)
                     for e in r["errors"]:
                         print(f"    error: {e}", file=sys.stderr)
                     time.sleep(args.pause)

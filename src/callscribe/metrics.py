@@ -23,6 +23,9 @@ class Metrics:
         self.refused = Counter("callscribe_streams_refused_total", "New streams refused for lack of capacity", registry=r)
         self.asr_busy = Counter("callscribe_asr_busy_seconds_total", "Time ASR workers spent decoding, by kind",
                                 ["kind"], registry=r)
+        self.speculated = Counter("callscribe_finals_speculated_total",
+                                  "Finals that took the result of a decode started during their endpoint silence",
+                                  registry=r)
         self.admission_refused = Counter("callscribe_admission_refused_total",
                                          "New legs the ASR scheduler refused, by reason (behind, late, load)",
                                          ["reason"], registry=r)

@@ -47,6 +47,7 @@ MIN_RECENT_FINALS = 10  # fewer recent finals than this say nothing about the ta
 MIN_LEG_SECONDS = 30.0  # leg-time observed before the decode cost per leg is trusted
 MAX_UTILISATION = 0.8  # of the workers' time, by finals, that admission plans for
 PARTIAL_MAX_AGE_S = 1.0
+SPECULATE_LOAD = 0.25  # final load below which a speculative decode may take the last free worker
 SPECULATIVE_MAX_AGE_S = 1.0  # beyond this its endpoint has come (or speech went on): not worth decoding
 FILL_LOOKAHEAD = 2  # a batch's companions come from the 2 x batch_size most urgent finals
 PARTIAL_MARGIN_S = 2.0  # the engine pads a batch's window by about this much
@@ -215,14 +216,19 @@ class AsrScheduler:
         self._speculative.pop(leg, None)  # not started yet: the final goes the usual way
         done = self._spec_done.pop(leg, None)
         if done is not None and _same_audio(done[0].cut, cut) and done[1] is not None:
-            self._counts["speculative_used"] += 1
+            self._speculation_used()
             return "done", done[1]
         running = self._spec_running.get(leg)
         if running is not None and _same_audio(running[0].cut, cut):
             running[1].append(job)
-            self._counts["speculative_used"] += 1
+            self._speculation_used()
             return "wait", None
         return None
+
+    def _speculation_used(self) -> None:
+        self._counts["speculative_used"] += 1
+        if self.metrics is not None:
+            self.metrics.speculated.inc()
 
     def _submit_speculative(self, leg: LegPipeline, cut: Cut) -> None:
         with self._cv:
@@ -366,8 +372,11 @@ class AsrScheduler:
         batch[1:] = sorted(batch[1:], key=lambda j: j.speech_end)
 
     def _take_speculative(self) -> list[Job]:
-        """Under the lock, with no final waiting: speculative finals, on a worker partials could use."""
-        if not self._running or not self._speculative or (self.workers > 1 and self._busy >= self.workers - 1):
+        """Under the lock, with no final waiting: speculative finals, on a worker partials could use, or
+        on the last free one while finals keep the workers less than SPECULATE_LOAD busy."""
+        if not self._running or not self._speculative or self._busy >= self.workers:
+            return []
+        if self.workers > 1 and self._busy >= self.workers - 1 and self._load("final") >= SPECULATE_LOAD:
             return []
         now = time.monotonic()
         batch: list[Job] = []
