@@ -9,7 +9,8 @@ never blocks), `gap(ms)` (a discontinuity: ends the utterance, later times conti
 than the burst allowance: tell it, e.g. ASAPP 4083), `backlog_ms`, `dropped_ms`. `RealTimeGuard`
 (realtime.py) is the same check for an edge that has no leg yet. See scheduler.py and pipeline.py.
 
-Event semantics for consumers: per leg, events arrive in order on a scheduler worker thread;
+Event semantics for consumers: per leg, events arrive in order on one of the engine's threads (a scheduler
+worker, or the front end when a final takes a speculative result), never the caller's;
 `utterance` numbers are 0, 1, 2, ... in order; a partial of an utterance never follows its final.
 A final with empty text (and no words) can occur only for an utterance that already had partials:
 it means the utterance turned out to be noise, and closes those partials.

@@ -2,8 +2,9 @@
 
 `feed` and `gap` only queue the input (bounded, per leg) and return; the process's front-end worker
 (frontend.py) resamples it to 16 kHz with soxr, runs the VAD and cuts utterances, and hands utterance
-audio to the scheduler; the model never runs on the caller's thread. Results come back on a scheduler
-worker thread and are released here in order: finals in utterance order, a partial only while no
+audio to the scheduler; the model never runs on the caller's thread. Results come back on an engine
+thread (a scheduler worker; the front end when a final takes a speculative result, scheduler.py) and
+are released here in order: finals in utterance order, a partial only while no
 final of its utterance or a later one is pending, and nothing after `close()`'s future.
 
 Fairness: a leg with `max_queued_finals` finals waiting for the model is paced (its input waits in its
@@ -275,7 +276,7 @@ class LegPipeline:
             elif self.partials_enabled and not self._closed:
                 self._scheduler._submit_partial(self, cut)
 
-    # -- output (scheduler worker threads) ------------------------------------------------------
+    # -- output (scheduler workers; the front end for a final that takes a speculative result) -----
 
     def showed_partial(self, segment: int) -> bool:
         """Whether a partial of this segment has been emitted already."""

@@ -7,9 +7,9 @@
   micro-batches across legs (up to `asr_batch_size`), waiting at most `asr_batch_wait_ms` for a batch
   to fill, and only while another worker is busy (a lone final on an idle scheduler starts at once).
 - Speculative finals: some silence before the endpoint, the segmenter offers the utterance as the
-  final would cut it; an otherwise idle scheduler decodes it (like a final), and when the endpoint
-  comes with the same audio the final takes that result at once (or waits for the decode under way)
-  instead of queueing. Under load they are not decoded, so they cost nothing then.
+  final would cut it; a nearly idle scheduler decodes it (like a final), and when the endpoint comes
+  with the same audio the final takes that result at once (or waits for the decode under way)
+  instead of queueing. Above a low decode load they are not decoded, so they cost nothing then.
 - Partials are best effort: one per leg is queued (a newer one replaces it), they run only when no
   final waits and never on the last free worker, and they are dropped when stale.
 - Admission control looks at the present only: finals waiting now, final latencies and decode load
@@ -47,7 +47,7 @@ MIN_RECENT_FINALS = 10  # fewer recent finals than this say nothing about the ta
 MIN_LEG_SECONDS = 30.0  # leg-time observed before the decode cost per leg is trusted
 MAX_UTILISATION = 0.8  # of the workers' time, by finals, that admission plans for
 PARTIAL_MAX_AGE_S = 1.0
-SPECULATE_LOAD = 0.25  # final load below which a speculative decode may take the last free worker
+SPECULATE_LOAD = 0.2  # decode load (all kinds, of the workers' time) below which finals are speculated
 SPECULATIVE_MAX_AGE_S = 1.0  # beyond this its endpoint has come (or speech went on): not worth decoding
 FILL_LOOKAHEAD = 2  # a batch's companions come from the 2 x batch_size most urgent finals
 PARTIAL_MARGIN_S = 2.0  # the engine pads a batch's window by about this much
@@ -372,11 +372,14 @@ class AsrScheduler:
         batch[1:] = sorted(batch[1:], key=lambda j: j.speech_end)
 
     def _take_speculative(self) -> list[Job]:
-        """Under the lock, with no final waiting: speculative finals, on a worker partials could use, or
-        on the last free one while finals keep the workers less than SPECULATE_LOAD busy."""
+        """Under the lock, with no final waiting: speculative finals, only while decoding of every kind
+        keeps the workers less than SPECULATE_LOAD busy. A free worker is not a free core: measured at
+        16 legs on a shared CPU, speculation took 4x the decode time of the finals it sped up and
+        slowed the rest (p95 1.75 s)."""
         if not self._running or not self._speculative or self._busy >= self.workers:
             return []
-        if self.workers > 1 and self._busy >= self.workers - 1 and self._load("final") >= SPECULATE_LOAD:
+        if self._load() >= SPECULATE_LOAD:
+            self._speculative.clear()
             return []
         now = time.monotonic()
         batch: list[Job] = []
