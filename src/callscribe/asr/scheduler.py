@@ -50,6 +50,7 @@ PARTIAL_MAX_AGE_S = 1.0
 SPECULATE_LOAD = 0.2  # decode load (all kinds, of the workers' time) below which finals are speculated
 SPECULATIVE_MAX_AGE_S = 1.0  # beyond this its endpoint has come (or speech went on): not worth decoding
 FILL_LOOKAHEAD = 2  # a batch's companions come from the 2 x batch_size most urgent finals
+PARTIALS_FIRST_ONLY_LOAD = 0.5  # decode load above which only an utterance's first partial is decoded
 PARTIAL_MARGIN_S = 2.0  # the engine pads a batch's window by about this much
 PARTIAL_BATCH_WINDOW_S = 24.0  # utterances x padded seconds of one partial batch at most (one always goes)
 MAX_UTTERANCE_MS = 27000  # a partial not started within this is no longer "live"
@@ -406,7 +407,11 @@ class AsrScheduler:
             elif leg not in self._partial_busy:
                 live.append(job)
         # An utterance's first partial is what a listener waits for: those go first, then the oldest.
+        # Later ones cost more (the utterance so far, again) and, above PARTIALS_FIRST_ONLY_LOAD, wait:
+        # they take cores the finals need even when a worker is free.
         live.sort(key=lambda j: j.leg.showed_partial(j.cut.segment))
+        if live and live[-1].leg.showed_partial(live[-1].cut.segment) and self._load() >= PARTIALS_FIRST_ONLY_LOAD:
+            live = [j for j in live if not j.leg.showed_partial(j.cut.segment)]
         batch: list[Job] = []
         longest = 0.0
         for job in live:
