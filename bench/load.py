@@ -606,7 +606,8 @@ def fmt(v: Any, spec: str = ".2f") -> str:
 
 
 def print_row(r: dict) -> None:
-    print(f"| {r['legs']} | {r['protocol']} {r['frame_ms']} ms | {fmt(r['final_p50_s'])} / {fmt(r['final_p95_s'])} / "
+    legs = r["legs"] if r["legs_started"] + r["refused"] == r["legs"] else f"{r['legs']} ({r['legs_started'] + r['refused']} opened)"
+    print(f"| {legs} | {r['protocol']} {r['frame_ms']} ms | {fmt(r['final_p50_s'])} / {fmt(r['final_p95_s'])} / "
           f"{fmt(r['final_max_s'])} s | {fmt(r['first_partial_p50_s'])} s | {r['missed']}/{r['turns']} | {r['refused']} | "
           f"{fmt(r['server_cpu_cores'])} | {fmt(r['server_rss_mb'], '.0f')} MB | {fmt(r['client_cpu_cores'])} | "
           f"{fmt(r['wer_stream'], '.1%')} / {fmt(r['wer_offline'], '.1%')} |", flush=True)

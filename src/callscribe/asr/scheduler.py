@@ -12,8 +12,9 @@
   instead of queueing. Above a low decode load they are not decoded, so they cost nothing then.
 - Partials are best effort: one per leg is queued (a newer one replaces it), they run only when no
   final waits and never on the last free worker, and they are dropped when stale.
-- Admission control looks at the present only: finals waiting now, final latencies and decode load
-  of the last `RECENT_S` seconds. An idle server (no legs, no finals waiting) always admits and
+- Admission control looks at the present: finals waiting now, final latencies of the last
+  `RECENT_S` seconds, and the decode time of finals per leg-second (remembered across idle periods,
+  for ramps too young to measure) projected for the new legs. An idle server (no legs, no finals waiting) always admits and
   forgets the past; a refusal is logged with its reason and counted
   (callscribe_admission_refused_total{reason}).
 - The media front end of every leg (resampling, VAD, cutting) runs on one worker thread (frontend.py).
@@ -135,6 +136,7 @@ class AsrScheduler:
         self._busy_log: collections.deque[tuple[float, float, str]] = collections.deque()  # (end, seconds, kind)
         self._leg_seconds = LegSeconds(clock())
         self._since = clock()  # when the server last stopped being idle (admission's memory starts there)
+        self._cost_per_leg: float | None = None  # finals' decode seconds per leg-second, last measured
         self._latencies: collections.deque[tuple[float, float]] = collections.deque(maxlen=2000)  # (at, s)
         self._counts: collections.defaultdict[str, float] = collections.defaultdict(float)
 
@@ -454,8 +456,9 @@ class AsrScheduler:
         return busy / (LOAD_WINDOW_S * self.workers)
 
     def admission(self, extra_legs: int = 1) -> Admission:
-        """Would `extra_legs` more legs likely push finals past final_deadline_ms? Only the present
-        counts: an idle server admits, and what ran late more than RECENT_S ago is forgotten."""
+        """Would `extra_legs` more legs likely push finals past final_deadline_ms? The present counts:
+        an idle server admits, and what ran late more than RECENT_S ago is forgotten; only what a leg
+        costs to decode is remembered, to judge a ramp too young to measure."""
         with self._cv:
             legs = len(self._legs)
             if legs == 0 and not self._finals:
@@ -479,13 +482,22 @@ class AsrScheduler:
             # Decode time of finals per leg-second, measured since the server was last idle (at most
             # LOAD_WINDOW_S): legs that opened a moment ago count only for the time they were open.
             # Wall time, so a CPU shared with other work shows up as a dearer leg. Batching makes the
-            # projection pessimistic, i.e. safe.
+            # projection pessimistic, i.e. safe. While a ramp is younger than LOAD_WINDOW_S its finals
+            # lag its legs, so the cost learnt from earlier busy periods (if higher) stands in.
+            if legs == 0:
+                return Admission(True)
             start = max(now - LOAD_WINDOW_S, self._since)
             finals = [sec for end, sec, kind in self._busy_log if kind == "final" and end >= start]
             leg_seconds = self._leg_seconds.over(start, now)
-            if legs == 0 or leg_seconds < MIN_LEG_SECONDS or len(finals) < MIN_RECENT_FINALS // 2:
+            per_leg = self._cost_per_leg
+            if leg_seconds >= MIN_LEG_SECONDS and len(finals) >= MIN_RECENT_FINALS // 2:
+                fresh = sum(finals) / leg_seconds
+                if now - self._since >= LOAD_WINDOW_S:
+                    self._cost_per_leg = per_leg = fresh
+                else:
+                    per_leg = max(fresh, per_leg or 0.0)
+            if per_leg is None:
                 return Admission(True)  # too little seen yet to say a leg costs too much
-            per_leg = sum(finals) / leg_seconds
             projected = per_leg * (legs + extra_legs) / self.workers
             if projected >= MAX_UTILISATION:
                 return Admission(False, "load", f"finals take {per_leg * 1000:.0f} ms of decoding per leg-second; "
