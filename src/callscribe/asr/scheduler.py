@@ -11,11 +11,12 @@
   with the same audio the final takes that result at once (or waits for the decode under way)
   instead of queueing. Above a low decode load they are not decoded, so they cost nothing then.
 - Partials are best effort: one per leg is queued (a newer one replaces it), they run only when no
-  final waits and never on the last free worker, and they are dropped when stale.
+  final waits and never on the last free worker, an utterance's first partial goes first (above
+  half load only first partials run), batches are capped in padded window, and stale ones are dropped.
 - Admission control looks at the present: finals waiting now, final latencies of the last
   `RECENT_S` seconds, and the decode time of finals per leg-second (remembered across idle periods,
-  for ramps too young to measure) projected for the new legs. An idle server (no legs, no finals waiting) always admits and
-  forgets the past; a refusal is logged with its reason and counted
+  for ramps too young to measure) projected for the new legs. An idle server (no legs, no finals
+  waiting) always admits and forgets past latencies; a refusal is logged with its reason and counted
   (callscribe_admission_refused_total{reason}).
 - The media front end of every leg (resampling, VAD, cutting) runs on one worker thread (frontend.py).
 """
