@@ -320,6 +320,8 @@ class AsrScheduler:
                 self._busy_log.append((now, elapsed, kind))
                 while now - self._busy_log[0][0] > LOAD_WINDOW_S:
                     self._busy_log.popleft()
+                if kind == "final":
+                    self._leg_cost(now)  # keeps the learnt cost current between starts
                 if self.metrics is not None:
                     self.metrics.asr_busy.labels(kind=kind).inc(elapsed)
                 self._counts[kind + "_batches"] += 1
@@ -458,6 +460,20 @@ class AsrScheduler:
         busy = sum(s for _, s, k in self._busy_log if kind is None or k == kind)
         return busy / (LOAD_WINDOW_S * self.workers)
 
+    def _leg_cost(self, now: float) -> float | None:
+        """Under the lock: decode seconds of finals per leg-second since the server was last idle (at
+        most LOAD_WINDOW_S), or None while too little has been seen. Once a busy period is older than
+        the window, the figure is also kept as the cost a leg is known to have."""
+        start = max(now - LOAD_WINDOW_S, self._since)
+        finals = [sec for end, sec, kind in self._busy_log if kind == "final" and end >= start]
+        leg_seconds = self._leg_seconds.over(start, now)
+        if leg_seconds < MIN_LEG_SECONDS or len(finals) < MIN_RECENT_FINALS // 2:
+            return None
+        cost = sum(finals) / leg_seconds
+        if now - self._since >= LOAD_WINDOW_S:
+            self._cost_per_leg = cost
+        return cost
+
     def admission(self, extra_legs: int = 1) -> Admission:
         """Would `extra_legs` more legs likely push finals past final_deadline_ms? The present counts:
         an idle server admits, and what ran late more than RECENT_S ago is forgotten; only what a leg
@@ -489,16 +505,10 @@ class AsrScheduler:
             # lag its legs, so the cost learnt from earlier busy periods (if higher) stands in.
             if legs == 0:
                 return Admission(True)
-            start = max(now - LOAD_WINDOW_S, self._since)
-            finals = [sec for end, sec, kind in self._busy_log if kind == "final" and end >= start]
-            leg_seconds = self._leg_seconds.over(start, now)
             per_leg = self._cost_per_leg
-            if leg_seconds >= MIN_LEG_SECONDS and len(finals) >= MIN_RECENT_FINALS // 2:
-                fresh = sum(finals) / leg_seconds
-                if now - self._since >= LOAD_WINDOW_S:
-                    self._cost_per_leg = per_leg = fresh
-                else:
-                    per_leg = max(fresh, per_leg or 0.0)
+            fresh = self._leg_cost(now)
+            if fresh is not None:
+                per_leg = fresh if now - self._since >= LOAD_WINDOW_S else max(fresh, per_leg or 0.0)
             if per_leg is None:
                 return Admission(True)  # too little seen yet to say a leg costs too much
             projected = per_leg * (legs + extra_legs) / self.workers
