@@ -46,7 +46,11 @@ log = logging.getLogger(__name__)
 LOAD_WINDOW_S = 20.0
 RECENT_S = 20.0  # admission's memory of final latencies: older ones no longer describe the present
 MIN_RECENT_FINALS = 10  # fewer recent finals than this say nothing about the tail
-MIN_LEG_SECONDS = 30.0  # leg-time observed before the decode cost per leg is trusted
+MIN_LEG_SECONDS = 120.0  # leg-time observed before the decode cost per leg is trusted
+# Beam search (finals while none other waits) costs this much more than the greedy decoding a loaded
+# server does (measured, tiny.en int8, CPU time: 1.4-1.8x by utterance length and batch); admission
+# counts an accurate batch at its greedy cost, or a quiet start would make legs look dearer.
+ACCURATE_COST = 1.6
 # Of the workers' time, by finals, that admission plans for. Measured over the wire (bench/load.py,
 # 48 legs on a shared 2-core machine): at 0.73 the final p95 was 2.85 s, so 0.8 let overload in.
 MAX_UTILISATION = 0.6
@@ -136,7 +140,7 @@ class AsrScheduler:
         self._running = False
         self._drain_until = 0.0
         self._busy = 0
-        self._busy_log: collections.deque[tuple[float, float, str]] = collections.deque()  # (end, seconds, kind)
+        self._busy_log: collections.deque[tuple[float, float, str]] = collections.deque()  # (end, greedy-equivalent s, kind)
         self._leg_seconds = LegSeconds(clock())
         self._since = clock()  # when the server last stopped being idle (admission's memory starts there)
         self._cost_per_leg: float | None = None  # finals' decode seconds per leg-second, last measured
@@ -317,7 +321,7 @@ class AsrScheduler:
                 self._busy -= 1
                 self._partial_busy.difference_update(j.leg for j in batch if j.kind == "partial")
                 now = self.clock()
-                self._busy_log.append((now, elapsed, kind))
+                self._busy_log.append((now, elapsed / ACCURATE_COST if batch[0].accurate else elapsed, kind))
                 while now - self._busy_log[0][0] > LOAD_WINDOW_S:
                     self._busy_log.popleft()
                 if kind == "final":
@@ -467,7 +471,7 @@ class AsrScheduler:
         start = max(now - LOAD_WINDOW_S, self._since)
         finals = [sec for end, sec, kind in self._busy_log if kind == "final" and end >= start]
         leg_seconds = self._leg_seconds.over(start, now)
-        if leg_seconds < MIN_LEG_SECONDS or len(finals) < MIN_RECENT_FINALS // 2:
+        if leg_seconds < MIN_LEG_SECONDS or len(finals) < MIN_RECENT_FINALS:
             return None
         cost = sum(finals) / leg_seconds
         if now - self._since >= LOAD_WINDOW_S:
