@@ -48,3 +48,23 @@ def test_max_length_cuts_at_the_quietest_recent_frame_and_loses_nothing():
     assert len(cuts) == 2
     assert cuts[0].start_sample + len(cuts[0].audio) == cuts[1].start_sample  # contiguous
     assert cuts[1].start_sample == 201 * FRAME  # right after the dip
+
+
+def test_speculative_cut_is_the_final_to_be_when_the_silence_lasts():
+    probs = [0.0] * 10 + [0.9] * 30 + [0.0] * 25
+    cuts = run(probs, endpoint_silence_ms=600, speculative_ms=300, partials=False)
+    spec = [c for c in cuts if c.kind == "speculative"]
+    final = [c for c in cuts if c.kind == "final"]
+    assert len(spec) == 1 and len(final) == 1
+    assert spec[0].segment == final[0].segment and spec[0].start_sample == final[0].start_sample
+    assert np.array_equal(spec[0].audio, final[0].audio)
+    assert cuts.index(spec[0]) < cuts.index(final[0])
+
+
+def test_speech_after_the_speculative_cut_makes_a_longer_final():
+    probs = [0.9] * 30 + [0.0] * 12 + [0.9] * 20 + [0.0] * 25  # a 0.38 s pause, then more speech
+    cuts = run(probs, endpoint_silence_ms=600, speculative_ms=300, partials=False)
+    spec = [c for c in cuts if c.kind == "speculative"]
+    final = [c for c in cuts if c.kind == "final"]
+    assert len(final) == 1 and len(spec) == 2
+    assert len(spec[0].audio) < len(final[0].audio) and np.array_equal(spec[1].audio, final[0].audio)

@@ -48,6 +48,26 @@ def feed(leg, pcm: np.ndarray, rate: int, frame_ms: int = 20) -> None:
         leg.feed(pcm[i:i + step], rate)
 
 
+class FakeClock:
+    """A monotonic clock that moves only when told (the scheduler's `clock`)."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+def wait_until(predicate, what: str = "the condition") -> None:
+    deadline = time.monotonic() + HANG_GUARD_S
+    while not predicate():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.01)
+
+
 def check_order(events: list[TranscriptEvent]) -> None:
     """Finals in utterance order 0, 1, 2...; no partial after the final of its utterance."""
     finals_seen: set[int] = set()
@@ -173,10 +193,12 @@ def test_close_flushes_the_last_utterance_and_nothing_follows(scheduler, sentenc
     assert len(got.events) == n
 
 
-def test_close_with_nothing_pending_completes_at_once(scheduler, speech):
-    leg = scheduler.open_leg(Collector())
+def test_close_with_nothing_pending_completes_without_events(scheduler, speech):
+    got = Collector()
+    leg = scheduler.open_leg(got)
     feed(leg, speech.silence(1.0), 16000)
-    assert leg.close().done()
+    leg.close().result(HANG_GUARD_S)
+    assert got.events == [] and leg.backlog_ms == 0
 
 
 def test_many_legs_share_the_scheduler_and_keep_their_own_words(scheduler, speech):
@@ -222,18 +244,23 @@ def test_many_legs_share_the_scheduler_and_keep_their_own_words(scheduler, speec
 def test_admission_refuses_when_finals_wait_past_half_the_deadline(engine, sentence):
     from callscribe.asr.scheduler import AsrScheduler
 
-    sched = AsrScheduler(engine, workers=1, final_deadline_ms=300)  # not started: nothing decodes
+    clock = FakeClock()
+    sched = AsrScheduler(engine, workers=1, final_deadline_ms=300, clock=clock)  # not started: nothing decodes
     got = Collector()
     leg = sched.open_leg(got, partials=False)
     assert sched.can_admit()
-    feed(leg, sentence[1], 16000)
+    feed(leg, sentence[1], 16000)  # all at once: its end of speech is due seconds from now
     future = leg.close()
-    assert sched.stats()["finals_queued"] == 1 and not future.done()
-    time.sleep(0.2)
+    other = sched.open_leg(Collector(), partials=False)  # an idle server (no legs) always admits
+    wait_until(lambda: sched.stats()["finals_queued"] == 1)
+    assert not future.done() and sched.can_admit()  # not due yet, so not late yet
+    clock.advance(len(sentence[1]) / 16000 + 1)
     assert not sched.can_admit()
+    assert sched.admission().reason == "behind"
     sched.start()
     future.result(HANG_GUARD_S)
     assert got.finals and sched.can_admit()
+    other.close()
     sched.stop()
 
 

@@ -28,6 +28,7 @@ class ScriptedPipeline:
         self.on_event = on_event
         self.origin_ms = origin_ms
         self.samples = 0
+        self.backlog_ms = 0.0
 
     @property
     def position_ms(self) -> int:

@@ -38,6 +38,7 @@ class FakePipeline:
         self.utterances = 0
         self.hold: threading.Event | None = None  # when set, close() waits for it (a slow last final)
         self.gaps: list[int] = []
+        self.backlog_ms = 0.0  # what the real pipeline has queued but not yet through its front end
 
     @property
     def position_ms(self) -> int:

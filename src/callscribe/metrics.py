@@ -23,6 +23,16 @@ class Metrics:
                                  buckets=(0.5, 1, 2, 5, 10, 30, 60, 300), registry=r)
         self.asr_queue = Gauge("callscribe_asr_queue_depth", "Jobs waiting for the model", ["kind"], registry=r)
         self.refused = Counter("callscribe_streams_refused_total", "New streams refused for lack of capacity", registry=r)
+        self.asr_busy = Counter("callscribe_asr_busy_seconds_total", "Time ASR workers spent decoding, by kind",
+                                ["kind"], registry=r)
+        self.speculated = Counter("callscribe_finals_speculated_total",
+                                  "Finals that took the result of a decode started during their endpoint silence",
+                                  registry=r)
+        self.admission_refused = Counter("callscribe_admission_refused_total",
+                                         "New legs the ASR scheduler refused, by reason (behind, late, load)",
+                                         ["reason"], registry=r)
+        self.audio_dropped = Counter("callscribe_audio_dropped_seconds_total",
+                                     "Audio dropped because a leg's input queue was full", registry=r)
         self.webhook_attempts = Counter("callscribe_webhook_attempts_total", "Webhook POST attempts", ["outcome"], registry=r)
         self.webhook_backlog = Gauge("callscribe_webhook_backlog", "Webhook deliveries waiting", registry=r)
         self.webhook_dead_letters = Counter("callscribe_webhook_dead_letters_total",

@@ -19,7 +19,6 @@ import argparse
 import json
 import sys
 import threading
-import time
 from typing import Any
 
 import numpy as np
@@ -80,18 +79,17 @@ def _run(scheduler: Any, tracks: list[np.ndarray], names: list[str], *, progress
                     results.append(_utterance(name, event))
         return on_event
 
-    legs = [scheduler.open_leg(collector(n), partials=False) for n in names]
+    # Keep a few batches queued so the workers stay busy without buffering the whole file: each leg's
+    # input is paced once this many of its finals wait, and feed blocks while its input queue is full.
+    backlog = 2 * scheduler.batch_size * scheduler.workers
+    legs = [scheduler.open_leg(collector(n), partials=False, max_queued_finals=backlog) for n in names]
     total = max(len(t) for t in tracks)
     bar = _progress_bar(total / SAMPLE_RATE, enabled=progress)
-    # Keep a few batches queued so the workers stay busy without buffering the whole file.
-    backlog = 2 * scheduler.batch_size * scheduler.workers
     for pos in range(0, total, CHUNK):
-        while scheduler.stats()["finals_queued"] > backlog:
-            time.sleep(0.01)
         for leg, track in zip(legs, tracks):
             piece = track[pos:pos + CHUNK]
             if piece.size:
-                leg.feed(float32_to_int16(piece), SAMPLE_RATE)
+                leg.feed(float32_to_int16(piece), SAMPLE_RATE, block=True)
         if bar is not None:
             bar.update(max(0.0, min(min(CHUNK, total - pos) / SAMPLE_RATE, bar.total - bar.n)))
     for future in [leg.close() for leg in legs]:

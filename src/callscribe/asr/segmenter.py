@@ -33,15 +33,19 @@ class SegmenterConfig:
     preroll_ms: int = 450
     tail_ms: int = 200  # silence kept after the last speech frame
     min_speech_ms: int = 200  # voiced time below which an utterance is a click, not speech
+    # After this much silence, the utterance as it would be cut at the endpoint is offered for a
+    # speculative decode (an idle scheduler then has the final ready when the endpoint comes); 0: off.
+    speculative_ms: int = 300
 
 
 @dataclass
 class Cut:
-    kind: str  # "partial" | "final"
+    kind: str  # "partial" | "speculative" (the final this would be, if no speech follows) | "final"
     segment: int  # numbers utterances as the segmenter saw them (dropped ones leave gaps)
     audio: np.ndarray  # float32 16 kHz
     start_sample: int  # from the start of the leg
     trailing_silence_s: float = 0.0  # audio fed after the end of speech when the final was cut
+    at_sample: int = 0  # the leg's position (samples) when the cut was made
 
 
 class Segmenter:
@@ -68,8 +72,11 @@ class Segmenter:
         cuts: list[Cut] = []
         cfg = self.cfg
         endpoint = max(1, round(cfg.endpoint_silence_ms / FRAME_MS))
+        tail = round(cfg.tail_ms / FRAME_MS)
+        speculate = max(tail + 1, round(cfg.speculative_ms / FRAME_MS)) if cfg.speculative_ms else 0
         max_frames = max(4, round(cfg.max_utterance_ms / FRAME_MS))
         for i, p in enumerate(probs):
+            made = len(cuts)
             frame = frames[i * FRAME:(i + 1) * FRAME]
             p = float(p)
             if not self._in_speech:
@@ -89,6 +96,11 @@ class Segmenter:
                         cuts.append(cut)
                 elif len(self._frames) >= max_frames:
                     cuts.extend(self._force_cut())
+                elif (self._silence == speculate and speculate < endpoint
+                      and self._voiced * FRAME_MS >= cfg.min_speech_ms):
+                    # Exactly the audio _finish will keep if the silence lasts to the endpoint.
+                    keep = len(self._frames) - (self._silence - tail)
+                    cuts.append(Cut("speculative", self._segment, np.concatenate(self._frames[:keep]), self._start))
                 elif cfg.partials and self._silence == 0:
                     n = len(self._frames)
                     due = cfg.first_partial_ms if self._last_partial == 0 else self._last_partial * FRAME_MS + cfg.partial_interval_ms
@@ -96,6 +108,8 @@ class Segmenter:
                         self._last_partial = n
                         cuts.append(Cut("partial", self._segment, np.concatenate(self._frames), self._start))
             self._sample += FRAME
+            for cut in cuts[made:]:
+                cut.at_sample = self._sample
         return cuts
 
     def flush(self) -> list[Cut]:
@@ -103,7 +117,18 @@ class Segmenter:
         if not self._in_speech:
             return []
         cut = self._finish(self._silence)
-        return [cut] if cut else []
+        if cut is None:
+            return []
+        cut.at_sample = self._sample
+        return [cut]
+
+    def jump(self, to_sample: int) -> list[Cut]:
+        """A discontinuity: the utterance in progress ends here and the next frame is at `to_sample`
+        (later words keep their place on the leg's timeline)."""
+        cuts = self.flush()
+        self._preroll.clear()  # audio from before the gap must not open the next utterance
+        self._sample = max(self._sample, to_sample)
+        return cuts
 
     def _begin(self, frame: np.ndarray, p: float) -> None:
         self._in_speech = True

@@ -36,10 +36,15 @@ class VadStream:
 
     def __init__(self) -> None:
         self._session = _session()
-        self._h = np.zeros((1, 1, 128), dtype=np.float32)
-        self._c = np.zeros((1, 1, 128), dtype=np.float32)
-        self._context = np.zeros(CONTEXT, dtype=np.float32)
         self._lock = threading.Lock()
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget the stream so far (after a discontinuity)."""
+        with self._lock:
+            self._h = np.zeros((1, 1, 128), dtype=np.float32)
+            self._c = np.zeros((1, 1, 128), dtype=np.float32)
+            self._context = np.zeros(CONTEXT, dtype=np.float32)
 
     def process(self, frames: np.ndarray) -> np.ndarray:
         """`frames` has a multiple of 512 samples; returns one probability per 512-sample frame."""

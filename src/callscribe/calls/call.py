@@ -30,6 +30,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 DRAIN_TIMEOUT_S = 120.0  # how long a stop waits for the engine's last finals
+PACE_BACKLOG_MS = 10_000  # a leg's audio not yet through the front end beyond which its sender waits
+PACE_POLL_S = 0.05
 SHORT_GAP_MS = 100  # a gap up to this (and the frame after it) is a lost packet, bridged with silence
 
 
@@ -64,7 +66,12 @@ class MediaSession:
     async def audio(self, track: str, pcm: np.ndarray, sample_rate: int, timestamp_ms: int | None = None) -> None:
         if self.ended:
             return
-        self.call.feed(self, track, pcm, sample_rate, timestamp_ms)
+        leg = self.call.feed(self, track, pcm, sample_rate, timestamp_ms)
+        # Pacing: a sender far ahead of real time waits here (its socket is not read meanwhile, so
+        # the wait reaches it as TCP back-pressure) instead of queueing audio the engine would drop.
+        while leg is not None and leg.pipeline is not None and leg.accepting and \
+                leg.pipeline.backlog_ms > PACE_BACKLOG_MS and not self.ended:
+            await asyncio.sleep(PACE_POLL_S)
 
     async def event(self, name: str, data: dict[str, Any]) -> None:
         self.call.protocol_event(name, data)
@@ -178,21 +185,24 @@ class Call:
         while self._joins:
             await asyncio.gather(*list(self._joins), return_exceptions=True)
 
-    def feed(self, session: MediaSession, name: str, pcm: np.ndarray, rate: int, timestamp_ms: int | None) -> None:
+    def feed(self, session: MediaSession, name: str, pcm: np.ndarray, rate: int,
+             timestamp_ms: int | None) -> Leg | None:
+        """Count (and, while transcription is on, transcribe) a frame; the leg it went to, if any."""
         track = self.tracks.get(name)
         if track is None or track.session is not session:
             if track is not None and track.session is not None and track.session is not session:
-                return  # another live session owns this track
+                return None  # another live session owns this track
             if name not in session.tracks:
                 session.tracks[name] = TrackSpec(name)
             track = self._bind_track(session, session.tracks[name])
         if rate <= 0 or len(pcm) == 0:
-            return
+            return None
         if timestamp_ms is not None:
             gap = track.base_ms + timestamp_ms - track.position_ms
             if gap >= 1:
                 self._skip(track, gap, Fraction(len(pcm) * 1000, rate), rate)
         self._ingest(track, pcm, rate)
+        return track.leg
 
     def _skip(self, track: Track, gap: Fraction, frame_ms: Fraction, rate: int) -> None:
         """A gap in a track's media. A lost packet or two (no longer than the frame that follows, so
