@@ -295,7 +295,8 @@ async def _receive_until_done(ws: WebSocket, adapter: WebSocketAdapter, slot: Sl
                 adapter.log.info("%s %s: %s", adapter.name, adapter.label, why)
             return None, why
         text, data = message.get("text"), message.get("bytes")
-        size = len(text) if text is not None else len(data or b"")
+        size = len(data or b"") if text is None else (
+            len(text) if len(text) * 4 <= adapter.max_message_bytes else len(text.encode()))  # bytes, not characters
         if size > adapter.max_message_bytes:
             raise AdapterError(f"message larger than {adapter.max_message_bytes} bytes", Close.TOO_BIG)
         if await (adapter.on_text(text) if text is not None else adapter.on_bytes(data or b"")):
