@@ -19,10 +19,10 @@ import time
 import uuid
 from dataclasses import dataclass
 from enum import IntEnum
-from typing import Any
+from typing import Any, Awaitable, Callable
 
 from starlette.exceptions import WebSocketException
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, Response
 from starlette.websockets import WebSocket, WebSocketState
 
 from callscribe.ingest.limits import UNLIMITED, ConnectionLimits, Slot
@@ -221,13 +221,14 @@ def _disconnect_reason(code: int) -> str:
     return f"connection lost (close code {code})"
 
 
-async def admit(ws: WebSocket, limits: ConnectionLimits | None) -> Slot | None:
-    """A slot for this socket under the process's connection limits; None (after refusing the
-    upgrade with 503) when there is none."""
+async def admit(ws: WebSocket, limits: ConnectionLimits | None,
+                refuse: Callable[[str], Awaitable[None]] | None = None) -> Slot | None:
+    """A slot for this socket under the process's connection limits; None when there is none,
+    after refusing the upgrade with 503 (through `refuse(reason)`, for a surface's own shape)."""
     slot = (limits or UNLIMITED).take(ws.client.host if ws.client else "unknown")
     if isinstance(slot, str):
         log.warning("media socket from %s refused: %s", peer_of(ws), slot)
-        await deny(ws, 503, slot)
+        await (refuse(slot) if refuse is not None else deny(ws, 503, slot))
         return None
     return slot
 
@@ -312,12 +313,16 @@ async def close(ws: WebSocket, code: int, reason: str = "") -> None:
             log.debug("closing a socket the peer left", exc_info=True)
 
 
-async def deny(ws: WebSocket, status: int, message: str, body: dict[str, Any] | None = None) -> None:
-    """Refuse the upgrade with an HTTP answer (`{"error": {"code", "message"}}`, or the surface's `body`)."""
+async def deny(ws: WebSocket, status: int, message: str, body: dict[str, Any] | None = None, *,
+               response: Response | None = None) -> None:
+    """Refuse the upgrade with an HTTP answer: `{"error": {"code", "message"}}`, or the surface's own
+    `body`, or a whole `response` (a surface that also sends headers)."""
     try:
-        if body is None:
-            body = {"error": {"requestId": str(uuid.uuid4()), "code": f"{status}-01", "message": message}}
-        await ws.send_denial_response(JSONResponse(body, status_code=status))
+        if response is None:
+            if body is None:
+                body = {"error": {"requestId": str(uuid.uuid4()), "code": f"{status}-01", "message": message}}
+            response = JSONResponse(body, status_code=status)
+        await ws.send_denial_response(response)
     except RuntimeError:  # the server lacks the denial-response extension: a close means 403
         await ws.close(code=Close.POLICY)
 

@@ -48,8 +48,8 @@ from callscribe.calls.registry import CallRegistry, RegistryError
 from callscribe.config import ApiKey
 from callscribe.api import listen_messages as msgs
 from callscribe.ingest.backchannel import Backchannel
-from callscribe.ingest.base import AdapterError, Close, WebSocketAdapter, close, json_object, run_session
-from callscribe.ingest.limits import UNLIMITED
+from callscribe.ingest.base import (AdapterError, Close, WebSocketAdapter, admit, close, deny, json_object,
+                                    run_session)
 from callscribe.api.listen_audio import AudioDecoder, ContainerStream, split_tracks
 from callscribe.api.listen_params import ListenOptions
 from callscribe.services import Services
@@ -355,10 +355,8 @@ def _credentials(ws: WebSocket) -> tuple[str | None, str | None, str | None]:
 
 
 async def _deny(ws: WebSocket, status: int, message: str, request_id: str) -> None:
-    try:
-        await ws.send_denial_response(listen_wire.error_response(status, message, request_id))
-    except RuntimeError:  # the server lacks the denial-response extension: a close means 403
-        await ws.close(code=Close.POLICY)
+    """Refuse the upgrade in Deepgram's shape, with its headers."""
+    await deny(ws, status, message, response=listen_wire.error_response(status, message, request_id))
 
 
 @router.websocket(listen_wire.PATH)
@@ -373,9 +371,9 @@ async def listen(ws: WebSocket) -> None:
     except listen_wire.Denied as denied:
         await _deny(ws, denied.status, denied.message, request_id)
         return
-    slot = (services.connections or UNLIMITED).take(ws.client.host if ws.client else "unknown")
-    if isinstance(slot, str):  # over the process's media-socket limits
-        await _deny(ws, 503, f"Service unavailable: {slot}.", request_id)
+    slot = await admit(ws, services.connections,
+                       refuse=lambda reason: _deny(ws, 503, f"Service unavailable: {reason}.", request_id))
+    if slot is None:  # over the process's media-socket limits
         return
     session = ListenSession(ws, services, key, opts, request_id)
     try:
