@@ -20,8 +20,6 @@ finalResponse with the summary, then close. Choices where ASAPP is silent:
 
 from __future__ import annotations
 
-import asyncio
-import json
 import logging
 import uuid
 from typing import Any
@@ -37,7 +35,7 @@ from callscribe.calls.registry import CallRegistry, NoCapacity, NotReady, Shutti
 from callscribe.ingest import asapp_ws_messages as wire
 from callscribe.ingest.asapp_ws_messages import refused
 from callscribe.ingest.backchannel import Backchannel
-from callscribe.ingest.base import (AdapterError, Close, WebSocketAdapter, admit, close, deny, json_object,
+from callscribe.ingest.base import (JsonSender, AdapterError, Close, WebSocketAdapter, admit, close, deny, json_object,
                                     run_session)
 from callscribe.services import Services
 from callscribe.tokens import token_signer
@@ -72,7 +70,7 @@ class DirectStream(WebSocketAdapter):
         self.leg: Leg | None = None
         self.backchannel: Backchannel | None = None
         self._odd = b""
-        self._send_lock = asyncio.Lock()
+        self.send = JsonSender(ws, "direct stream")
         self.start_timeout_s = self.idle_timeout_s = IDLE_TIMEOUT_S
         self.max_duration_s = min(MAX_STREAM_S, services.settings.max_call_s)
 
@@ -86,12 +84,6 @@ class DirectStream(WebSocketAdapter):
     def too_long_error(self, seconds: float) -> AdapterError:
         return refused(4090, "streaming duration over limit")
 
-    async def send(self, payload: dict[str, Any]) -> None:
-        async with self._send_lock:
-            try:
-                await self.ws.send_text(json.dumps(payload))
-            except Exception:  # the peer went away; the session loop will see the disconnect
-                log.debug("send on a closed direct stream", exc_info=True)
 
     async def on_bytes(self, data: bytes) -> bool:
         if self.state != "streaming" or self.media is None or self.role is None:

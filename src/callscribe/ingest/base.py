@@ -221,6 +221,23 @@ def _disconnect_reason(code: int) -> str:
     return f"connection lost (close code {code})"
 
 
+class JsonSender:
+    """JSON text messages to one socket, one at a time (transcripts are sent from other tasks than the
+    session loop's). A peer that went away is the session loop's to notice, not the sender's."""
+
+    def __init__(self, ws: WebSocket, what: str) -> None:
+        self.ws = ws
+        self.what = what
+        self._lock = asyncio.Lock()
+
+    async def __call__(self, payload: dict[str, Any]) -> None:
+        async with self._lock:
+            try:
+                await self.ws.send_text(json.dumps(payload))
+            except Exception:
+                log.debug("send on a closed %s", self.what, exc_info=True)
+
+
 async def admit(ws: WebSocket, limits: ConnectionLimits | None,
                 refuse: Callable[[str], Awaitable[None]] | None = None) -> Slot | None:
     """A slot for this socket under the process's connection limits; None when there is none,

@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import json
 import logging
 import uuid
 from collections import deque
@@ -48,7 +47,7 @@ from callscribe.calls.registry import CallRegistry, RegistryError
 from callscribe.config import ApiKey
 from callscribe.api import listen_messages as msgs
 from callscribe.ingest.backchannel import Backchannel
-from callscribe.ingest.base import (AdapterError, Close, WebSocketAdapter, admit, close, deny, json_object,
+from callscribe.ingest.base import (JsonSender, AdapterError, Close, WebSocketAdapter, admit, close, deny, json_object,
                                     run_session)
 from callscribe.api.listen_audio import AudioDecoder, ContainerStream, split_tracks
 from callscribe.api.listen_params import ListenOptions
@@ -122,7 +121,7 @@ class ListenSession(WebSocketAdapter):
         self.call_id: str | None = None
         self.finalizing: set[int] = set()  # channels whose Finalize is being flushed
         self._sha = hashlib.sha256()
-        self._send_lock = asyncio.Lock()
+        self.send = JsonSender(ws, "listen socket")
         self._feed_lock = asyncio.Lock()  # a Finalize's stop and restart see no audio in between
         self._ended = False
 
@@ -169,12 +168,6 @@ class ListenSession(WebSocketAdapter):
 
     # -- sending ----------------------------------------------------------------------------------
 
-    async def send(self, payload: dict[str, Any]) -> None:
-        async with self._send_lock:
-            try:
-                await self.ws.send_text(json.dumps(payload))
-            except Exception:  # the peer went away; the session loop sees the disconnect
-                log.debug("send on a closed listen socket", exc_info=True)
 
     def _sender(self, channel: int) -> Any:
         async def send(ev: UtteranceEvent) -> None:

@@ -18,7 +18,6 @@ parameters, 503 the model is not loaded or there is no capacity. One connection 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import threading
 import time
@@ -37,7 +36,7 @@ from callscribe.calls.leg import StreamParams
 from callscribe.calls.media import MediaCall, MediaRefused, Participant, TrackSpec
 from callscribe.calls.registry import CallRegistry, NoCapacity, NotReady, RegistryError, UnsupportedLanguage
 from callscribe.ingest.backchannel import Backchannel
-from callscribe.ingest.base import (AdapterError, Close, WebSocketAdapter, admit, close, deny, json_object,
+from callscribe.ingest.base import (JsonSender, AdapterError, Close, WebSocketAdapter, admit, close, deny, json_object,
                                     run_session)
 from callscribe.services import Services
 
@@ -121,7 +120,7 @@ class PushStream(WebSocketAdapter):
         self.opened = time.monotonic()
         self.audio_s = 0.0
         self._odd = b""
-        self._send_lock = asyncio.Lock()
+        self.send = JsonSender(ws, "push stream")
         self._ended = False
 
     @property
@@ -148,12 +147,6 @@ class PushStream(WebSocketAdapter):
         self.started = True
         await self.send({"type": "Begin", "id": self.session_id, "expires_at": int(time.time() + MAX_SESSION_S)})
 
-    async def send(self, payload: dict[str, Any]) -> None:
-        async with self._send_lock:
-            try:
-                await self.ws.send_text(json.dumps(payload))
-            except Exception:  # the peer left; the session loop sees the disconnect
-                log.debug("send on a closed push stream", exc_info=True)
 
     async def _send_turn(self, ev: UtteranceEvent) -> None:
         final = ev.kind == "final"
