@@ -169,8 +169,7 @@ class Call:
                     return
                 plan = {pid: entry for pid, entry in self.plan(self.params, None, only=list(session.tracks)).items()
                         if pid not in self.legs and pid not in self.excluded}
-                scheduler = self.ctx.scheduler()
-                if plan and (scheduler is None or not scheduler.can_admit(len(plan))):
+                if plan and not self._admits(plan):
                     log.warning("call %s: no capacity for %s, who joined", self.ref.call_id, ", ".join(plan))
                     if self.ctx.metrics is not None:
                         self.ctx.metrics.refused.inc()
@@ -282,11 +281,7 @@ class Call:
 
     def open_legs(self, params: StreamParams, plan: dict[str, tuple[Participant, Track]],
                   participants: Sequence[str] | None) -> dict[str, Leg]:
-        scheduler = self.ctx.scheduler()
-        # A participant this call already transcribed keeps its place: a resume after a pause (or a
-        # Finalize that restarts the interval) is not new load, and refusing it would cut the call.
-        new = [pid for pid in plan if pid not in self.last_legs]
-        if scheduler is None or (new and not scheduler.can_admit(len(new))):
+        if not self._admits(plan):
             raise NoCapacity()
         self.params = params
         self.unacked = {}
@@ -299,6 +294,14 @@ class Call:
         opened = self._open(plan, params)
         self.intervals += 1
         return opened
+
+    def _admits(self, plan: dict[str, tuple[Participant, Track]]) -> bool:
+        """Whether the engine takes these legs. A participant this call already transcribed keeps its
+        place: a resume after a pause, a Finalize that restarts the interval or media that reconnects
+        is not new load, and refusing it would cut the call."""
+        scheduler = self.ctx.scheduler()
+        new = [pid for pid in plan if pid not in self.last_legs]
+        return scheduler is not None and (not new or scheduler.can_admit(len(new)))
 
     def _open(self, plan: dict[str, tuple[Participant, Track]], params: StreamParams) -> dict[str, Leg]:
         opened: dict[str, Leg] = {}
