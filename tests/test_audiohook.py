@@ -320,7 +320,8 @@ BIG = "x" * (64 * 1024 + 1)
 
 @pytest.mark.parametrize("case", ["malformed json", "sequence gap", "audio before opened", "text over 64 KiB",
                                   "second open", "wrong version", "unknown type", "session id changes",
-                                  "serverseq ahead", "audio while paused", "bad media offer"])
+                                  "serverseq ahead", "audio while paused", "bad media offer",
+                                  "update to an unsupported language"])
 def test_protocol_errors_end_only_that_session(server, case):
     async def bad(c: AudioHookClient):
         if case == "audio before opened":
@@ -328,6 +329,9 @@ def test_protocol_errors_end_only_that_session(server, case):
         if case == "bad media offer":
             return await c.send("open", {"organizationId": c.organization_id, "conversationId": str(uuid.uuid4()),
                                          "participant": {}, "media": [media(["external"], "OPUS", 48000)]})
+        if case == "update to an unsupported language":  # refused, not acknowledged and then ignored
+            await c.open(language="en-US")
+            return await c.send("update", {"language": "xx-YY"})
         await c.open()
         if case == "malformed json":
             await c.send_raw('{"version": "2", "type": ')

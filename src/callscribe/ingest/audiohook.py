@@ -169,6 +169,11 @@ class AudioHookSession(WebSocketAdapter):
         language = msg.parameters.get("language")
         if not isinstance(language, str) or not 0 < len(language) <= 64:
             raise AdapterError("'parameters.language' of update must be a language code")
+        if self.params is not None and language != self.params.language:
+            try:  # refused here, not acknowledged and then ignored
+                self.registry.check_language(language)
+            except RegistryError:
+                raise AdapterError(f"update to a language this server does not transcribe: {language[:20]}") from None
         await self.send("updated")
         if self.params is not None and language != self.params.language:
             self._enqueue(lambda: self._change_language(language))
@@ -421,12 +426,7 @@ class AudioHookSession(WebSocketAdapter):
     async def _change_language(self, language: str) -> None:
         if self.params is None:
             return
-        try:
-            self.registry.check_language(language)
-        except RegistryError:
-            log.warning("audiohook session %s: update to unsupported language %s ignored", self.label, language[:20])
-            return
-        self.params = replace(self.params, language=language)
+        self.params = replace(self.params, language=language)  # checked when the update arrived
         if self._transcribing():
             await self._stop(list(self.legs))
             await self._start()
