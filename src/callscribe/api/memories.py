@@ -36,7 +36,6 @@ from callscribe.services import Services
 
 router = APIRouter(tags=["memories.ai audio stream"])
 
-PROVIDERS = ("assemblyai", "elevenlabs")
 MAX_URL = 4096
 MAX_INACTIVITY_S = 3600.0
 DEFAULT_INACTIVITY_S = 30.0
@@ -105,8 +104,8 @@ def parse_start(body: Any, schemes: tuple[str, ...]) -> StartRequest:
     if any(ord(c) < 0x21 or c == "\x7f" for c in url):
         raise _bad("audio_url must not contain spaces or control characters")
     provider = body.get("provider", "assemblyai")
-    if provider not in PROVIDERS:
-        raise _bad(f"provider must be one of {', '.join(PROVIDERS)}")
+    if provider not in wire.PROVIDERS:
+        raise _bad(f"provider must be one of {', '.join(wire.PROVIDERS)}")
     options = {k: v for k, v in body.items() if k not in ("audio_url", "provider")}
     for name, value in options.items():
         if value is not None:

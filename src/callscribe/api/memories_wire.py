@@ -37,6 +37,7 @@ from callscribe.calls.events import CallEvent, CallStateEvent, UtteranceEvent
 from callscribe.calls.media import SourceEnd
 from callscribe.delivery.webhook import WebhookMessage, encode
 
+PROVIDERS = ("assemblyai", "elevenlabs")  # the providers whose option names the surface takes
 SURFACE = "memories"
 NAMESPACE = "audio-stream"  # the registry namespace of every task (the guid is the task id)
 PATH_PREFIXES = ("/serve/api/v2/audio-stream", "/serve/ws/v2/audio-stream")

@@ -28,7 +28,7 @@ import numpy as np
 from fastapi import APIRouter, WebSocket
 
 from callscribe.api.auth import authenticate, credentials_from_headers
-from callscribe.api.memories_wire import PATH_PREFIXES, SURFACE, envelope
+from callscribe.api.memories_wire import PATH_PREFIXES, PROVIDERS, SURFACE, envelope
 from callscribe.audio.codecs import ulaw_decode
 from callscribe.audio.pcm_stream import RATE, PushedBytes, pcm_chunks
 from callscribe.calls.events import UtteranceEvent
@@ -45,7 +45,6 @@ router = APIRouter(tags=["memories.ai audio stream"])
 
 PATH = PATH_PREFIXES[1]
 NAMESPACE = "audio-stream-ws"
-PROVIDERS = ("assemblyai", "elevenlabs")
 ENCODINGS = ("pcm_s16le", "pcm_mulaw", "container")
 RATES = range(8000, 48001)
 MAX_SESSION_S = 3 * 3600
