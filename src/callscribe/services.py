@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Awaitable, Callable
 
 from callscribe.calls.events import EventBus
-from callscribe.calls.media import SourceFactory, UrlSources
+from callscribe.calls.media import MediaGrants, SourceFactory, UrlSources
 from callscribe.config import ApiKey, Settings
 from callscribe.delivery.webhook import Formatter
 from callscribe.metrics import Metrics
@@ -39,6 +39,8 @@ class Services:
     # The pulled source each namespace's start may name (Amazon Connect's Kinesis Video streams).
     sources: dict[str, SourceFactory] = field(default_factory=dict)
     url_sources: UrlSources | None = None  # pulls of stream URLs (memories.ai-style tasks)
+    # Join tokens -> whose audio a WebRTC or PCM connection carries (a meeting's attendees).
+    media_grants: MediaGrants = field(default_factory=MediaGrants)
     engine: SpeechEngine | None = None
     scheduler: AsrScheduler | None = None
     registry: CallRegistry | None = None

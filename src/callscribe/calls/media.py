@@ -15,7 +15,7 @@ surface that starts the call hands it to the registry, which starts it and stops
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping, Protocol, Sequence, TypeGuard
+from typing import Any, Awaitable, Callable, Mapping, Protocol, Sequence, TypeGuard
 
 import numpy as np
 
@@ -64,6 +64,39 @@ class TrackSpec:
 
     name: str
     participant: Participant | None = None
+
+
+@dataclass(frozen=True)
+class MediaGrant:
+    """What a join token resolves to: who may send one participant's audio into which call.
+    A control surface that hands out such tokens (a meeting's JoinToken) registers a resolver
+    in `MediaGrants`; transports that carry a participant's audio (WebRTC, a PCM socket) ask it."""
+
+    tenant: str
+    namespace: str
+    guid: str
+    participant: Participant
+    source: str = ""  # names the surface, for logs and the call's metadata
+
+
+GrantResolver = Callable[[str], Awaitable["MediaGrant | None"]]
+
+
+class MediaGrants:
+    """The resolvers of every surface that issues join tokens; a token none of them knows is refused."""
+
+    def __init__(self) -> None:
+        self._resolvers: list[GrantResolver] = []
+
+    def register(self, resolver: GrantResolver) -> None:
+        self._resolvers.append(resolver)
+
+    async def resolve(self, token: str) -> MediaGrant | None:
+        for resolver in self._resolvers:
+            grant = await resolver(token)
+            if grant is not None:
+                return grant
+        return None
 
 
 def track_specs(tracks: Sequence[str | TrackSpec]) -> list[TrackSpec]:
