@@ -1,0 +1,49 @@
+"""A real WebRTC peer for tests: aiortc as the client of callscribe's WebRTC ingest.
+
+    asyncio.run(send_file(server.url, token, "speech.wav"))
+
+plays the file in real time as a microphone would (aiortc's MediaPlayer, Opus on the wire) through
+POST /v1/media/webrtc, then closes the connection. Usable by any surface that hands out join tokens
+(a Chime attendee's JoinToken, say): the token is all it needs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import httpx
+from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
+from aiortc.contrib.media import MediaPlayer
+
+from callscribe.urls import WEBRTC_OFFER_PATH
+
+HANG_GUARD_S = 120.0  # only stops a broken test from hanging
+
+
+async def offer_answer(base_url: str, token: str, pc: RTCPeerConnection) -> httpx.Response:
+    """Send pc's offer (all candidates gathered) and, on 200, apply the answer."""
+    await pc.setLocalDescription(await pc.createOffer())
+    async with httpx.AsyncClient(timeout=HANG_GUARD_S) as client:
+        r = await client.post(base_url + WEBRTC_OFFER_PATH,
+                              json={"token": token, "sdp": pc.localDescription.sdp, "type": "offer"})
+    if r.status_code == 200:
+        await pc.setRemoteDescription(RTCSessionDescription(**r.json()))
+    return r
+
+
+async def send_file(base_url: str, token: str, path: str | Path, *, close: bool = True) -> RTCPeerConnection:
+    """Stream a WAV to callscribe as one participant; returns once it has all been sent (and the
+    connection closed, unless `close` is False)."""
+    player = MediaPlayer(str(path))
+    assert player.audio is not None
+    ended = asyncio.Event()
+    player.audio.on("ended", ended.set)
+    pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))  # loopback only: no STUN
+    pc.addTransceiver(player.audio, direction="sendonly")
+    r = await offer_answer(base_url, token, pc)
+    assert r.status_code == 200, r.text
+    await asyncio.wait_for(ended.wait(), HANG_GUARD_S)
+    if close:
+        await pc.close()
+    return pc
