@@ -284,14 +284,99 @@ def test_drain_ends_live_peers_and_refuses_new_offers(start_app, speech_wav):
     assert view["media"] == "ended", view
 
 
+class SilentTrack:
+    """An audio track that never yields a frame: the connection is up, no audio flows."""
+
+    @staticmethod
+    def make():
+        from aiortc.mediastreams import MediaStreamTrack
+
+        class Silent(MediaStreamTrack):
+            kind = "audio"
+
+            async def recv(self):
+                await asyncio.Event().wait()
+
+        return Silent()
+
+
+def test_no_audio_ends_the_media_and_the_peer_cap_refuses_more(start_app):
+    server = start_app(webrtc_idle_timeout_s=1, webrtc_max_peers=1)
+    register_tokens(server, {"quiet": grant_for("webrtc-idle"), "more": grant_for("webrtc-idle-2")})
+    peers = server.app.state.webrtc_peers
+    result: dict[str, object] = {}
+
+    async def client() -> None:
+        from aiortc import RTCConfiguration, RTCPeerConnection
+
+        pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+        pc.addTransceiver(SilentTrack.make(), direction="sendonly")
+        result["first"] = (await offer_answer(server.url, "quiet", pc)).status_code
+        # While it holds the only place, another participant's offer is refused.
+        other = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+        other.addTransceiver(SilentTrack.make(), direction="sendonly")
+        r = await offer_answer(server.url, "more", other)
+        result["second"] = (r.status_code, r.json()["error"]["message"], r.headers.get("retry-after"))
+        await other.close()
+        while peers.peers:
+            await asyncio.sleep(0.05)
+        await pc.close()
+
+    asyncio.run(client())
+    assert result["first"] == 200
+    assert result["second"] == (503, "too many WebRTC connections (at most 1)", "5"), result
+    reader = EventsReader(server, "webrtc-idle")
+    reader.join()
+    ended = media_ended(reader)
+    assert [e["data"]["reason"] for e in ended] == ["no audio for 1 s"], reader.states()
+
+
+def test_a_newer_connection_of_the_participant_replaces_the_older(start_app, speech_wav):
+    from callscribe.calls.events import CallStateEvent
+
+    server = start_app()
+    register_tokens(server, {"ada": grant_for("webrtc-rejoin")})
+    peers = server.app.state.webrtc_peers
+    states: list[CallStateEvent] = []  # every state of the call, from the bus (the events socket ends at the first end)
+    server.services.bus.subscribe(lambda e: states.append(e) if isinstance(e, CallStateEvent) else None)
+
+    async def client() -> list[str]:
+        from aiortc import RTCConfiguration, RTCPeerConnection
+        from aiortc.contrib.media import MediaPlayer
+
+        pcs = []
+        for _ in range(2):
+            pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+            pc.addTransceiver(MediaPlayer(str(speech_wav), loop=True).audio, direction="sendonly")
+            assert (await offer_answer(server.url, "ada", pc)).status_code == 200
+            pcs.append(pc)
+            while not any(p.frames for p in list(peers.peers)):
+                await asyncio.sleep(0.05)
+        live = list(peers.peers)
+        for pc in pcs:
+            await pc.close()
+        return [p.label for p in live]
+
+    live = asyncio.run(client())
+    assert len(live) == 1  # the first was ended when the second was answered
+    wait_until(lambda: not peers.peers, "both connections to end")
+    wait_until(lambda: len([e for e in states if e.state == "media-ended"]) == 2, "both media ends")
+    assert [(e.state, e.data.get("reason")) for e in states] == [
+        ("media-connected", None), ("media-ended", "replaced by a newer connection of the same participant"),
+        ("media-connected", None), ("media-ended", "connection closed by the peer")]
+
+
 # Chromium --------------------------------------------------------------------------------------------
 
 CHROMIUM = "/usr/bin/chromium"
-# WebRtcHideLocalIpsWithMdns: Chromium otherwise puts its host candidates behind random
-# `<uuid>.local` names that only its own mDNS responder resolves; aiortc would have to resolve them
-# by multicast, which a container's network may not carry. Without the flag the connection still
-# works through peer-reflexive candidates when the server's host address is reachable, but the flag
-# keeps the test independent of that. Fake UI and device: a WAV as the microphone, permission given.
+# ICE on one machine: aioice (the server's ICE) never offers 127.0.0.1 or ::1, and neither does
+# Chromium, so both meet on the machine's own interface addresses (a host with no interface but
+# loopback cannot run this test). Chromium hides host candidates behind random `<uuid>.local` names
+# unless the page holds a capture permission; the join page takes the microphone before it makes
+# its offer, so its candidates are plain addresses (this passes without the flag below).
+# --disable-features=WebRtcHideLocalIpsWithMdns keeps the test independent of that policy: aiortc
+# would otherwise have to resolve the names by multicast DNS, which a container may not carry.
+# Fake UI and device: a WAV as the microphone, permission given without a prompt.
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--use-fake-ui-for-media-stream",
                  "--use-fake-device-for-media-stream", "--disable-features=WebRtcHideLocalIpsWithMdns"]

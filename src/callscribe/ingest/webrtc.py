@@ -242,14 +242,17 @@ class WebRtcPeer:
             if left <= 0:
                 return f"session longer than the maximum of {self.limits.max_duration_s:.0f} s"
             fut, got = await self._wait(self._track.recv(), min(self.limits.idle_timeout_s, left))
+            error = fut.exception() if got else None  # (retrieved even when the peer is stopping)
             if self._stop.done():
                 return self._stop.result()
             if not got:
                 if time.monotonic() >= ends_at:
                     continue
                 return f"no audio for {self.limits.idle_timeout_s:.0f} s"
-            if isinstance(fut.exception(), MediaStreamError):
+            if isinstance(error, MediaStreamError):
                 return "the peer's audio track ended"
+            if error is not None:
+                raise error
             await self._feed(fut.result())
 
     async def _feed(self, frame: Any) -> None:
