@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import threading
 from pathlib import Path
 
@@ -208,6 +209,11 @@ def test_bad_tokens_bodies_and_sdp_are_refused(start_app):
     recvonly = offer.replace("a=sendonly", "a=recvonly")
     r = httpx.post(url, json={"token": "good", "sdp": recvonly, "type": "offer"})
     assert r.status_code == 400 and "must send audio" in r.json()["error"]["message"], r.text
+    g729 = re.sub(r"(m=audio \d+ \S+) .*", r"\1 18", offer)
+    g729 = "\r\n".join(x for x in g729.split("\r\n") if not x.startswith(("a=rtpmap", "a=fmtp", "a=rtcp-fb")))
+    g729 = g729.replace("a=sendonly", "a=sendonly\r\na=rtpmap:18 G729/8000")
+    r = httpx.post(url, json={"token": "good", "sdp": g729, "type": "offer"})
+    assert r.status_code == 400 and "no audio codec in common" in r.json()["error"]["message"], r.text
     no_ice = "\r\n".join(line for line in offer.split("\r\n") if not line.startswith("a=ice-"))
     r = httpx.post(url, json={"token": "good", "sdp": no_ice, "type": "offer"})
     assert r.status_code == 400 and r.json()["error"]["message"].startswith("the offer cannot be used"), r.text
@@ -402,6 +408,9 @@ def test_chromium_join_page_speech_comes_back_as_the_participants_transcript(app
             page = browser.new_page()
             errors: list[str] = []
             page.on("pageerror", lambda exc: errors.append(str(exc)))
+            page.goto(f"{app.url}{WEBRTC_JOIN_PAGE_PATH}?token=not-a-token")  # refused: the page says why
+            expect(page.get_by_role("alert")).to_contain_text("Join token invalid or expired", timeout=WAIT_MS)
+            expect(page.locator("#state")).not_to_have_attribute("data-state", "connected")
             page.goto(f"{app.url}{WEBRTC_JOIN_PAGE_PATH}?token=tok-browser")
             expect(page.locator("#state")).to_have_attribute("data-state", "connected", timeout=WAIT_MS)
             expect(page.locator("#mic")).to_have_text("on")

@@ -41,6 +41,9 @@ JITTER_MS = 10
 #: An RTP clock jump beyond this is a broken sender, not lost packets.
 MAX_GAP_MS = 60_000
 
+#: The audio codecs aiortc decodes (Opus is what browsers send).
+AUDIO_CODECS = frozenset({"opus", "pcmu", "pcma", "g722"})
+
 Key = tuple[str, str, str, str]  # tenant, namespace, guid, participant id
 
 
@@ -81,8 +84,10 @@ def check_offer(sdp: str) -> None:
     media = description.media[0]
     if media.direction not in (None, "sendrecv", "sendonly"):
         raise OfferRefused(400, f"the offer's audio is {media.direction}: it must send audio (sendonly or sendrecv)")
-    if not media.rtp.codecs:
-        raise OfferRefused(400, "the offer's audio m-line names no codec")
+    offered = {c.name.lower() for c in media.rtp.codecs}
+    if not offered & AUDIO_CODECS:
+        raise OfferRefused(400, f"no audio codec in common: the offer has {', '.join(sorted(offered)) or 'none'}; "
+                                f"callscribe takes {', '.join(sorted(AUDIO_CODECS))}")
 
 
 def mono_pcm(frame: Any) -> np.ndarray:
@@ -253,6 +258,8 @@ class WebRtcPeer:
                 return "the peer's audio track ended"
             if error is not None:
                 raise error
+            if getattr(self.call, "ended", False):  # the registry ended it (call discarded, shutdown)
+                return "the call ended the media"
             await self._feed(fut.result())
 
     async def _feed(self, frame: Any) -> None:

@@ -15,13 +15,13 @@
 from __future__ import annotations
 
 from contextlib import asynccontextmanager
+from importlib import resources
 from typing import Any, AsyncIterator
 
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import FileResponse
 
 from callscribe import urls
-from callscribe.api.dashboard import WEB_DIR
 from callscribe.api.errors import ApiError
 from callscribe.api.limits import read_json
 from callscribe.ingest.webrtc import MAX_SDP_BYTES, OfferRefused, PeerLimits, WebRtcPeers
@@ -29,6 +29,7 @@ from callscribe.ingest.webrtc import MAX_SDP_BYTES, OfferRefused, PeerLimits, We
 MAX_BODY_BYTES = MAX_SDP_BYTES + 8 * 1024  # the offer, its token and the JSON around them
 MAX_TOKEN_CHARS = 4096
 RETRY_AFTER_S = 5
+WEB_DIR = resources.files("callscribe") / "web"  # the dashboard's files; /ui/ serves join.js
 
 # The page loads only its own files and talks only to this server; its URL carries a token, which
 # no Referer may repeat.
