@@ -32,7 +32,7 @@ from callscribe.testing import speech
 from callscribe.testing.wav import write_wav
 from callscribe.urls import WEBRTC_JOIN_PAGE_PATH, WEBRTC_OFFER_PATH
 from servers import running_app, wait_until
-from webrtc_client import HANG_GUARD_S, offer_answer, send_file
+from webrtc_client import CHROMIUM, HANG_GUARD_S, chromium_args, offer_answer, send_file
 
 HEADERS = {"asapp-api-id": "ka", "asapp-api-secret": "sa"}
 TEXT = "Thank you for calling Northwind support. Your parcel left our warehouse this morning."
@@ -374,18 +374,6 @@ def test_a_newer_connection_of_the_participant_replaces_the_older(start_app, spe
 
 # Chromium --------------------------------------------------------------------------------------------
 
-CHROMIUM = "/usr/bin/chromium"
-# ICE on one machine: aioice (the server's ICE) never offers 127.0.0.1 or ::1, and neither does
-# Chromium, so both meet on the machine's own interface addresses (a host with no interface but
-# loopback cannot run this test). Chromium hides host candidates behind random `<uuid>.local` names
-# unless the page holds a capture permission; the join page takes the microphone before it makes
-# its offer, so its candidates are plain addresses (this passes without the flag below).
-# --disable-features=WebRtcHideLocalIpsWithMdns keeps the test independent of that policy: aiortc
-# would otherwise have to resolve the names by multicast DNS, which a container may not carry.
-# Fake UI and device: a WAV as the microphone, permission given without a prompt.
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--use-fake-ui-for-media-stream",
-                 "--use-fake-device-for-media-stream", "--disable-features=WebRtcHideLocalIpsWithMdns"]
 WAIT_MS = 60_000  # a hang guard for each condition, never a timing assertion
 
 
@@ -401,9 +389,8 @@ def test_chromium_join_page_speech_comes_back_as_the_participants_transcript(app
     starter = threading.Thread(target=lambda: started.setdefault("r", start_streaming(app, guid)))
     starter.start()
 
-    args = CHROMIUM_ARGS + [f"--use-file-for-fake-audio-capture={speech_wav}"]  # looped: Leave ends it
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=args)
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=chromium_args(speech_wav))  # looped: Leave ends it
         try:
             page = browser.new_page()
             errors: list[str] = []

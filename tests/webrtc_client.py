@@ -4,7 +4,8 @@
 
 plays the file in real time as a microphone would (aiortc's MediaPlayer, Opus on the wire) through
 POST /v1/media/webrtc, then closes the connection. Usable by any surface that hands out join tokens
-(a Chime attendee's JoinToken, say): the token is all it needs.
+(a Chime attendee's JoinToken, say): the token is all it needs. For a browser, `chromium_args(wav)`
+are the flags that make Debian's Chromium join `/v1/media/join?token=...` with a WAV as its microphone.
 """
 
 from __future__ import annotations
@@ -47,3 +48,23 @@ async def send_file(base_url: str, token: str, path: str | Path, *, close: bool 
     if close:
         await pc.close()
     return pc
+
+
+CHROMIUM = "/usr/bin/chromium"
+# ICE on one machine: aioice (the server's ICE, and aiortc clients') never offers 127.0.0.1 or ::1,
+# and neither does Chromium, so peers meet on the machine's own interface addresses (a host with no
+# interface but loopback cannot run these tests). Chromium hides host candidates behind random `<uuid>.local` names
+# unless the page holds a capture permission; the join page takes the microphone before it makes
+# its offer, so its candidates are plain addresses (this passes without the flag below).
+# --disable-features=WebRtcHideLocalIpsWithMdns keeps the test independent of that policy: aiortc
+# would otherwise have to resolve the names by multicast DNS, which a container may not carry.
+# Fake UI and device: a WAV as the microphone, permission given without a prompt.
+_CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
+                  "--disable-component-update", "--disable-sync", "--use-fake-ui-for-media-stream",
+                  "--use-fake-device-for-media-stream", "--disable-features=WebRtcHideLocalIpsWithMdns"]
+
+
+def chromium_args(wav: str | Path, *, loop: bool = True) -> list[str]:
+    """Flags for Playwright's launch: headless, the WAV as the microphone (looped unless `loop` is
+    False, when Chromium plays it once and then sends silence)."""
+    return _CHROMIUM_ARGS + [f"--use-file-for-fake-audio-capture={wav}{'' if loop else '%noloop'}"]

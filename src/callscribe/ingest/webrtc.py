@@ -32,6 +32,10 @@ from callscribe.ingest.base import AdapterError, TrackTimeline
 from callscribe.ingest.limits import UNLIMITED, ConnectionLimits, Slot
 
 log = logging.getLogger(__name__)
+# aioice logs each candidate pair's every state at INFO (a dozen lines a connection); our own lines
+# say when a peer is answered, connects and ends. An operator's own level for it is kept.
+if logging.getLogger("aioice").level == logging.NOTSET:
+    logging.getLogger("aioice").setLevel(logging.WARNING)
 
 #: Largest SDP offer taken. A browser's audio-only offer is 2 to 6 KiB; candidates for many
 #: interfaces add a few hundred bytes each.
