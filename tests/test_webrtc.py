@@ -32,7 +32,7 @@ from callscribe.testing import speech
 from callscribe.testing.wav import write_wav
 from callscribe.urls import WEBRTC_JOIN_PAGE_PATH, WEBRTC_OFFER_PATH
 from servers import running_app, wait_until
-from webrtc_client import CHROMIUM, HANG_GUARD_S, chromium_args, offer_answer, send_file
+from webrtc_client import CHROMIUM, HANG_GUARD_S, chromium_args, offer_answer, require_host_address, send_file
 
 HEADERS = {"asapp-api-id": "ka", "asapp-api-secret": "sa"}
 TEXT = "Thank you for calling Northwind support. Your parcel left our warehouse this morning."
@@ -49,6 +49,7 @@ def grant_for(guid: str, participant: Participant = ATTENDEE) -> MediaGrant:
 
 def register_tokens(server, tokens: dict[str, MediaGrant]) -> None:
     """Join tokens the running app resolves, as a surface's resolver would."""
+    require_host_address()
 
     async def resolve(token: str) -> MediaGrant | None:
         return tokens.get(token)

@@ -14,12 +14,21 @@ import asyncio
 from pathlib import Path
 
 import httpx
+import pytest
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 from aiortc.contrib.media import MediaPlayer
 
 from callscribe.urls import WEBRTC_OFFER_PATH
 
 HANG_GUARD_S = 120.0  # only stops a broken test from hanging
+
+
+def require_host_address() -> None:
+    """Fail at once, saying why, where ICE cannot work: on a host whose only interface is loopback."""
+    from aioice.ice import get_host_addresses
+
+    if not get_host_addresses(use_ipv4=True, use_ipv6=True):
+        pytest.fail("WebRTC tests need a network interface other than loopback (aioice never uses 127.0.0.1)")
 
 
 async def offer_answer(base_url: str, token: str, pc: RTCPeerConnection) -> httpx.Response:
