@@ -472,3 +472,58 @@ def test_pushed_bytes_that_do_not_decode_close_the_socket(app):
 
     messages, code = asyncio.run(session())
     assert [m["type"] for m in messages] == ["Begin"] and code == 1007
+
+
+def test_kill_9_mid_task_then_restart_sends_every_segment_once_and_the_end(files, media_dir, tmp_path):
+    """`callscribe serve` killed with SIGKILL while a task runs and its receiver is down: the next
+    start sends the segments stored before the kill, rebuilds the ones its stored finals fill, and
+    ends the task ("interrupted"): indices from 0 without a gap, each webhook-id once."""
+    import signal
+    import sys
+
+    from test_serve import serve_env, wait_for
+
+    long = np.concatenate([_speech(), silence(15.0)])  # the kill comes well before its end
+    _write_wav(media_dir / "long.wav", long)
+    hook = WebhookReceiver()
+    hook.accept.clear()  # down: callbacks wait in the outbox
+    port = _free_port()
+    base = f"http://127.0.0.1:{port}"
+    env = serve_env(tmp_path, CALLSCRIBE_API_KEYS=f"{KEY}:acme", CALLSCRIBE_WEBHOOK_URL=hook.url)
+
+    def serve() -> subprocess.Popen:
+        proc = subprocess.Popen([sys.executable, "-m", "callscribe", "serve", "--port", str(port)], env=env,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        wait_for(base + "/readyz", 200, proc)
+        return proc
+
+    proc = serve()
+    try:
+        r = httpx.post(base + "/serve/api/v2/audio-stream/start", headers=AUTH,
+                       json={"audio_url": f"{files}/long.wav", "provider": "assemblyai"})
+        task_id = r.json()["data"]["task_id"]
+        view = functools.partial(httpx.get, f"{base}/serve/api/v2/audio-stream/{task_id}", headers=AUTH)
+        wait_until(lambda: view().json()["data"]["segments"] >= 1, "a first segment stored")
+        assert view().json()["data"]["state"] == "running" and not hook.bodies
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(30)
+
+        hook.accept.set()
+        proc = serve()
+        *segments, end = _wait_end(hook, task_id)
+        app_ids = [i for i, b in zip(hook.ids, hook.bodies) if b.get("task_id") == task_id]
+        assert len(app_ids) == len(set(app_ids)) == len(segments) + 1  # each webhook-id exactly once
+        assert [cb["data"]["segment_index"] for cb in segments] == list(range(len(segments)))
+        for cb in segments:
+            start = float(cb["data"]["segment_start_time"])
+            assert start == 5 * cb["data"]["segment_index"] and cb["data"]["status"] == 0
+            assert all(start <= w["start"] < start + 5 for w in cb["data"]["transcript"]["words"])
+        assert _segment_of(segments, "calling") == 0
+        assert end["data"]["status"] == 20 and end["data"]["transcript"] is None
+        assert end["data"]["segment_index"] == segments[-1]["data"]["segment_index"]
+        time.sleep(1.0)  # nothing may follow the end callback (not a timing assertion: absence after a while)
+        assert _callbacks(hook, task_id)[-1] == end
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        hook.close()

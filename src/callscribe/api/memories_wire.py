@@ -91,18 +91,16 @@ def formatter(media_ms_of: Callable[[str, str], float | None],
         if event.call.namespace != NAMESPACE:
             return None
         call_id = event.call.call_id
-        segments = tasks.get(call_id)
-        if segments is None:
-            segments = tasks[call_id] = Segments(event.call.guid)
         if isinstance(event, UtteranceEvent):
             if event.kind != "final":
                 return None
+            segments = tasks.setdefault(call_id, Segments(event.call.guid))
             final = Final(event.participant, event.start_ms, event.end_ms, event.text, event.words)
             return messages(event, segments.add_final(event.participant, final))
         if isinstance(event, CallStateEvent) and event.state == "streaming-started":
-            segments.add_legs(str(p) for p in event.data.get("legs", {}))
+            tasks.setdefault(call_id, Segments(event.call.guid)).add_legs(str(p) for p in event.data.get("legs", {}))
         elif isinstance(event, CallStateEvent) and event.state == "media-ended":
-            del tasks[call_id]
+            segments = tasks.pop(call_id, Segments(event.call.guid))
             media_ms = media_ms_of(event.call.tenant, event.call.guid)
             if media_ms is None:
                 return None
