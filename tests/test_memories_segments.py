@@ -155,3 +155,21 @@ def test_a_task_killed_mid_way_gets_its_missing_segments_and_end_once(store, sto
     assert end["data"]["status"] == 20 and end["data"]["segment_index"] == len(callbacks) - 1
     # A second start finds nothing left to do: nothing follows the end.
     assert wire.recover(store.db, ["c-1"], now) == 0 and _outbox(store) == rows
+
+
+def test_the_formatter_ends_a_task_with_its_last_segment_and_nothing_after():
+    call = CallRef("c-2", "acme", wire.NAMESPACE, "task-f")
+    formatter = wire.formatter(lambda tenant, task: 13000.0 if task == "task-f" else None)
+    out = [m for e in _events(call) for m in formatter(e) or []]
+    assert [json.loads(m.payload)["data"]["segment_index"] for m in out] == [0, 1]
+    ended = formatter(CallStateEvent(call, 6, "media-ended", {"reason": "source:stopped:Stream stopped by user"},
+                                     surface="memories"))
+    payloads = [json.loads(m.payload) for m in ended]
+    assert [p["data"]["segment_index"] for p in payloads] == [2, 2] and _said(payloads[0]) == ["goodbye"]
+    assert payloads[0]["data"]["segment_end_time"] == "13.0"
+    assert payloads[1]["data"]["transcript"] is None and payloads[1]["data"]["segment_end_time"] == "13.0"
+    assert payloads[1]["data"]["status"] == 14 and payloads[1]["data"]["message"] == "Stream stopped by user"
+    assert {m.ordering_key for m in out + ended} == {"c-2:task"}  # delivered in order, the end last
+    assert len({m.msg_id for m in out + ended}) == 4
+    late = UtteranceEvent(call, 7, "final", "speaker", "", "s1", 9, 14000, 14500, "Late.", surface="memories")
+    assert formatter(late) is None

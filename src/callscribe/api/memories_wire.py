@@ -25,6 +25,7 @@ user" (the seed), or one of ours below for ends the seed does not document.
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from datetime import datetime
 from typing import Any, Callable, Sequence
 
@@ -41,6 +42,7 @@ PROVIDERS = ("assemblyai", "elevenlabs")  # the providers whose option names the
 SURFACE = "memories"
 NAMESPACE = "audio-stream"  # the registry namespace of every task (the guid is the task id)
 PATH_PREFIXES = ("/serve/api/v2/audio-stream", "/serve/ws/v2/audio-stream")
+_ENDED_KEPT = 10_000  # ended tasks remembered by the formatter (the registry sends nothing after an end anyway)
 #: Stream statuses of a task's last callback: 14 is the seed's; the others are ours.
 END_STATUSES: dict[str, tuple[int, str]] = {
     "stopped": (14, "Stream stopped by user"),
@@ -76,6 +78,7 @@ def formatter(media_ms_of: Callable[[str, str], float | None],
     how much audio the task received (None: no such task, as for a start that was refused after its
     media connected); `on_segment(tenant, task_id, index)` hears of each segment sent."""
     tasks: dict[str, Segments] = {}  # call id -> its segments (a cache of what is stored: see memories_segments)
+    ended: OrderedDict[str, None] = OrderedDict()  # tasks whose end callback is out: nothing may follow it
 
     def messages(event: CallEvent, payloads: list[dict[str, Any]]) -> list[WebhookMessage]:
         out = []
@@ -91,6 +94,8 @@ def formatter(media_ms_of: Callable[[str, str], float | None],
         if event.call.namespace != NAMESPACE:
             return None
         call_id = event.call.call_id
+        if call_id in ended:
+            return None
         if isinstance(event, UtteranceEvent):
             if event.kind != "final":
                 return None
@@ -101,6 +106,9 @@ def formatter(media_ms_of: Callable[[str, str], float | None],
             tasks.setdefault(call_id, Segments(event.call.guid)).add_legs(str(p) for p in event.data.get("legs", {}))
         elif isinstance(event, CallStateEvent) and event.state == "media-ended":
             segments = tasks.pop(call_id, Segments(event.call.guid))
+            ended[call_id] = None
+            while len(ended) > _ENDED_KEPT:
+                ended.popitem(last=False)
             media_ms = media_ms_of(event.call.tenant, event.call.guid)
             if media_ms is None:
                 return None
