@@ -28,7 +28,7 @@ PIPECAT_VENV="$PWD/.venv-pipecat"
 PIPECAT_REQ="pipecat-ai[deepgram]==1.14.0"
 if ! "$PIPECAT_VENV/bin/python" -c 'import importlib.metadata as m, pipecat.services.deepgram.stt; assert m.version("pipecat-ai") == "1.14.0"' 2>/dev/null; then
   echo "scripts/test.sh: creating $PIPECAT_VENV ($PIPECAT_REQ)"
-  "$PYTHON" -c 'import ensurepip' 2>/dev/null || DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq python3-venv >/dev/null
+  "$PYTHON" -c 'import ensurepip' 2>/dev/null || { as_root apt-get update -qq; DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq python3-venv >/dev/null; }
   rm -rf "$PIPECAT_VENV"
   "$PYTHON" -m venv "$PIPECAT_VENV"
   "$PIPECAT_VENV/bin/pip" install -q --disable-pip-version-check "$PIPECAT_REQ"
