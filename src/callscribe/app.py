@@ -66,13 +66,15 @@ def create_app(settings: Settings, *, engine: "SpeechEngine | None" = None) -> F
     memories_tasks = memories_api.TaskBook()
     services = Services(settings=settings, metrics=Metrics(), api_keys=load_or_create_api_keys(settings),
                         formatters={asapp_wire.SURFACE: asapp_wire.webhook,
-                                    memories_wire.SURFACE: memories_wire.formatter(memories_tasks.media_ms),
+                                    memories_wire.SURFACE: memories_wire.formatter(memories_tasks.media_ms,
+                                                                                   memories_tasks.segment_sent),
                                     listen_wire.SURFACE: listen_wire.webhook},
                         connections=ConnectionLimits(settings.max_connections, settings.max_connections_per_source,
                                                      settings.max_unstarted_connections))
     services.sources["amazonconnect"] = amazon_connect_sources(settings, services.metrics.kvs_lag.observe)
     services.url_sources = UrlSourceMaker()
     memories_tasks.watch(services.bus)
+    services.on_interrupted.append(memories_wire.recover)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
