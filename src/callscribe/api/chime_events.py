@@ -29,7 +29,8 @@ from callscribe.asr.types import Word
 from callscribe.calls.events import UtteranceEvent
 
 _LABEL = re.compile(r"\[([A-Z_]+)\]")
-_TOKEN = re.compile(r"\[[A-Z_]+\]|[\w'#@.\-]+|[^\w\s]")
+# Words (keeping "4.5", "a.b@c.com", "don't" and masks whole) and punctuation, as Transcribe splits them.
+_TOKEN = re.compile(r"\[[A-Z_]+\]|[\w'#@\-]+(?:[.@][\w'#@\-]+)*|[^\w\s]")
 _PUNCT = re.compile(r"[^\w\s\[\]#]+")
 
 
