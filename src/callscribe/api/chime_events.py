@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import re
 import uuid
+from difflib import SequenceMatcher
 from typing import Any, Sequence
 
 from callscribe.api.chime_settings import MeetingTranscription
@@ -50,29 +51,60 @@ def _tokens(text: str) -> list[str]:
     return _TOKEN.findall(text)
 
 
-def _timed(text: str, words: Sequence[Word] | None, start: float, end: float) -> list[tuple[str, float, float, float | None]]:
-    """(token, start, end, confidence) of each token: the words' own when they spell the text, else
-    spread over the span in proportion to their length."""
-    if words:
-        out: list[tuple[str, float, float, float | None]] = []
-        for w in words:
-            for tok in _tokens(w.text):
-                out.append((tok, float(w.start_ms), float(w.end_ms), w.confidence))
-        if [t for t, *_ in out] == _tokens(text):
-            return out
-    toks = _tokens(text)
+Timed = tuple[str, float, float, "float | None"]  # token, start, end, confidence
+
+
+def _word_tokens(words: Sequence[Word]) -> list[Timed]:
+    """The engine's words as tokens; a word that redaction emptied (the rest of a masked number)
+    extends the token before it, so a "[PII]" item spans the whole entity."""
+    out: list[Timed] = []
+    for w in words:
+        toks = _tokens(w.text)
+        if not toks and out:
+            tok, s, _, conf = out[-1]
+            out[-1] = (tok, s, float(w.end_ms), conf)
+        for tok in toks:
+            out.append((tok, float(w.start_ms), float(w.end_ms), w.confidence))
+    return out
+
+
+def _spread(toks: Sequence[str], start: float, end: float, conf: float | None = None) -> list[Timed]:
     total = sum(len(t) for t in toks) or 1
     out, at = [], start
     for tok in toks:
         step = (end - start) * len(tok) / total
-        out.append((tok, at, at + step, None))
+        out.append((tok, at, at + step, conf))
         at += step
     return out
 
 
-def entities(shown: str, original: str | None, start: float, end: float, redaction: bool) -> list[dict[str, Any]]:
+def _timed(text: str, timed_words: list[Timed], start: float, end: float) -> list[Timed]:
+    """Each token of `text` with times: the words' own where they spell it; where they differ (the
+    words carry labels, the text what was said) the differing tokens share the words' time span;
+    without words, spread over the result in proportion to their length."""
+    toks = _tokens(text)
+    if not timed_words:
+        return _spread(toks, start, end)
+    if [t for t, *_ in timed_words] == toks:
+        return timed_words
+    out: list[Timed] = []
+    matcher = SequenceMatcher(a=[t for t, *_ in timed_words], b=toks, autojunk=False)
+    for op, i1, i2, j1, j2 in matcher.get_opcodes():
+        if op == "equal":
+            out += timed_words[i1:i2]
+        elif j2 > j1:
+            s = timed_words[i1][1] if i1 < i2 else (out[-1][2] if out else start)
+            e = timed_words[i2 - 1][2] if i1 < i2 else (timed_words[i2][1] if i2 < len(timed_words) else end)
+            confs = [c for *_, c in timed_words[i1:i2] if c is not None]
+            out += _spread(toks[j1:j2], s, max(s, e), min(confs) if confs else None)
+    return out
+
+
+def entities(shown: str, original: str | None, spans: Sequence[tuple[float, float]], redaction: bool
+             ) -> list[dict[str, Any]]:
     """The entities that labels in `shown` stand for: with the original text, their content and
-    type (identification); without it, "[PII]" (redaction, where the original is not kept)."""
+    type (identification); without it, "[PII]" (redaction, where the original is not kept).
+    `spans` are the times of the labels, in order."""
     out: list[dict[str, Any]] = []
     pieces = _LABEL.split(shown)  # text, label, text, label, ..., text
     pos = 0
@@ -85,6 +117,7 @@ def entities(shown: str, original: str | None, start: float, end: float, redacti
             stop = original.find(after, begin) if after else len(original)
             if stop >= begin:
                 content, pos = original[begin:stop], stop
+        start, end = spans[min(k // 2, len(spans) - 1)]
         entity: dict[str, Any] = {"category": "PII", "content": content, "confidence": 1.0,
                                   "startTimeMs": int(start), "endTimeMs": int(end)}
         if not redaction:
@@ -110,9 +143,8 @@ class TranscriptShaper:
         identify = settings is not None and settings.content_identification
         redact = settings is not None and settings.content_redaction
         shown = event.unredacted_text if identify and event.unredacted_text is not None else event.text
-        words = None
-        if event.words is not None and not identify:
-            words = [Word(w.text, int(origin + w.start_ms), int(origin + w.end_ms), w.confidence) for w in event.words]
+        words = _word_tokens([Word(w.text, int(origin + w.start_ms), int(origin + w.end_ms), w.confidence)
+                              for w in event.words or ()])
         timed = _timed(shown, words, start, end)
         stable = self._stability(rid, [t for t, *_ in timed], event.kind == "final", settings)
         attendee = {"attendeeId": event.participant, "externalUserId": event.external_id}
@@ -127,7 +159,8 @@ class TranscriptShaper:
             items.append(item)
         alternative: dict[str, Any] = {"transcript": shown, "items": items}
         if identify or redact:
-            alternative["entities"] = entities(event.text, event.unredacted_text, start, end, redact)
+            labels = [(s, e) for tok, s, e, _ in words if _LABEL.fullmatch(tok)] or [(start, end)]
+            alternative["entities"] = entities(event.text, event.unredacted_text, labels, redact)
         result = {"resultId": rid, "channelId": "", "isPartial": event.kind == "partial",
                   "startTimeMs": int(start), "endTimeMs": int(end),
                   "languageCode": settings.language if settings else "en-US", "alternatives": [alternative]}
