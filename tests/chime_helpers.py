@@ -51,8 +51,11 @@ class Subscriber:
         try:
             async with websockets.connect(self.url, additional_headers=self.headers) as ws:
                 self.opened.set()
-                async for message in ws:
-                    self.frames.append(json.loads(message))
+                try:
+                    async for message in ws:
+                        self.frames.append(json.loads(message))
+                except websockets.ConnectionClosed:
+                    pass  # a server that stopped
                 self.close_reason = ws.close_reason
         finally:
             self.opened.set()

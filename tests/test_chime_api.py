@@ -3,9 +3,12 @@ service model, the documented exceptions, SigV4 checks, tenants, and what surviv
 
 from __future__ import annotations
 
+import asyncio
 import json
+from urllib.parse import quote
 
 import botocore.exceptions
+import numpy as np
 import httpx
 import pytest
 from botocore.auth import SigV4Auth
@@ -13,7 +16,9 @@ from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 
 from callscribe.config import load_settings
-from chime_helpers import KEY, SECRET, TENANT, Subscriber, chime_client
+from callscribe.testing.speech import say, silence
+from chime_helpers import KEY, SECRET, TENANT, Subscriber, chime_client, stream_pcm
+from e2e_helpers import WebhookReceiver
 from servers import running_app, wait_until
 
 GUID = "11111111-2222-3333-4444-555555555555"
@@ -172,9 +177,16 @@ def test_join_tokens_and_the_meeting_socket_refuse_strangers(server, chime, meet
     assert server.run(server.services.media_grants.resolve(attendee["JoinToken"])) is None
 
 
+def second_port(server) -> int:
+    return int(server.url.rsplit(":", 1)[1])
+
+
 def test_meetings_survive_a_restart(tmp_path, engine):
-    settings = load_settings(data_dir=tmp_path, sip_port=0, api_keys=f"{KEY}:{SECRET}:{TENANT}")
+    webhook = WebhookReceiver()
+    settings = load_settings(data_dir=tmp_path, sip_port=0, api_keys=f"{KEY}:{SECRET}:{TENANT}",
+                             webhook_url=webhook.url)
     with running_app(settings, engine=engine) as first:
+        first_port = second_port(first)
         chime = chime_client(first)
         meeting = chime.create_meeting(ClientRequestToken="restart-1", MediaRegion="us-east-1",
                                        ExternalMeetingId="kept")["Meeting"]
@@ -191,3 +203,14 @@ def test_meetings_survive_a_restart(tmp_path, engine):
         book = second.app.state.chime_meetings
         kept = book.get(TENANT, meeting["MeetingId"])
         assert kept.transcription is not None and kept.interrupted  # TranscriptionInterrupted until media returns
+        # The attendee reconnects: transcription resumes without a new start.
+        sub = Subscriber(meeting["MediaPlacement"]["SignalingUrl"].replace(str(first_port), str(second_port(second))),
+                         {"Authorization": f"Bearer {KEY}:{SECRET}"})
+        assert sub.opened.wait(30) and not sub.closed.is_set()
+        audio = np.concatenate([silence(0.5), say("Sorry, I lost my connection for a moment.", "joe"), silence(1.5)])
+        url = f"{second.ws_url}/chime/v1/attendee-audio?token={quote(attendee['JoinToken'])}"
+        asyncio.run(stream_pcm(url, audio))
+        wait_until(lambda: "connection" in sub.text_of(attendee["AttendeeId"]), "a final after the restart")
+        assert sub.statuses()[0] == "resumed"
+    hooks = [b["detail"]["eventType"] for b in list(webhook.bodies) if b.get("source") == "aws.chime"]
+    assert hooks[:1] == ["chime:TranscriptionStarted"]
