@@ -214,3 +214,25 @@ def test_meetings_survive_a_restart(tmp_path, engine):
         assert sub.statuses()[0] == "resumed"
     hooks = [b["detail"]["eventType"] for b in list(webhook.bodies) if b.get("source") == "aws.chime"]
     assert hooks[:1] == ["chime:TranscriptionStarted"]
+
+
+def test_deleting_an_attendee_ends_its_audio(server, chime, meeting):
+    import websockets.sync.client as ws_client
+    from websockets.exceptions import InvalidStatus
+
+    mid = meeting["MeetingId"]
+    attendee = chime.create_attendee(MeetingId=mid, ExternalUserId="leaver")["Attendee"]
+    url = f"{meeting['MediaPlacement']['AudioHostUrl']}?token={quote(attendee['JoinToken'])}&sample_rate=8000"
+    with ws_client.connect(url, open_timeout=30) as ws:
+        ws.send(bytes(1600))
+        call = wait_until(lambda: server.services.registry.get_call(TENANT, mid, "chime"), "the meeting's call")
+        assert [t["name"] for t in call["tracks"]] == [attendee["AttendeeId"]]
+        with pytest.raises(InvalidStatus) as info:  # one audio connection per attendee
+            ws_client.connect(url, open_timeout=30)
+        assert info.value.response.status_code == 409
+        chime.delete_attendee(MeetingId=mid, AttendeeId=attendee["AttendeeId"])
+        with pytest.raises(Exception):
+            while True:
+                ws.recv(timeout=30)
+        assert ws.close_reason == "attendee deleted"
+    assert server.services.registry.get_call(TENANT, mid, "chime")["media"] == "ended"

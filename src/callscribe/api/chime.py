@@ -21,7 +21,7 @@ from callscribe.api.chime_settings import parse_configuration
 from callscribe.api.chime_sigv4 import verify
 from callscribe.api.chime_wire import attendee_object, meeting_object
 from callscribe.api.errors import ApiError
-from callscribe.api.limits import limits_of, read_body
+from callscribe.api.limits import FailureWindow, limits_of, read_body
 from callscribe.config import ApiKey
 
 router = APIRouter(tags=["Chime SDK meetings"])
@@ -33,15 +33,36 @@ def book_of(request: Any) -> MeetingBook:
     return book
 
 
+def _failures(request: Request) -> FailureWindow:
+    """Refused signatures per address. AWS answers most of them 403, which the app-wide throttle
+    (it counts 401s) does not see; without this, guessing a secret through this surface would be free."""
+    window = getattr(request.app.state, "chime_auth_failures", None)
+    if window is None:
+        window = request.app.state.chime_auth_failures = FailureWindow(
+            request.app.state.services.settings.auth_failures_per_minute)
+    return window
+
+
 async def _signed(request: Request) -> tuple[ApiKey, bytes]:
     """The caller's key (SigV4) and the raw body, after the key's rate limit."""
     services = request.app.state.services
+    source = request.client.host if request.client else "unknown"
+    blocked = _failures(request).blocked_for(source)
+    if blocked > 0:
+        raise ApiError(429, "ThrottlingException", "Too many failed authentications from this address",
+                       headers={"Retry-After": str(max(1, math.ceil(blocked)))})
     body = await read_body(request, services.settings.max_body_bytes)
     scheme = request.url.scheme
     host = request.headers.get("host") or request.url.netloc
     raw_path = request.scope.get("raw_path", request.url.path.encode()).decode("latin-1")
     raw_query = request.scope.get("query_string", b"").decode("latin-1")
-    key = verify(services.api_keys, request.method, f"{scheme}://{host}", raw_path, raw_query, request.headers, body)
+    try:
+        key = verify(services.api_keys, request.method, f"{scheme}://{host}", raw_path, raw_query, request.headers,
+                     body)
+    except ApiError as refused:
+        if refused.status == 403:  # 401s are counted by the app-wide throttle already
+            _failures(request).record(source)
+        raise
     wait = limits_of(request.app).rate.take(key.id)
     if wait > 0:
         raise ApiError(429, "ThrottlingException", "Rate exceeded",
