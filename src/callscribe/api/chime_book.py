@@ -195,6 +195,8 @@ class MeetingBook:
     async def delete_meeting(self, m: Meeting) -> None:
         """DeleteMeeting ends everything: transcription (stopped), every attendee's media and socket."""
         async with self.lock(m.tenant, m.meeting_id):
+            if not self._current(m):
+                return  # deleted by a request that held the lock first
             if m.transcription is not None:
                 await self._stop(m)
             for a in m.attendees.values():
@@ -249,6 +251,9 @@ class MeetingBook:
 
     # -- transcription ------------------------------------------------------------------------------
 
+    def _current(self, m: Meeting) -> bool:
+        return self._meetings.get((m.tenant, m.meeting_id)) is m
+
     def _call(self, m: Meeting) -> "Call | None":
         registry = self.services.registry
         return registry.find(m.tenant, m.meeting_id, NAMESPACE) if registry is not None else None
@@ -270,6 +275,8 @@ class MeetingBook:
         registry = self.services.registry
         assert registry is not None
         async with self.lock(m.tenant, m.meeting_id):
+            if not self._current(m):
+                return  # deleted while this start waited for the lock
             try:
                 registry.check_language(settings.language)
             except UnsupportedLanguage:
@@ -295,7 +302,7 @@ class MeetingBook:
 
     async def stop_transcription(self, m: Meeting) -> None:
         async with self.lock(m.tenant, m.meeting_id):
-            if m.transcription is not None:
+            if m.transcription is not None and self._current(m):
                 await self._stop(m)
 
     async def _stop(self, m: Meeting) -> None:
@@ -339,7 +346,7 @@ class MeetingBook:
         async with self.lock(m.tenant, m.meeting_id):
             call = self._call(m)
             settings = m.settings()
-            if registry is None or call is None or settings is None or not call.live:
+            if registry is None or call is None or settings is None or not call.live or not self._current(m):
                 return
             await call.joined()  # the registry's own join of late tracks goes first
             missing = [p for p in participants if p not in call.legs]
