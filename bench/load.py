@@ -1,6 +1,6 @@
 """Load over the wire: two-party calls streamed in real time to a running `callscribe serve`.
 
-    python bench/load.py [--legs 1,8,16,24,48] [--seconds 40] [--protocol asapp,twilio] [--frame-ms 100,20]
+    python bench/load.py [--legs 1,8,16,24,48] [--seconds 40] [--protocol asapp,twilio,listen] [--frame-ms 100,20]
                          [--stagger 8] [--url http://HOST:PORT --api-key ID:SECRET [--server-pid PID]]
                          [--no-wer] [--json FILE]
 
@@ -12,18 +12,25 @@ user's client does, so it keeps working whatever the server's internals become:
   finals are the `transcript` messages on that connection;
 - twilio: Twilio Media Streams, one connection per call carrying both tracks (GET
   /mg-autotranscribe/v1/twilio-media-stream-url, connected/start/media/stop with base64 mu-law), and
-  POST /mg-autotranscribe/v1/start-streaming for the call; finals come from the events WebSocket.
-Every call also subscribes to WS /v1/calls/{guid}/events, where the first partials are measured.
+  POST /mg-autotranscribe/v1/start-streaming for the call; finals come from the events WebSocket;
+- listen: Deepgram's live API, one WS /v1/listen connection per leg (`Authorization: Token ID:SECRET`,
+  encoding=linear16, sample_rate=8000, channels=1, endpointing=300, interim_results=true, the
+  leg's name as `tag`; binary L16 8 kHz, then CloseStream); finals are the `is_final` Results on
+  that connection, first partials its interim Results.
+The asapp and twilio calls also subscribe to WS /v1/calls/{guid}/events, where their first partials
+are measured.
 
 Calls are the scripted two-party calls of callscribe.testing.speech (synthesised once, cached on
 disk), through 8 kHz mu-law (sox), each call entering at a different turn; N legs are N/2 calls,
 started evenly over --stagger seconds. Each frame is sent when its audio is complete (real-time
 pacing, --frame-ms). Per N, protocol and frame size it reports:
 - final p50/p95/max: arrival of an utterance's last final at the client minus the moment the frame
-  holding the utterance's last sample was sent (the last turn of a leg, ended by finishStream, is
-  left out);
-- first partial p50: first partial of a turn on the events WebSocket minus the send of its first sample;
-- missed: turns that got no final; refused: legs the server refused (5002, HTTP 503);
+  holding the utterance's last sample was sent (the last turn of a leg, ended by finishStream, stop or
+  CloseStream, is left out);
+- first partial p50: first partial of a turn (events WebSocket; listen: its interim Results) minus
+  the send of its first sample;
+- missed: turns that got no final; refused: legs the server refused (5002, HTTP 503; listen: a
+  handshake answered 429 or 503);
 - server CPU (cores) and peak RSS (psutil on the server's pid), client CPU (cores, this process);
 - WER of the streamed finals and of `callscribe transcribe` (the same model, offline, on the same
   8 kHz audio) against the script, over the same turns.
@@ -267,6 +274,64 @@ def run_is_twilio(run: CallRun) -> bool:
     return run.guid.startswith("tw-")
 
 
+LISTEN_QUERY = "encoding=linear16&sample_rate=8000&channels=1&endpointing=300&interim_results=true"
+
+
+async def listen_leg(server: Server, run: CallRun, leg: Leg, frame_ms: int) -> None:
+    """One leg as a Deepgram live client: its own /v1/listen connection (each is a call)."""
+    import websockets
+
+    pcm = run.audio.pcm[leg.role]
+    step = RATE * frame_ms // 1000
+    url = f"{server.ws_url}/v1/listen?{LISTEN_QUERY}&tag={run.guid}-{leg.role}"
+    try:
+        ws = await websockets.connect(url, max_size=None,
+                                      additional_headers={"Authorization": "Token " + ":".join(server.api_key)})
+    except websockets.InvalidStatus as refused:
+        leg.refused = refused.response.status_code in (429, 503)
+        if not leg.refused:
+            run.error = f"listen handshake: HTTP {refused.response.status_code}"
+        return
+    async with ws:
+        leg.started = True
+
+        async def receive() -> None:
+            async for raw in ws:
+                msg = json.loads(raw)
+                if msg.get("type") != "Results":
+                    continue
+                alt = msg["channel"]["alternatives"][0]
+                words = alt.get("words") or []
+                span = ((words[0]["start"], words[-1]["end"]) if words
+                        else (msg["start"], msg["start"] + msg["duration"]))
+                start_ms, end_ms = int(span[0] * 1000), int(span[1] * 1000)
+                if msg.get("is_final") and alt.get("transcript"):
+                    leg.finals.append((time.monotonic(), start_ms, end_ms, alt["transcript"]))
+                elif not msg.get("is_final") and alt.get("transcript"):
+                    leg.partials.append((time.monotonic(), start_ms, end_ms))
+
+        receiver = asyncio.create_task(receive())
+        t0 = time.monotonic()
+        for k in range(leg.frames):
+            await _sleep_until(t0 + (k + 1) * frame_ms / 1000)
+            await ws.send(pcm[k * step:(k + 1) * step].astype("<i2").tobytes())
+            leg.sent[k] = time.monotonic()
+        await ws.send(json.dumps({"type": "CloseStream"}))
+        try:
+            await asyncio.wait_for(receiver, HANG_S)  # the server closes after its last Results and Metadata
+        except websockets.ConnectionClosedError as exc:
+            run.error = f"listen closed: {exc}"
+
+
+async def listen_call(server: Server, http: Any, run: CallRun, frame_ms: int) -> None:
+    await _sleep_until(run.start_at)
+    results = await asyncio.gather(*(listen_leg(server, run, leg, frame_ms) for leg in run.legs.values()),
+                                   return_exceptions=True)
+    for res in results:
+        if isinstance(res, BaseException):
+            run.error = f"{type(res).__name__}: {res}"
+
+
 async def asapp_leg(server: Server, http: Any, run: CallRun, leg: Leg, frame_ms: int,
                     started: asyncio.Event) -> None:
     import websockets
@@ -394,7 +459,7 @@ def plan(calls: list[CallAudio], legs: int, protocol: str, frame_ms: int, stagge
     frames = int(seconds * 1000) // frame_ms
     for i in range(n_calls):
         audio = calls[i % len(calls)]
-        prefix = "tw-" if protocol == "twilio" else "aa-"
+        prefix = {"twilio": "tw-", "listen": "dg-"}.get(protocol, "aa-")
         run = CallRun(f"{prefix}{tag}-{i}", audio, t0 + i * stagger_s / max(1, n_calls))
         roles = ("agent", "customer") if 2 * (i + 1) <= legs else ("agent",)
         if protocol == "twilio":
@@ -523,7 +588,7 @@ async def run_step(server: Server, calls: list[CallAudio], legs: int, protocol: 
     limits = httpx.Limits(max_connections=200, max_keepalive_connections=100)
     async with httpx.AsyncClient(timeout=HANG_S, limits=limits) as http:
         before = await scrape(http, server)
-        call = twilio_call if protocol == "twilio" else asapp_call
+        call = {"twilio": twilio_call, "listen": listen_call}.get(protocol, asapp_call)
         results = await asyncio.gather(*(call(server, http, r, frame_ms) for r in runs), return_exceptions=True)
         after = await scrape(http, server)
     for run, res in zip(runs, results):
@@ -617,7 +682,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="bench/load.py", description=__doc__.split("\n\n")[0])
     p.add_argument("--legs", default="1,8,16,24,48", help="comma-separated leg counts, one step each")
     p.add_argument("--seconds", type=float, default=40.0, help="audio per leg per step")
-    p.add_argument("--protocol", default="asapp", help="asapp, twilio or both (comma-separated)")
+    p.add_argument("--protocol", default="asapp", help="asapp, twilio, listen, comma-separated")
     p.add_argument("--frame-ms", default="100", help="frame sizes in ms, comma-separated (e.g. 100,20)")
     p.add_argument("--stagger", type=float, default=8.0, help="spread call starts over this many seconds")
     p.add_argument("--url", help="target a running server instead of starting one")
@@ -630,8 +695,8 @@ def main(argv: list[str] | None = None) -> int:
     ladder = [int(x) for x in args.legs.split(",") if x]
     protocols = [x for x in args.protocol.split(",") if x]
     frame_sizes = [int(x) for x in args.frame_ms.split(",") if x]
-    if any(x not in ("asapp", "twilio") for x in protocols):
-        p.error("--protocol takes asapp and/or twilio")
+    if any(x not in ("asapp", "twilio", "listen") for x in protocols):
+        p.error("--protocol takes asapp, twilio and/or listen")
     if any(RATE * f % 1000 for f in frame_sizes):
         p.error("--frame-ms must be a whole number of 8 kHz samples")
 

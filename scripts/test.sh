@@ -22,6 +22,19 @@ fi
 PYTHON="${PYTHON:-python3}"
 "$PYTHON" -m pip install -q --disable-pip-version-check -e '.[test]'
 
+# pipecat for tests/test_listen_pipecat.py, in a venv of its own: pipecat-ai[deepgram] pins versions of
+# packages (soxr, protobuf) the main environment must keep. Made once, kept while it has that version.
+PIPECAT_VENV="$PWD/.venv-pipecat"
+PIPECAT_REQ="pipecat-ai[deepgram]==1.14.0"
+if ! "$PIPECAT_VENV/bin/python" -c 'import importlib.metadata as m, pipecat.services.deepgram.stt; assert m.version("pipecat-ai") == "1.14.0"' 2>/dev/null; then
+  echo "scripts/test.sh: creating $PIPECAT_VENV ($PIPECAT_REQ)"
+  "$PYTHON" -c 'import ensurepip' 2>/dev/null || { as_root apt-get update -qq; DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq python3-venv >/dev/null; }
+  rm -rf "$PIPECAT_VENV"
+  "$PYTHON" -m venv "$PIPECAT_VENV"
+  "$PIPECAT_VENV/bin/pip" install -q --disable-pip-version-check "$PIPECAT_REQ"
+fi
+export CALLSCRIBE_PIPECAT_PYTHON="$PIPECAT_VENV/bin/python"
+
 # A PostgreSQL cluster of our own on a free loopback port, stopped when the tests end.
 if [ -z "${CALLSCRIBE_TEST_PG_URL:-}" ]; then
   PG_BIN="$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)"

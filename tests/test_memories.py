@@ -1,6 +1,6 @@
 """memories.ai-style audio-stream tasks against the running app: synthesised speech served over
 local HTTP (a WAV file, an MP3 file, an HLS playlist made by ffmpeg), pulled in real time,
-transcribed, and delivered as segment callbacks to a local webhook receiver; stop (immediate and
+transcribed, and delivered as one callback per 5 s segment to a local webhook receiver; stop (immediate and
 idempotent, and the seed's own Python example), unreachable and undecodable sources."""
 
 from __future__ import annotations
@@ -116,18 +116,29 @@ def _words(text: str) -> list[str]:
 
 
 def _check_segments(segments: list[dict], duration_s: float) -> None:
+    """One callback per 5 s of the media, from 0 with no gaps, each word in the segment its start
+    falls in; the last segment ends with the media."""
+    assert [cb["data"]["segment_index"] for cb in segments] == list(range(int(np.ceil(duration_s / 5))))
     for cb in segments:
         assert cb["code"] == 200 and cb["message"] == "SUCCESS"
         data = cb["data"]
         assert data["status"] == 0 and data["message"] == "success"
-        start = float(data["transcript"]["start_time"])
-        assert data["segment_index"] == int(start // 5)
         assert isinstance(data["segment_start_time"], str) and isinstance(data["segment_end_time"], str)
-        assert float(data["segment_start_time"]) == 5 * data["segment_index"]
-        assert float(data["segment_end_time"]) == 5 * (data["segment_index"] + 1)
-        assert 0 <= start <= float(data["transcript"]["end_time"]) <= duration_s + 1
-    indices = [cb["data"]["segment_index"] for cb in segments]
-    assert indices == sorted(indices) and len(set(indices)) >= 2  # the speech spans several segments
+        start, end = float(data["segment_start_time"]), float(data["segment_end_time"])
+        assert start == 5 * data["segment_index"]
+        if cb is not segments[-1]:
+            assert end == start + 5
+        for word in data["transcript"]["words"]:
+            assert start <= word["start"] < start + 5 and word["start"] <= word["end"]
+        said = _words(" ".join(w["text"] for w in data["transcript"]["words"]))
+        assert said == _words(data["transcript"]["text"])  # text and words tell the same segment
+    assert float(segments[-1]["data"]["segment_end_time"]) == pytest.approx(duration_s, abs=0.2)
+
+
+def _segment_of(segments: list[dict], word: str) -> int:
+    """The index of the segment whose words include `word`."""
+    return next(cb["data"]["segment_index"] for cb in segments
+                if word in _words(" ".join(w["text"] for w in cb["data"]["transcript"]["words"])))
 
 
 @pytest.mark.parametrize("path", ["speech.wav", "hls/index.m3u8"])
@@ -147,9 +158,14 @@ def test_file_is_pulled_and_sent_as_segments(app, hook, files, media_dir, path):
     heard = _words(" ".join(cb["data"]["transcript"]["text"] for cb in segments))
     for word in ("calling", "support", "status", "order", "friday", "afternoon"):
         assert word in heard, heard
-    words = [w for cb in segments for w in cb["data"]["transcript"]["words"]]
-    assert words and all(w["start"] <= w["end"] for w in words)
-    assert end["data"]["segment_index"] == int(np.ceil(duration / 5)) - 1  # the last segment of the media
+    # The speech (11.1 s): 0.5 s of silence, three sentences of about 2 s, each followed by 1.5 s of
+    # silence: the first in segment 0, the last ("... Friday afternoon", 7.6-9.6 s) in segment 1,
+    # and segment 2 (10-11.1 s) is silence, sent all the same with an empty transcript.
+    assert len(segments) == 3 and _segment_of(segments, "calling") == 0
+    assert _segment_of(segments, "friday") == _segment_of(segments, "afternoon") == 1
+    assert segments[2]["data"]["transcript"]["words"] == [] and segments[2]["data"]["transcript"]["text"] == ""
+    assert end["data"]["segment_index"] == segments[-1]["data"]["segment_index"]  # the last segment of the media
+    assert end["data"]["segment_end_time"] == segments[-1]["data"]["segment_end_time"]
     assert float(end["data"]["segment_end_time"]) == pytest.approx(duration, abs=0.2)
 
     view = httpx.get(f"{app.url}/serve/api/v2/audio-stream/{task_id}", headers=AUTH).json()["data"]
@@ -303,8 +319,9 @@ def test_live_rtmp_source_reconnects_then_ends_after_inactivity(app, hook, tmp_p
     for word in ("calling", "support", "friday", "afternoon"):  # both halves, one task
         assert word in heard, heard
     # The media timeline goes on across the reconnect (the time without audio is not counted).
-    later = [cb for cb in segments if "friday" in _words(cb["data"]["transcript"]["text"])]
-    assert later and float(later[0]["data"]["transcript"]["start_time"]) >= 3.0
+    friday = [w for cb in segments for w in cb["data"]["transcript"]["words"] if "friday" in _words(w["text"])]
+    assert friday and friday[0]["start"] >= 3.0
+    assert [cb["data"]["segment_index"] for cb in segments] == list(range(len(segments)))
 
 
 def test_speaker_labels_transcribe_each_channel_as_its_speaker(app, hook, media_dir, files):
@@ -316,9 +333,11 @@ def test_speaker_labels_transcribe_each_channel_as_its_speaker(app, hook, media_
     task_id = _start(app, audio_url=f"{files}/stereo.wav", provider="assemblyai", speaker_labels=True)
     *segments, end = _wait_end(hook, task_id)
     assert end["data"]["status"] == 15
+    _check_segments(segments, n / 16000)
     said: dict[str, list[str]] = {}
     for cb in segments:
-        said.setdefault(cb["data"]["transcript"]["speaker"], []).extend(_words(cb["data"]["transcript"]["text"]))
+        for piece in cb["data"]["transcript"]["utterances"]:
+            said.setdefault(piece["speaker"], []).extend(_words(piece["text"]))
     assert set(said) == {"speaker_0", "speaker_1"}
     assert "support" in said["speaker_0"] and "friday" not in said["speaker_0"]
     assert "friday" in said["speaker_1"] and "support" not in said["speaker_1"]
@@ -426,6 +445,7 @@ def test_callbacks_survive_a_restart(engine, files, tmp_path):
     with WebhookReceiver() as receiver:
         with running_app(load_settings(**{**values, "webhook_url": receiver.url}), engine=engine):
             *segments, end = _wait_end(receiver, task_id)
+    assert [cb["data"]["segment_index"] for cb in segments] == list(range(len(segments)))
     assert segments and all(cb["data"]["status"] == 0 for cb in segments)
     assert "calling" in _words(segments[0]["data"]["transcript"]["text"])
     assert end["data"]["status"] == 18 and end["data"]["transcript"] is None
@@ -452,3 +472,58 @@ def test_pushed_bytes_that_do_not_decode_close_the_socket(app):
 
     messages, code = asyncio.run(session())
     assert [m["type"] for m in messages] == ["Begin"] and code == 1007
+
+
+def test_kill_9_mid_task_then_restart_sends_every_segment_once_and_the_end(files, media_dir, tmp_path):
+    """`callscribe serve` killed with SIGKILL while a task runs and its receiver is down: the next
+    start sends the segments stored before the kill, rebuilds the ones its stored finals fill, and
+    ends the task ("interrupted"): indices from 0 without a gap, each webhook-id once."""
+    import signal
+    import sys
+
+    from test_serve import serve_env, wait_for
+
+    long = np.concatenate([_speech(), silence(15.0)])  # the kill comes well before its end
+    _write_wav(media_dir / "long.wav", long)
+    hook = WebhookReceiver()
+    hook.accept.clear()  # down: callbacks wait in the outbox
+    port = _free_port()
+    base = f"http://127.0.0.1:{port}"
+    env = serve_env(tmp_path, CALLSCRIBE_API_KEYS=f"{KEY}:acme", CALLSCRIBE_WEBHOOK_URL=hook.url)
+
+    def serve() -> subprocess.Popen:
+        proc = subprocess.Popen([sys.executable, "-m", "callscribe", "serve", "--port", str(port)], env=env,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        wait_for(base + "/readyz", 200, proc)
+        return proc
+
+    proc = serve()
+    try:
+        r = httpx.post(base + "/serve/api/v2/audio-stream/start", headers=AUTH,
+                       json={"audio_url": f"{files}/long.wav", "provider": "assemblyai"})
+        task_id = r.json()["data"]["task_id"]
+        view = functools.partial(httpx.get, f"{base}/serve/api/v2/audio-stream/{task_id}", headers=AUTH)
+        wait_until(lambda: view().json()["data"]["segments"] >= 1, "a first segment stored")
+        assert view().json()["data"]["state"] == "running" and not hook.bodies
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(30)
+
+        hook.accept.set()
+        proc = serve()
+        *segments, end = _wait_end(hook, task_id)
+        app_ids = [i for i, b in zip(hook.ids, hook.bodies) if b.get("task_id") == task_id]
+        assert len(app_ids) == len(set(app_ids)) == len(segments) + 1  # each webhook-id exactly once
+        assert [cb["data"]["segment_index"] for cb in segments] == list(range(len(segments)))
+        for cb in segments:
+            start = float(cb["data"]["segment_start_time"])
+            assert start == 5 * cb["data"]["segment_index"] and cb["data"]["status"] == 0
+            assert all(start <= w["start"] < start + 5 for w in cb["data"]["transcript"]["words"])
+        assert _segment_of(segments, "calling") == 0
+        assert end["data"]["status"] == 20 and end["data"]["transcript"] is None
+        assert end["data"]["segment_index"] == segments[-1]["data"]["segment_index"]
+        time.sleep(1.0)  # nothing may follow the end callback (not a timing assertion: absence after a while)
+        assert _callbacks(hook, task_id)[-1] == end
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        hook.close()

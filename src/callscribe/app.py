@@ -18,6 +18,10 @@ from callscribe import __version__, logsafe
 from callscribe.api import asapp as asapp_api
 from callscribe.api import asapp_wire
 from callscribe.api import asapp_ws_url as asapp_ws_url_api
+from callscribe.api import chime as chime_api
+from callscribe.api import chime_wire
+from callscribe.api import chime_ws
+from callscribe.api.chime_book import MeetingBook
 from callscribe.api import memories as memories_api
 from callscribe.api import memories_wire
 from callscribe.api import messages as messages_api
@@ -36,6 +40,7 @@ from callscribe.credentials import load_or_create_api_keys
 from callscribe.delivery.service import start_delivery, stop_delivery
 from callscribe.ingest import asapp_ws as asapp_ws_ingest
 from callscribe.ingest import audiohook as audiohook_ingest
+from callscribe.ingest import chime_pcm as chime_pcm_ingest
 from callscribe.ingest import memories_ws as memories_ws_ingest
 from callscribe.ingest import listen as listen_ingest
 from callscribe.ingest import siprec as siprec_ingest
@@ -67,13 +72,18 @@ def create_app(settings: Settings, *, engine: "SpeechEngine | None" = None) -> F
     memories_tasks = memories_api.TaskBook()
     services = Services(settings=settings, metrics=Metrics(), api_keys=load_or_create_api_keys(settings),
                         formatters={asapp_wire.SURFACE: asapp_wire.webhook,
-                                    memories_wire.SURFACE: memories_wire.formatter(memories_tasks.media_ms),
-                                    listen_wire.SURFACE: listen_wire.webhook},
+                                    memories_wire.SURFACE: memories_wire.formatter(memories_tasks.media_ms,
+                                                                                   memories_tasks.segment_sent),
+                                    listen_wire.SURFACE: listen_wire.webhook,
+                                    chime_wire.SURFACE: chime_wire.webhook},
                         connections=ConnectionLimits(settings.max_connections, settings.max_connections_per_source,
                                                      settings.max_unstarted_connections))
     services.sources["amazonconnect"] = amazon_connect_sources(settings, services.metrics.kvs_lag.observe)
     services.url_sources = UrlSourceMaker()
     memories_tasks.watch(services.bus)
+    services.on_interrupted.append(memories_wire.recover)
+    chime_meetings = MeetingBook(settings.data_dir, services)  # meetings outlive restarts (a file in the data dir)
+    services.media_grants.register(chime_meetings.resolve)  # JoinToken -> that attendee in that meeting's call
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -101,11 +111,13 @@ def create_app(settings: Settings, *, engine: "SpeechEngine | None" = None) -> F
             languages=lambda: getattr(services.engine, "languages", None) if services.ready.is_set() else None,
             metrics=services.metrics, max_recording_s=settings.max_recording_s, max_call_s=settings.max_call_s)
         services.registry.start()
+        chime_meetings.begin()
         loader = asyncio.create_task(load())
         try:
             yield
         finally:
             loader.cancel()
+            await chime_meetings.close()
             await sip.stop()
             await services.registry.close()  # ends calls while the scheduler can still drain their finals
             if services.scheduler is not None:
@@ -115,14 +127,17 @@ def create_app(settings: Settings, *, engine: "SpeechEngine | None" = None) -> F
     app = FastAPI(title="callscribe", version=__version__, lifespan=lifespan, docs_url="/docs", redoc_url=None)
     app.state.services = services
     app.state.memories_tasks = memories_tasks
+    app.state.chime_meetings = chime_meetings
     shapes = install_error_handlers(app, [(prefix, asapp_wire.error_shape) for prefix in asapp_wire.PATH_PREFIXES]
                                     + [(prefix, memories_wire.error_shape) for prefix in memories_wire.PATH_PREFIXES]
-                                    + [(prefix, listen_wire.error_shape) for prefix in listen_wire.PATH_PREFIXES])
+                                    + [(prefix, listen_wire.error_shape) for prefix in listen_wire.PATH_PREFIXES]
+                                    + [(prefix, chime_wire.error_shape) for prefix in chime_wire.PATH_PREFIXES])
     app.add_middleware(AuthFailureThrottle, per_minute=settings.auth_failures_per_minute, shapes=shapes)
     for router in (native_api.router, messages_api.router, twilio_url_api.router, asapp_api.router,
                    asapp_ws_url_api.router, deliveries_api.router, dashboard_api.router, twilio_ingest.router,
                    asapp_ws_ingest.router, audiohook_ingest.router, memories_api.router, memories_ws_ingest.router,
-                   listen_ingest.router, listen_api.router, webrtc_ingest.router):
+                   listen_ingest.router, listen_api.router, chime_api.router, chime_ws.router, chime_pcm_ingest.router,
+                   webrtc_ingest.router):
         app.include_router(router)
 
     @app.get("/healthz", include_in_schema=False)

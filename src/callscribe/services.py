@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import TYPE_CHECKING, Awaitable, Callable
 
 from callscribe.calls.events import EventBus
@@ -24,6 +25,7 @@ if TYPE_CHECKING:
     from callscribe.delivery.retention import RetentionSweeper
     from callscribe.ingest.limits import ConnectionLimits
     from callscribe.store import Store
+    from callscribe.store.db import Database
 
 
 @dataclass
@@ -36,6 +38,9 @@ class Services:
     bus: EventBus = field(default_factory=EventBus)
     # Each control surface's webhook formatter, by the surface name its streams carry.
     formatters: dict[str, Formatter] = field(default_factory=dict)
+    # Run at start on the store's writer thread with (database, call ids a dead process left open,
+    # now), before webhooks go out: a surface's chance to store what those calls still owe.
+    on_interrupted: list[Callable[[Database, list[str], datetime], object]] = field(default_factory=list)
     # The pulled source each namespace's start may name (Amazon Connect's Kinesis Video streams).
     sources: dict[str, SourceFactory] = field(default_factory=dict)
     url_sources: UrlSources | None = None  # pulls of stream URLs (memories.ai-style tasks)

@@ -9,7 +9,8 @@ them to the account's webhook; no request field names one). Auth: `Authorization
 "Bearer"), the key pair of every surface. Answers and errors are in the surface's envelope, HTTP
 status = `code`: 400 invalid body or unknown task, 401 bad key, 429 more than
 CALLSCRIBE_MEMORIES_TASKS_PER_KEY running tasks for the key (or the rate limit), 503 no capacity.
-Tasks live in memory: a restart ends them (their end callback says "Server shutting down").
+Tasks live in memory: a restart ends them (their end callback says "Server shutting down"; after
+a crash the next start sends their unsent segments and an end saying "Stream interrupted").
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from fastapi.responses import JSONResponse
 from callscribe.api import memories_wire as wire
 from callscribe.api.errors import ApiError
 from callscribe.api.limits import authorize, read_json
-from callscribe.calls.events import CallEvent, CallStateEvent, EventBus, UtteranceEvent
+from callscribe.calls.events import CallEvent, CallStateEvent, EventBus
 from callscribe.calls.leg import StreamParams
 from callscribe.calls.media import SourceEnd, SteeredSource
 from callscribe.calls.registry import NoCapacity, NotReady, SourceFailed, UnsupportedLanguage
@@ -144,7 +145,7 @@ class Task:
     source: SteeredSource
     created_at: float = field(default_factory=time.time)
     state: str = "starting"  # starting | running | ended
-    finals: int = 0
+    segments: int = 0  # segment callbacks stored so far
     last_segment_index: int | None = None
     end: SourceEnd | None = None
     ended_at: float | None = None
@@ -156,12 +157,13 @@ class Task:
                 "speaker_labels": self.request.per_channel, "redact_pii": self.request.redact,
                 "ignored_options": list(self.request.ignored), "created_at": self.created_at,
                 "ended_at": self.ended_at, "media_seconds": round(self.source.fed_ms / 1000, 3),
-                "segments": self.finals, "last_segment_index": self.last_segment_index,
+                "segments": self.segments, "last_segment_index": self.last_segment_index,
                 "status": status, "message": message}
 
 
 class TaskBook:
-    """Every task of the app, and what the bus says about them (finals so far, how they ended)."""
+    """Every task of the app, what the bus says about them (how they ended) and what the formatter
+    says (segments sent so far)."""
 
     def __init__(self) -> None:
         self._tasks: dict[str, Task] = {}
@@ -189,16 +191,20 @@ class TaskBook:
         task = self.get(tenant, task_id)
         return None if task is None else task.source.fed_ms
 
+    def segment_sent(self, tenant: str, task_id: str, index: int) -> None:
+        """The formatter stored segment `index`'s callback."""
+        task = self.get(tenant, task_id)
+        if task is not None:
+            task.segments += 1
+            task.last_segment_index = index
+
     def _on_event(self, event: CallEvent) -> None:
         if event.call.namespace != wire.NAMESPACE:
             return
         task = self.get(event.call.tenant, event.call.guid)
         if task is None:
             return
-        if isinstance(event, UtteranceEvent) and event.kind == "final" and event.text.strip():
-            task.finals += 1
-            task.last_segment_index = wire.segment_of(event.start_ms)
-        elif isinstance(event, CallStateEvent) and event.state == "media-ended":
+        if isinstance(event, CallStateEvent) and event.state == "media-ended":
             task.state = "ended"
             task.ended_at = time.time()
             task.end = SourceEnd.parse(str(event.data.get("reason", ""))) or task.source.end

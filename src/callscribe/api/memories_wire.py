@@ -4,46 +4,45 @@ statuses, and its webhook callbacks.
 Envelope (HTTP status = `code`): `{"code": 200, "message": "success", "data": {...}}`; errors
 `{"code": <status>, "message": "<why>", "data": null}`.
 
-Callbacks (seed 002's final-callback envelope, used for every callback of a task)::
+Callbacks (seed 002's final-callback envelope, used for every callback of a task): one per 5 s
+segment of the source's timeline, `segment_index` from 0 with no gaps, sent once the segment is
+complete (the cutting, the rules and why it survives a restart: api/memories_segments.py)::
 
     {"code": 200, "message": "SUCCESS", "task_id": "<task id>",
      "data": {"segment_index": 3, "segment_start_time": "15.0", "segment_end_time": "20.0",
               "status": 0, "message": "success",
-              "transcript": {"type": "final", "speaker": "speaker", "text": "...",
-                             "start_time": "15.42", "end_time": "17.9",
-                             "words": [{"text", "start", "end", "confidence"}]}}}   # seconds
+              "transcript": {"type": "final", "text": "...",                    # "" in silence
+                             "words": [{"text", "start", "end", "confidence", "speaker"}],  # seconds
+                             "utterances": [{"speaker", "text", "start_time", "end_time"}]}}}
 
-One callback per final utterance, placed on the 5 s segment grid: `segment_index` is the segment
-its first word falls in (start // 5 s), `segment_*_time` that segment's bounds, and the utterance's
-own times are in `transcript`. Why not one callback per 5 s holding the segment's finals: each
-callback here is written to the outbox in the same transaction as the final it carries (the
-persister calls the formatter), so a restart can lose nothing between a final being stored and
-its callback; a grouping buffer would hold words only in memory until its segment closed, and
-would have to guess when a segment is complete (a final can arrive seconds after its audio). The
-engine's utterances rarely exceed 5 s, so callbacks still come about once per spoken segment.
-`words` are sent unless `redact_pii` is on (redacted finals carry no word timings).
+`words` are empty when `redact_pii` is on (redacted finals carry no word timings). Partials are
+not sent: tasks transcribe finals only.
 
 The last callback of a task, and nothing after it, is the end of its media: `transcript` null,
-`segment_*` the last segment of audio received, and `status`/`message`: 14 "Stream stopped by
+`segment_*` those of the last segment sent, and `status`/`message`: 14 "Stream stopped by
 user" (the seed), or one of ours below for ends the seed does not document.
 """
 
 from __future__ import annotations
 
-import math
-from typing import Any, Callable
+from collections import OrderedDict
+from datetime import datetime
+from typing import Any, Callable, Sequence
 
+from callscribe.api.memories_segments import SEGMENT_MS as SEGMENT_MS  # re-exported for the task API
+from callscribe.api.memories_segments import STATUS_OK as STATUS_OK
+from callscribe.api.memories_segments import (Final, Segments, end_msg_id, recover_interrupted, segment_msg_id,
+                                              task_key)
 from callscribe.calls.events import CallEvent, CallStateEvent, UtteranceEvent
 from callscribe.calls.media import SourceEnd
-from callscribe.delivery.webhook import WebhookMessage, encode
+from callscribe.delivery.webhook import Formatter, WebhookMessage, encode
+from callscribe.store.db import Database
 
 PROVIDERS = ("assemblyai", "elevenlabs")  # the providers whose option names the surface takes
 SURFACE = "memories"
 NAMESPACE = "audio-stream"  # the registry namespace of every task (the guid is the task id)
 PATH_PREFIXES = ("/serve/api/v2/audio-stream", "/serve/ws/v2/audio-stream")
-SEGMENT_MS = 5000
-
-STATUS_OK = 0  # a transcript segment
+_ENDED_KEPT = 10_000  # ended tasks remembered by the formatter (the registry sends nothing after an end anyway)
 #: Stream statuses of a task's last callback: 14 is the seed's; the others are ours.
 END_STATUSES: dict[str, tuple[int, str]] = {
     "stopped": (14, "Stream stopped by user"),
@@ -52,6 +51,7 @@ END_STATUSES: dict[str, tuple[int, str]] = {
     "undecodable": (17, "Stream source could not be decoded"),
     "shutdown": (18, "Server shutting down"),
     "error": (19, "Internal error"),
+    "interrupted": (20, "Stream interrupted: the server stopped without ending it"),
 }
 
 
@@ -71,67 +71,58 @@ def end_status(end: SourceEnd | None) -> tuple[int, str]:
     return status, end.message or default
 
 
-def seconds(ms: float) -> str:
-    """Seconds as the seed writes segment times: a string ("15.0", "17.42")."""
-    text = f"{ms / 1000:.3f}".rstrip("0")
-    return text + "0" if text.endswith(".") else text
+def formatter(media_ms_of: Callable[[str, str], float | None],
+              on_segment: Callable[[str, str, int], None] | None = None) -> Formatter:
+    """The surface's webhook formatter: the callbacks of the segments each final completes, and on
+    media-ended the rest of the segments and the end callback. `media_ms_of(tenant, task_id)` says
+    how much audio the task received (None: no such task, as for a start that was refused after its
+    media connected); `on_segment(tenant, task_id, index)` hears of each segment sent."""
+    tasks: dict[str, Segments] = {}  # call id -> its segments (a cache of what is stored: see memories_segments)
+    ended: OrderedDict[str, None] = OrderedDict()  # tasks whose end callback is out: nothing may follow it
 
+    def messages(event: CallEvent, payloads: list[dict[str, Any]]) -> list[WebhookMessage]:
+        out = []
+        for payload in payloads:
+            index = payload["data"]["segment_index"]
+            out.append(WebhookMessage(segment_msg_id(event.call.call_id, index), task_key(event.call.call_id),
+                                      encode(payload)))
+            if on_segment is not None:
+                on_segment(event.call.tenant, event.call.guid, index)
+        return out
 
-def segment_of(start_ms: int) -> int:
-    return max(0, start_ms) // SEGMENT_MS
-
-
-def callback(task_id: str, index: int, start_ms: float, end_ms: float, status: int, message: str,
-             transcript: dict[str, Any] | None) -> dict[str, Any]:
-    return {"code": 200, "message": "SUCCESS", "task_id": task_id, "data": {
-        "segment_index": index, "segment_start_time": seconds(start_ms), "segment_end_time": seconds(end_ms),
-        "status": status, "message": message, "transcript": transcript}}
-
-
-def transcript_callback(event: UtteranceEvent) -> dict[str, Any]:
-    index = segment_of(event.start_ms)
-    transcript: dict[str, Any] = {"type": event.kind, "speaker": event.participant, "text": event.text,
-                                  "start_time": seconds(event.start_ms), "end_time": seconds(event.end_ms)}
-    if event.words is not None:
-        transcript["words"] = [{"text": w.text, "start": w.start_ms / 1000, "end": w.end_ms / 1000,
-                                "confidence": w.confidence} for w in event.words]
-    return callback(event.call.guid, index, index * SEGMENT_MS, (index + 1) * SEGMENT_MS, STATUS_OK, "success",
-                    transcript)
-
-
-def last_segment(media_ms: float) -> tuple[int, float, float]:
-    """(index, start ms, end ms) of the last segment of `media_ms` of audio (segment 0 if none)."""
-    index = max(0, math.ceil(media_ms / SEGMENT_MS) - 1)
-    return index, index * SEGMENT_MS, max(index * SEGMENT_MS, min((index + 1) * SEGMENT_MS, media_ms))
-
-
-def end_callback(task_id: str, end: SourceEnd | None, media_ms: float) -> dict[str, Any]:
-    status, message = end_status(end)
-    index, start, stop = last_segment(media_ms)
-    return callback(task_id, index, start, stop, status, message, None)
-
-
-def formatter(media_ms_of: Callable[[str, str], float | None]) -> Callable[[CallEvent], WebhookMessage | None]:
-    """The surface's webhook formatter: a callback per final of a task, and the end callback on
-    media-ended. `media_ms_of(tenant, task_id)` says how much audio the task received (None: no
-    such task, as for a start that was refused after its media connected)."""
-
-    def webhook(event: CallEvent) -> WebhookMessage | None:
+    def webhook(event: CallEvent) -> list[WebhookMessage] | None:
         if event.call.namespace != NAMESPACE:
             return None
-        key = f"{event.call.call_id}:task"  # one ordering key per task: the end comes after every final
-        msg_id = f"msg_{event.call.call_id}_{event.seq}"
+        call_id = event.call.call_id
+        if call_id in ended:
+            return None
         if isinstance(event, UtteranceEvent):
-            if event.kind != "final" or not event.text.strip():
+            if event.kind != "final":
                 return None
-            return WebhookMessage(msg_id, key, encode(transcript_callback(event)))
-        if isinstance(event, CallStateEvent) and event.state == "media-ended":
+            segments = tasks.setdefault(call_id, Segments(event.call.guid))
+            final = Final(event.participant, event.start_ms, event.end_ms, event.text, event.words)
+            return messages(event, segments.add_final(event.participant, final))
+        if isinstance(event, CallStateEvent) and event.state == "streaming-started":
+            tasks.setdefault(call_id, Segments(event.call.guid)).add_legs(str(p) for p in event.data.get("legs", {}))
+        elif isinstance(event, CallStateEvent) and event.state == "media-ended":
+            segments = tasks.pop(call_id, Segments(event.call.guid))
+            ended[call_id] = None
+            while len(ended) > _ENDED_KEPT:
+                ended.popitem(last=False)
             media_ms = media_ms_of(event.call.tenant, event.call.guid)
             if media_ms is None:
                 return None
-            end = SourceEnd.parse(str(event.data.get("reason", "")))
-            payload = end_callback(event.call.guid, end, media_ms)
-            return WebhookMessage(msg_id, key, encode(payload))
+            out = messages(event, segments.close(media_ms))
+            status, message = end_status(SourceEnd.parse(str(event.data.get("reason", ""))))
+            out.append(WebhookMessage(end_msg_id(call_id), task_key(call_id),
+                                      encode(segments.end_callback(status, message))))
+            return out
         return None
 
     return webhook
+
+
+def recover(db: Database, call_ids: Sequence[str], when: datetime) -> int:
+    """At start: the unsent segments and the end callback of tasks a dead process left open."""
+    status, message = END_STATUSES["interrupted"]
+    return recover_interrupted(db, call_ids, when, NAMESPACE, status, message)

@@ -25,7 +25,7 @@ from typing import Any, Callable, Mapping
 from sqlalchemy.exc import InterfaceError, OperationalError
 
 from callscribe.calls.events import CallEvent, EventBus, UtteranceEvent
-from callscribe.delivery.webhook import Formatter
+from callscribe.delivery.webhook import Formatter, WebhookMessage
 from callscribe.metrics import Metrics
 from callscribe.store import NewOutbox, Store
 
@@ -157,19 +157,17 @@ class Persister:
             if stopping:
                 return
 
-    def _items(self, events: list[CallEvent]) -> list[tuple[CallEvent, NewOutbox | None]]:
-        items: list[tuple[CallEvent, NewOutbox | None]] = []
+    def _items(self, events: list[CallEvent]) -> list[tuple[CallEvent, list[NewOutbox]]]:
+        items: list[tuple[CallEvent, list[NewOutbox]]] = []
         for event in events:
-            outbox = None
             formatter = self.formatters.get(event.surface) if event.surface else None
             if self.webhooks_enabled and event.surface and formatter is None:
                 if event.surface not in self._unformatted:
                     self._unformatted.add(event.surface)
                     log.error("no webhook format for surface %r: its webhooks are not sent", event.surface)
-            message = formatter(event) if self.webhooks_enabled and formatter is not None else None
-            if message is not None:
-                outbox = NewOutbox(message.msg_id, message.ordering_key, message.payload)
-            items.append((event, outbox))
+            made = formatter(event) if self.webhooks_enabled and formatter is not None else None
+            messages = [made] if isinstance(made, WebhookMessage) else list(made or ())
+            items.append((event, [NewOutbox(m.msg_id, m.ordering_key, m.payload) for m in messages]))
         return items
 
     async def _save(self, events: list[CallEvent]) -> None:
@@ -181,7 +179,7 @@ class Persister:
         if self.on_outbox and any(outbox for _, outbox in items):
             self.on_outbox()
 
-    async def _try_save(self, items: list[tuple[CallEvent, NewOutbox | None]]) -> bool:
+    async def _try_save(self, items: list[tuple[CallEvent, list[NewOutbox]]]) -> bool:
         """Save in one transaction. An unreachable database is waited for; an event the database
         refuses (retrying would not help) is logged when alone and reported as False."""
         delay = 0.5

@@ -31,6 +31,11 @@ async def start_delivery(services: Services) -> None:
     interrupted = await store.db.write(store.calls.close_interrupted, datetime.now(timezone.utc))
     if interrupted:
         log.warning("%d call(s) left open by the last run are closed as interrupted", len(interrupted))
+        for hook in services.on_interrupted:
+            try:  # what a surface owes those calls must not keep the server from starting
+                await store.db.write(hook, store.db, interrupted, datetime.now(timezone.utc))
+            except Exception:
+                log.exception("settling interrupted calls failed (%r)", hook)
     services.store = store
     services.fanout = FanoutHub(services.bus)
     services.fanout.start()

@@ -1,8 +1,9 @@
 """Webhooks in general: what one message is, its Standard Webhooks signature, and the signing secret.
 
 Each control surface formats its own bodies (ASAPP's transcript webhook is in api/asapp_wire.py); a
-`Formatter` turns a call event into at most one `WebhookMessage`, which the persister stores in the
-outbox in the same transaction as the event.
+`Formatter` turns a call event into at most one `WebhookMessage` (or a list, when one event
+completes several, as a final can several 5 s segments of a memories.ai task), which the persister
+stores in the outbox in the same transaction as the event.
 
 Signing: headers `webhook-id` (stable across retries of one message), `webhook-timestamp` and
 `webhook-signature` per https://www.standardwebhooks.com. The secret is CALLSCRIBE_WEBHOOK_SECRET;
@@ -18,7 +19,7 @@ import secrets
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 from standardwebhooks.webhooks import Webhook
 
@@ -38,7 +39,7 @@ class WebhookMessage:
     payload: str  # the exact JSON body
 
 
-Formatter = Callable[[CallEvent], "WebhookMessage | None"]
+Formatter = Callable[[CallEvent], "WebhookMessage | Sequence[WebhookMessage] | None"]
 
 
 def ordering_key(event: UtteranceEvent) -> str:

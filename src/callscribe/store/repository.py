@@ -132,18 +132,20 @@ class CallRepository:
 
     # Writes ---------------------------------------------------------------------------------
 
-    def save_events(self, items: Sequence[tuple[CallEvent, NewOutbox | None]]) -> None:
-        """Persist events (and their outbox rows) in one transaction. Partials are ignored."""
+    def save_events(self, items: Sequence[tuple[CallEvent, NewOutbox | Sequence[NewOutbox] | None]]) -> None:
+        """Persist events (and their outbox rows, none, one or several each) in one transaction.
+        Partials are ignored."""
         with self.db.sessions.begin() as s:
             for event, outbox in items:
                 self._save_one(s, event, outbox)
 
-    def _save_one(self, s: Session, event: CallEvent, outbox: NewOutbox | None) -> None:
+    def _save_one(self, s: Session, event: CallEvent, outboxes: NewOutbox | Sequence[NewOutbox] | None) -> None:
         if isinstance(event, UtteranceEvent) and event.kind != "final":
             return
         call = self._ensure_call(s, event.call, event.created_at)
         call.last_seq = max(call.last_seq or 0, event.seq)
-        if outbox is not None:  # a surface's webhook for this event, stored with it or not at all
+        for outbox in [outboxes] if isinstance(outboxes, NewOutbox) else outboxes or ():
+            # a surface's webhooks for this event, stored with it or not at all
             s.add(OutboxRow(msg_id=outbox.msg_id, ordering_key=outbox.ordering_key, payload=outbox.payload,
                             created_at=event.created_at, attempts=0, next_attempt_at=event.created_at))
         if isinstance(event, UtteranceEvent):
