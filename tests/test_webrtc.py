@@ -245,7 +245,9 @@ def test_ice_that_never_connects_ends_the_media_once(start_app):
     reader = EventsReader(server, "webrtc-no-ice")  # replays the stored states, then closes
     reader.join()
     ended = media_ended(reader)
-    assert len(ended) == 1 and "ICE did not connect" in json.dumps(ended[0]["data"]), reader.states()
+    # Its checks go unanswered: the connect timeout passes (or, were aioice quicker, ICE fails).
+    assert len(ended) == 1 and ended[0]["data"]["reason"] in (
+        "ICE did not connect within 2 s", "connection failed (ICE or DTLS)"), reader.states()
 
 
 def test_drain_ends_live_peers_and_refuses_new_offers(start_app, speech_wav):
