@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 from urllib.parse import quote
 
+import httpx
 import numpy as np
 import pytest
 
@@ -96,6 +97,9 @@ def test_meeting_with_two_attendees_end_to_end(tmp_path, engine, webhook):
         assert sub.closed.wait(30)
         assert sub.statuses() == ["started", "stopped", "started", "stopped"]
         assert server.run(server.services.media_grants.resolve(ann["JoinToken"])) is None
+        # Nothing of the meeting reads live in the call list once it is deleted.
+        calls = lambda: httpx.get(server.url + "/v1/calls", headers={"Authorization": f"Bearer {KEY}:{SECRET}"}).json()["calls"]
+        wait_until(lambda: all(c["endedAt"] for c in calls() if mid in c["guid"]), "the meeting's records ended")
 
         hooks = wait_until(lambda: len([b for b in list(webhook.bodies) if b.get("source") == "aws.chime"]) >= 4
                            and [b for b in list(webhook.bodies) if b.get("source") == "aws.chime"], "lifecycle webhooks")

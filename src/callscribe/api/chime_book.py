@@ -204,6 +204,11 @@ class MeetingBook:
             self._meetings.pop((m.tenant, m.meeting_id), None)
             self.save()
             await self._end_media(m, None, "meeting deleted")
+            # The lifecycle record ends with its meeting, so the call list does not show it live.
+            m.lifecycle_seq += 1
+            ref = CallRef(m.lifecycle_id, m.tenant, LIFECYCLE_NAMESPACE, f"{m.meeting_id}:transcription")
+            self.services.bus.publish(CallStateEvent(ref, m.lifecycle_seq, "media-ended",
+                                                     {"reason": "meeting deleted"}, surface=SURFACE))
             self.origins.pop((m.tenant, m.meeting_id), None)
         self._locks.pop((m.tenant, m.meeting_id), None)
 
