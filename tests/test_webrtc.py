@@ -426,3 +426,54 @@ def test_join_page_is_served_with_its_script(start_app):
     assert "/ui/join.js" in r.text and r.headers["referrer-policy"] == "no-referrer"
     js = httpx.get(server.url + "/ui/join.js")
     assert js.status_code == 200 and WEBRTC_OFFER_PATH in js.text
+
+
+# Frames -> PCM ---------------------------------------------------------------------------------------
+
+
+def _frame(samples: np.ndarray, pts: int, rate: int = 48000, layout: str = "stereo", fmt: str = "s16"):
+    import fractions
+
+    import av
+
+    frame = av.AudioFrame.from_ndarray(samples, format=fmt, layout=layout)
+    frame.sample_rate, frame.pts, frame.time_base = rate, pts, fractions.Fraction(1, rate)
+    return frame
+
+
+def test_frames_are_mixed_to_mono_and_placed_on_the_rtp_clock():
+    """What aiortc's decoders hand over (s16 stereo at 48 kHz for Opus): channels averaged; a jump of
+    the RTP clock (lost packets) reaches the call as a timestamp, contiguous frames without one."""
+    from callscribe.ingest.limits import UNLIMITED
+    from callscribe.ingest.webrtc import PeerLimits, WebRtcPeer, mono_pcm
+
+    left, right = np.full(960, 1000, np.int16), np.full(960, 3000, np.int16)
+    packed = np.stack([left, right], axis=1).reshape(1, -1)
+    assert mono_pcm(_frame(packed, 0)).tolist() == [2000] * 960
+    assert mono_pcm(_frame(np.stack([left, right]), 0, fmt="s16p")).tolist() == [2000] * 960
+    assert mono_pcm(_frame(left.reshape(1, -1), 0, layout="mono")).tolist() == [1000] * 960
+
+    class Recorded:  # the registry's side of MediaCall, recording what the peer hands it
+        guid = "g"
+        ended = False
+
+        def __init__(self) -> None:
+            self.got: list[tuple[str, int, int, int | None]] = []
+
+        async def audio(self, track, pcm, rate, timestamp_ms=None) -> None:
+            self.got.append((track, len(pcm), rate, timestamp_ms))
+
+    async def run() -> list:
+        slot = UNLIMITED.take("x")
+        assert not isinstance(slot, str)
+        peer = WebRtcPeer(None, grant_for("g"), source="t", slot=slot, limits=PeerLimits(), on_done=lambda p: None)
+        peer.call = call = Recorded()
+        first = 48000 * 7  # aiortc's clock starts where the first packet was; the timeline starts there
+        for k in (0, 1, 2, 5, 6):  # packets 3 and 4 (40 ms) lost
+            await peer._feed(_frame(packed, first + 960 * k))
+        slot.release()
+        return call.got
+
+    got = asyncio.run(run())
+    assert got == [("attendee-7", 960, 48000, None)] * 3 + [("attendee-7", 960, 48000, 100),
+                                                             ("attendee-7", 960, 48000, None)]

@@ -23,6 +23,7 @@ import asyncio
 import logging
 import time
 from dataclasses import dataclass
+from fractions import Fraction
 from typing import Any, Callable
 
 import numpy as np
@@ -276,7 +277,10 @@ class WebRtcPeer:
             self._origin = pts or 0  # aiortc's RTP clock (unwrapped) at this track's first frame
         elif rate != self._timeline.sample_rate:  # one codec per connection: we never renegotiate
             raise AdapterError(f"the audio's sample rate changed from {self._timeline.sample_rate} to {rate}")
-        timestamp_ms = (pts - self._origin) * 1000 // rate if pts is not None else None
+        timestamp_ms = None
+        if pts is not None:  # pts counts in the frame's time base (1/48000 for Opus, 1/16000 for G.722)
+            base = frame.time_base or Fraction(1, rate)
+            timestamp_ms = int((pts - self._origin) * base * 1000)
         drop, at_ms = self._timeline.place(timestamp_ms, len(pcm))
         if drop >= len(pcm):
             return
