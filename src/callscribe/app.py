@@ -45,6 +45,7 @@ from callscribe.ingest import memories_ws as memories_ws_ingest
 from callscribe.ingest import listen as listen_ingest
 from callscribe.ingest import siprec as siprec_ingest
 from callscribe.ingest import twilio_endpoint as twilio_ingest
+from callscribe.ingest import webrtc_endpoint as webrtc_ingest
 from callscribe.ingest.kvs.puller import amazon_connect_sources
 from callscribe.ingest.limits import ConnectionLimits
 from callscribe.ingest.url import UrlSourceMaker
@@ -135,7 +136,8 @@ def create_app(settings: Settings, *, engine: "SpeechEngine | None" = None) -> F
     for router in (native_api.router, messages_api.router, twilio_url_api.router, asapp_api.router,
                    asapp_ws_url_api.router, deliveries_api.router, dashboard_api.router, twilio_ingest.router,
                    asapp_ws_ingest.router, audiohook_ingest.router, memories_api.router, memories_ws_ingest.router,
-                   listen_ingest.router, listen_api.router, chime_api.router, chime_ws.router, chime_pcm_ingest.router):
+                   listen_ingest.router, listen_api.router, chime_api.router, chime_ws.router, chime_pcm_ingest.router,
+                   webrtc_ingest.router):
         app.include_router(router)
 
     @app.get("/healthz", include_in_schema=False)

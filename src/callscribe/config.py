@@ -196,6 +196,12 @@ class Settings(BaseSettings):
     max_connections_per_source: int = Field(500, ge=1, le=1_000_000)
     max_unstarted_connections: int = Field(100, ge=1, le=1_000_000)
     max_call_s: float = Field(4 * 3600.0, ge=1, le=7 * 86400)
+    # WebRTC ingest (an attendee's browser or any WebRTC peer): peer connections held at once (each
+    # decodes Opus in this process), the time from the offer to ICE connected, and how long a
+    # connected peer may send no audio before its media is ended.
+    webrtc_max_peers: int = Field(100, ge=1, le=100_000)
+    webrtc_connect_timeout_s: float = Field(20.0, gt=0, le=300)
+    webrtc_idle_timeout_s: float = Field(20.0, gt=0, le=3600)
     # At SIGTERM: how long calls in progress get to finish their last utterances before the exit.
     drain_s: float = Field(30.0, ge=0, le=3600)
 

@@ -14,6 +14,10 @@ TWILIO_TOKEN_PURPOSE = "twilio-media"
 ASAPP_STREAM_PATH = "/autotranscribe/v1/stream"
 ASAPP_TOKEN_PURPOSE = "asapp-direct-stream"
 URL_TTL_S = 300  # both URLs are valid for five minutes
+# WebRTC ingest: a join token (a surface's MediaGrant) with an SDP offer, and the page that sends a
+# browser's microphone through it (`?token=` names the grant).
+WEBRTC_OFFER_PATH = "/v1/media/webrtc"
+WEBRTC_JOIN_PAGE_PATH = "/v1/media/join"
 
 
 def issue_url(settings: Any, path: str, tenant: str, purpose: str, ttl_s: float = URL_TTL_S, **claims: Any) -> str:
