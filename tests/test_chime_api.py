@@ -57,6 +57,7 @@ def test_meeting_and_attendee_shapes(chime, meeting):
     assert meeting["ExternalMeetingId"] == "ext-meeting" and meeting["MediaRegion"] == "us-east-1"
     assert meeting["MeetingArn"].endswith(f":meeting/{mid}")
     assert meeting["MediaPlacement"]["AudioHostUrl"].startswith("ws://")
+    assert meeting["MediaPlacement"]["AudioFallbackUrl"].endswith("/v1/media/webrtc")
     assert chime.get_meeting(MeetingId=mid)["Meeting"] == meeting
     one = chime.create_attendee(MeetingId=mid, ExternalUserId="user-one")["Attendee"]
     assert one["ExternalUserId"] == "user-one" and len(one["JoinToken"]) > 20

@@ -26,6 +26,7 @@ from typing import Any
 from callscribe.api.errors import new_request_id
 from callscribe.calls.events import CallEvent, CallStateEvent
 from callscribe.delivery.webhook import WebhookMessage, encode
+from callscribe.urls import WEBRTC_OFFER_PATH
 
 SURFACE = "chime"
 NAMESPACE = "chime"  # registry namespace of a meeting's audio call (guid = MeetingId)
@@ -62,11 +63,13 @@ def meeting_arn(region: str, meeting_id: str) -> str:
 
 def meeting_object(m: Any, public_http: str, public_ws: str) -> dict[str, Any]:
     """The `Meeting` of CreateMeeting/GetMeeting. MediaPlacement names callscribe's own endpoints:
-    AudioHostUrl the attendee PCM socket, SignalingUrl the meeting's transcript event socket."""
+    AudioHostUrl the attendee PCM socket, AudioFallbackUrl the WebRTC offer endpoint (browsers: the
+    join page), SignalingUrl the meeting's transcript event socket."""
     out: dict[str, Any] = {
         "MeetingId": m.meeting_id, "ExternalMeetingId": m.external_meeting_id, "MediaRegion": m.media_region,
         "MediaPlacement": {
             "AudioHostUrl": public_ws + PCM_PATH,
+            "AudioFallbackUrl": public_http + WEBRTC_OFFER_PATH,
             "SignalingUrl": public_ws + EVENTS_PATH.format(MeetingId=m.meeting_id),
             "EventIngestionUrl": public_http + REST_PREFIX,
         },
