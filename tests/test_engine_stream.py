@@ -137,6 +137,28 @@ def test_two_utterances_a_second_apart_are_two_finals_in_order(scheduler, speech
     assert got.finals[0].end_ms < got.finals[1].start_ms
 
 
+def test_settled_marks_follow_the_finals_before_them_and_move_through_silence(scheduler, speech):
+    # Marks and finals on one ordered record: a mark never precedes a final that starts before it,
+    # and silence after the last word keeps moving the mark (segment cutters close segments with it).
+    got = Collector()
+    leg = scheduler.open_leg(got, partials=False, origin_ms=2000,
+                             on_settled=lambda ms: got(TranscriptEvent("settled", -1, ms, ms, "")))  # type: ignore[arg-type]
+    words = speech.say("Your appointment is confirmed for Monday morning.")
+    feed(leg, np.concatenate([speech.silence(0.5), words, speech.silence(1.0)]), 16000)
+    got.wait_for(lambda evs: any(e.kind == "final" for e in evs), "the final")
+    feed(leg, speech.silence(6.0), 16000)  # the front end's turns after the final report the marks
+    end_of_silence = 2000 + 500 + len(words) / 16 + 7000
+    got.wait_for(lambda evs: any(e.kind == "settled" and e.start_ms >= end_of_silence - 1500 for e in evs),
+                 "a mark near the end of the silence")
+    leg.close().result(HANG_GUARD_S)
+    marks = [e.start_ms for e in got.events if e.kind == "settled"]
+    assert marks == sorted(marks) and marks[-1] <= end_of_silence
+    final = got.finals[0]
+    before = [e.start_ms for e in got.events[:got.events.index(final)] if e.kind == "settled"]
+    assert all(m <= final.start_ms for m in before)
+    assert marks[-1] >= final.end_ms
+
+
 def test_long_utterance_has_partials_before_its_final(scheduler, speech):
     text = ("I would like to change the delivery address on my account to the new apartment "
             "on Baker Street because we are moving there next week.")

@@ -173,6 +173,22 @@ def test_file_is_pulled_and_sent_as_segments(app, hook, files, media_dir, path):
     assert view["media_seconds"] == pytest.approx(duration, abs=0.2)
 
 
+def test_segments_go_out_through_a_long_silence(app, hook, files, media_dir):
+    # One sentence, then a minute of silence: the segments of the silence are sent while the task
+    # still runs (the engine's settled marks close them), not all at once when the media ends.
+    _write_wav(media_dir / "pause.wav", np.concatenate([silence(0.5), say(SENTENCES[0], "joe"), silence(60)]))
+    task_id = _start(app, audio_url=f"{files}/pause.wav", provider="assemblyai", language_code="en")
+    wait_until(lambda: len(_callbacks(hook, task_id)) >= 4, "the segments of the silence")
+    view = httpx.get(f"{app.url}/serve/api/v2/audio-stream/{task_id}", headers=AUTH).json()["data"]
+    assert view["state"] == "running" and view["segments"] >= 4
+    httpx.post(app.url + "/serve/api/v2/audio-stream/stop", json={"task_id": task_id}, headers=AUTH)
+    *segments, end = _wait_end(hook, task_id)
+    assert end["data"]["status"] == 14
+    assert [cb["data"]["segment_index"] for cb in segments] == list(range(len(segments)))
+    assert "calling" in _words(segments[0]["data"]["transcript"]["text"])
+    assert all(cb["data"]["transcript"]["text"] == "" for cb in segments[1:4])
+
+
 def test_stop_is_immediate_and_idempotent(app, hook, files):
     task_id = _start(app, audio_url=f"{files}/speech.mp3", provider="elevenlabs", speaker_labels=False)
     wait_until(lambda: _callbacks(hook, task_id), "a first segment")

@@ -78,6 +78,19 @@ def test_a_segment_waits_for_every_leg_and_the_end_sends_the_rest():
     assert sent[1]["data"]["transcript"]["words"][0]["speaker"] == "speaker_1"
 
 
+def test_settled_marks_send_the_segments_of_a_silence_without_a_final():
+    seg = Segments("task-s")
+    seg.add_legs(["speaker_0", "speaker_1"])
+    assert seg.add_final("speaker_0", _final(1.0, ("hello", 1.0, 1.4), speaker="speaker_0")) == []
+    assert seg.settle("speaker_0", 16000) == []  # speaker_1 has said nothing of its first 5 s yet
+    sent = seg.settle("speaker_1", 12500)
+    assert [cb["data"]["segment_index"] for cb in sent] == [0, 1]  # both legs are past 10 s
+    assert [_said(cb) for cb in sent] == [["hello"], []]
+    assert seg.settle("stranger", 60000) == []  # a leg outside the task's interval moves nothing
+    sent += seg.add_final("speaker_1", _final(14.0, ("late", 14.0, 14.5), speaker="speaker_1"))
+    _check_grid(sent + seg.close(20000))
+
+
 def test_a_final_without_word_times_goes_whole_to_the_segment_of_its_start():
     seg = Segments("task-3")
     out = seg.add_final("speaker", Final("speaker", 4000, 7000, "My card is [REDACTED].", None))

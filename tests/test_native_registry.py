@@ -54,7 +54,7 @@ class ScriptedScheduler:
     def can_admit(self, extra_legs: int = 1) -> bool:
         return True
 
-    def open_leg(self, on_event, *, origin_ms: int = 0, partials: bool = True) -> ScriptedPipeline:
+    def open_leg(self, on_event, *, origin_ms: int = 0, partials: bool = True, on_settled=None) -> ScriptedPipeline:
         return ScriptedPipeline(on_event, origin_ms)
 
     def stop(self, drain_s: float = 5.0) -> None:

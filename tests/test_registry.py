@@ -85,7 +85,7 @@ class FakeScheduler:
     def can_admit(self, extra_legs: int = 1) -> bool:
         return self.admit
 
-    def open_leg(self, on_event, *, origin_ms: int = 0, partials: bool = True):
+    def open_leg(self, on_event, *, origin_ms: int = 0, partials: bool = True, on_settled=None):
         p = FakePipeline(on_event, origin_ms, partials)
         self.pipelines.append(p)
         return p

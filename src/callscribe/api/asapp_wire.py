@@ -26,7 +26,7 @@ from __future__ import annotations
 from typing import Any
 
 from callscribe.api.errors import callscribe_shape
-from callscribe.calls.events import CallEvent, UtteranceEvent
+from callscribe.calls.events import AnyEvent, UtteranceEvent
 from callscribe.calls.media import Participant
 from callscribe.delivery.webhook import WebhookMessage, encode, message_id, ordering_key
 
@@ -72,7 +72,7 @@ def transcript_payload(event: UtteranceEvent) -> dict[str, Any]:
     }
 
 
-def webhook(event: CallEvent) -> WebhookMessage | None:
+def webhook(event: AnyEvent) -> WebhookMessage | None:
     """The ASAPP surface sends one webhook per final utterance and none for state changes."""
     if not isinstance(event, UtteranceEvent) or event.kind != "final":
         return None

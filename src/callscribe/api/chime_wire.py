@@ -24,7 +24,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from callscribe.api.errors import new_request_id
-from callscribe.calls.events import CallEvent, CallStateEvent
+from callscribe.calls.events import AnyEvent, CallStateEvent
 from callscribe.delivery.webhook import WebhookMessage, encode
 from callscribe.urls import WEBRTC_OFFER_PATH
 
@@ -117,7 +117,7 @@ def eventbridge(data: dict[str, Any], tenant: str) -> dict[str, Any]:
             "time": when, "region": data["mediaRegion"], "resources": [], "detail": detail}
 
 
-def webhook(event: CallEvent) -> WebhookMessage | None:
+def webhook(event: AnyEvent) -> WebhookMessage | None:
     """One EventBridge-shaped webhook per lifecycle record; transcripts go to the meeting socket only
     (Chime delivers them to attendees, not to EventBridge)."""
     if not isinstance(event, CallStateEvent) or event.state != LIFECYCLE_STATE \

@@ -28,7 +28,7 @@ from starlette.responses import JSONResponse
 from callscribe.api.auth import authenticate, credentials_from_headers
 from callscribe.api.errors import new_request_id
 from callscribe.api.limits import limits_of
-from callscribe.calls.events import CallEvent, UtteranceEvent
+from callscribe.calls.events import AnyEvent, UtteranceEvent
 from callscribe.calls.leg import StreamParams
 from callscribe.calls.media import MAX_GUID, MediaRefused, Participant, TrackSpec, valid_id
 from callscribe.calls.registry import NoCapacity, NotReady, ShuttingDown, UnsupportedLanguage
@@ -153,7 +153,7 @@ def stream_params(opts: ListenOptions, request_id: str, *, live: bool = True) ->
                  "keyterms": list(opts.keyterms), "live": live})
 
 
-def webhook(event: CallEvent) -> WebhookMessage | None:
+def webhook(event: AnyEvent) -> WebhookMessage | None:
     """One webhook per final utterance, none for partials or state changes."""
     if not isinstance(event, UtteranceEvent) or event.kind != "final":
         return None

@@ -13,8 +13,9 @@ task) goes whole to the segment of its start.
 When a segment is sent: once no later final can put a word into it. Each leg's finals come in time
 order and the next one starts at or after the end of the previous one, so a final of a leg ending
 at E says that leg will add nothing before E; a segment is complete when every leg of the task has
-passed its end, or when the media has ended. (During a pause longer than 5 s the silent segments go
-out with the next final: the engine publishes nothing in silence.)
+passed its end, or when the media has ended. Through a silence, the engine's settled marks (about
+one a second per leg, after the finals before them) move a leg on without a final, so the silent
+segments go out on time too.
 
 Durability: the formatter (api/memories_wire.py) runs in the persister, so the callbacks a final
 completes are stored in the outbox in the same transaction as that final; the assembly state held
@@ -126,6 +127,17 @@ class Segments:
             for index, piece in split(final).items():
                 if index >= self.next_index:  # earlier segments were sent before a restart
                     self._pieces.setdefault(index, []).append(piece)
+        return self._complete()
+
+    def settle(self, leg: str, until_ms: int) -> list[dict[str, Any]]:
+        """`leg` will add nothing before `until_ms` (the engine's settled mark during a silence); the
+        callbacks of the segments that completes."""
+        if leg not in self._marks:
+            return []  # not a leg of this task's interval
+        self._marks[leg] = max(self._marks[leg], until_ms)
+        return self._complete()
+
+    def _complete(self) -> list[dict[str, Any]]:
         done = min(self._marks.values()) // SEGMENT_MS  # segments below this index are complete
         return [self._send(self.next_index, None) for _ in range(self.next_index, done)]
 

@@ -33,7 +33,7 @@ from callscribe.api.memories_segments import SEGMENT_MS as SEGMENT_MS  # re-expo
 from callscribe.api.memories_segments import STATUS_OK as STATUS_OK
 from callscribe.api.memories_segments import (Final, Segments, end_msg_id, recover_interrupted, segment_msg_id,
                                               task_key)
-from callscribe.calls.events import CallEvent, CallStateEvent, UtteranceEvent
+from callscribe.calls.events import AnyEvent, CallStateEvent, SettledEvent, UtteranceEvent
 from callscribe.calls.media import SourceEnd
 from callscribe.delivery.webhook import Formatter, WebhookMessage, encode
 from callscribe.store.db import Database
@@ -80,7 +80,7 @@ def formatter(media_ms_of: Callable[[str, str], float | None],
     tasks: dict[str, Segments] = {}  # call id -> its segments (a cache of what is stored: see memories_segments)
     ended: OrderedDict[str, None] = OrderedDict()  # tasks whose end callback is out: nothing may follow it
 
-    def messages(event: CallEvent, payloads: list[dict[str, Any]]) -> list[WebhookMessage]:
+    def messages(event: AnyEvent, payloads: list[dict[str, Any]]) -> list[WebhookMessage]:
         out = []
         for payload in payloads:
             index = payload["data"]["segment_index"]
@@ -90,12 +90,15 @@ def formatter(media_ms_of: Callable[[str, str], float | None],
                 on_segment(event.call.tenant, event.call.guid, index)
         return out
 
-    def webhook(event: CallEvent) -> list[WebhookMessage] | None:
+    def webhook(event: AnyEvent) -> list[WebhookMessage] | None:
         if event.call.namespace != NAMESPACE:
             return None
         call_id = event.call.call_id
         if call_id in ended:
             return None
+        if isinstance(event, SettledEvent):
+            found = tasks.get(call_id)
+            return messages(event, found.settle(event.participant, event.until_ms)) if found else None
         if isinstance(event, UtteranceEvent):
             if event.kind != "final":
                 return None

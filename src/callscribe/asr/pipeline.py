@@ -39,6 +39,7 @@ log = logging.getLogger(__name__)
 MAX_QUEUED_FINALS = 4  # per leg; beyond it the leg's input waits (it is seconds behind already)
 MAX_INPUT_MS = 30000  # per leg; audio beyond it is dropped (kept on the timeline as a gap)
 PIECE_S = 1  # a frame is queued in pieces of at most this many seconds (a turn's worth)
+SETTLED_STEP_MS = 1000  # how far a leg's settled mark moves before it is reported again
 
 
 @dataclass
@@ -57,9 +58,14 @@ class LegPipeline:
 
     def __init__(self, scheduler: "AsrScheduler", on_event: Callable[[TranscriptEvent], None], *,
                  origin_ms: int = 0, config: SegmenterConfig,
-                 max_queued_finals: int = MAX_QUEUED_FINALS, max_input_ms: int = MAX_INPUT_MS) -> None:
+                 max_queued_finals: int = MAX_QUEUED_FINALS, max_input_ms: int = MAX_INPUT_MS,
+                 on_settled: Callable[[int], None] | None = None) -> None:
         self._scheduler = scheduler
         self._on_event = on_event
+        # Told (after every final before it) the leg time up to which its transcript is complete:
+        # consumers that cut the timeline into fixed segments close them through silences with it.
+        self._on_settled = on_settled
+        self._settled_ms = origin_ms
         self.origin_ms = origin_ms
         self.partials_enabled = config.partials
         self.max_queued_finals = max_queued_finals
@@ -197,28 +203,51 @@ class LegPipeline:
 
     def _front_end_turn(self, budget_ms: float) -> bool:
         with self._proc_lock:
-            while budget_ms > 0:
-                with self._emit_lock:
-                    if self._finals_submitted - self._finals_done >= self.max_queued_finals:
-                        self._paced = True  # _deliver_final wakes the leg when a final is out
-                        return False
-                with self._lock:
-                    if not self._input:
-                        return False
-                    item = self._input.popleft()
-                    if item.kind == "audio":
-                        item = self._coalesce(item, budget_ms)
-                        self._input_ms -= item.ms
-                    self._lock.notify_all()
-                budget_ms -= item.ms if item.kind == "audio" else 1.0
-                if item.kind == "audio":
-                    self._audio(item)
-                elif item.kind == "gap":
-                    self._gap(item)
-                else:
-                    self._finish_input(item)
+            more = self._turn(budget_ms)
+            if self._on_settled is not None:
+                self._report_settled()
+            return more
+
+    def _report_settled(self) -> None:
+        """Under `_proc_lock`. Only with no final in flight: the mark then follows, on the same
+        ordered path, every final that ends before it."""
+        sample = self._seg.settled_sample()
+        if sample is None or self._closed:
+            return
+        ms = self.origin_ms + sample * 1000 // RATE
+        with self._emit_lock:
+            if self._finals_submitted != self._finals_done or ms - self._settled_ms < SETTLED_STEP_MS:
+                return
+            self._settled_ms = ms
+            assert self._on_settled is not None
+            try:
+                self._on_settled(ms)
+            except Exception:
+                log.exception("a settled mark's receiver failed")
+
+    def _turn(self, budget_ms: float) -> bool:
+        while budget_ms > 0:
+            with self._emit_lock:
+                if self._finals_submitted - self._finals_done >= self.max_queued_finals:
+                    self._paced = True  # _deliver_final wakes the leg when a final is out
+                    return False
             with self._lock:
-                return bool(self._input)
+                if not self._input:
+                    return False
+                item = self._input.popleft()
+                if item.kind == "audio":
+                    item = self._coalesce(item, budget_ms)
+                    self._input_ms -= item.ms
+                self._lock.notify_all()
+            budget_ms -= item.ms if item.kind == "audio" else 1.0
+            if item.kind == "audio":
+                self._audio(item)
+            elif item.kind == "gap":
+                self._gap(item)
+            else:
+                self._finish_input(item)
+        with self._lock:
+            return bool(self._input)
 
     def _coalesce(self, item: _Input, budget_ms: float) -> _Input:
         """Join the queued audio that follows `item` at its rate (within the turn's budget) into one

@@ -193,14 +193,17 @@ class AsrScheduler:
 
     def open_leg(self, on_event: Callable[[TranscriptEvent], None], *, origin_ms: int = 0,
                  partials: bool = True, endpoint_silence_ms: int | None = None,
-                 max_queued_finals: int = MAX_QUEUED_FINALS) -> LegPipeline:
+                 max_queued_finals: int = MAX_QUEUED_FINALS,
+                 on_settled: Callable[[int], None] | None = None) -> LegPipeline:
         """A new leg. `endpoint_silence_ms`: its own endpointing (None: the server's);
         `max_queued_finals`: finals of this leg waiting for the model before its input is paced
-        (offline callers that feed faster than real time may want more)."""
+        (offline callers that feed faster than real time may want more); `on_settled(ms)`: told,
+        in order with the finals, the leg time before which its transcript is complete."""
         cfg = SegmenterConfig(**{**self.segmenter.__dict__, "partials": partials})
         if endpoint_silence_ms is not None:
             cfg.endpoint_silence_ms = endpoint_silence_ms
-        leg = LegPipeline(self, on_event, origin_ms=origin_ms, config=cfg, max_queued_finals=max_queued_finals)
+        leg = LegPipeline(self, on_event, origin_ms=origin_ms, config=cfg, max_queued_finals=max_queued_finals,
+                          on_settled=on_settled)
         with self._cv:
             self._legs.add(leg)
             self._leg_seconds.set(self.clock(), len(self._legs))

@@ -67,6 +67,13 @@ class Segmenter:
     def in_speech(self) -> bool:
         return self._in_speech
 
+    def settled_sample(self) -> int | None:
+        """The sample before which no later utterance can start (an utterance opens with the
+        pre-roll still held), or None while one is open."""
+        if self._in_speech:
+            return None
+        return max(0, self._sample - len(self._preroll) * FRAME)
+
     def push(self, frames: np.ndarray, probs: np.ndarray) -> list[Cut]:
         """`frames` holds len(probs) consecutive 512-sample frames."""
         cuts: list[Cut] = []

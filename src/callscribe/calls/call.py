@@ -335,7 +335,8 @@ class Call:
             raise NoCapacity()
         own = {"endpoint_silence_ms": leg.params.endpoint_silence_ms} if leg.params.endpoint_silence_ms else {}
         leg.pipeline = scheduler.open_leg(self.events.receiver(leg), origin_ms=int(track.position_ms),
-                                          partials=leg.params.partials, **own)
+                                          partials=leg.params.partials, on_settled=self.events.settled_receiver(leg),
+                                          **own)
         leg.track = track
         leg.utterance_base = track.next_utterance
         track.leg = leg

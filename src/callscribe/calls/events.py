@@ -116,7 +116,22 @@ class CallStateEvent:
     surface: str = ""  # the control surface of the call's latest interval ("" before any start)
 
 
+@dataclass(frozen=True)
+class SettledEvent:
+    """One leg's transcript is complete up to `until_ms` (leg time, as the finals' times): no final of
+    it will start before. Published after every final that precedes it, about once a second while
+    the leg hears silence, on the bus's progress channel only (nothing stores it): surfaces that cut
+    the timeline into fixed segments close them through a silence with it."""
+
+    call: CallRef
+    participant: str
+    until_ms: int
+    surface: str = ""
+    created_at: datetime = field(default_factory=utcnow)
+
+
 CallEvent = Union[UtteranceEvent, CallStateEvent]
+AnyEvent = Union[UtteranceEvent, CallStateEvent, SettledEvent]  # what webhook formatters are given
 Subscriber = Callable[[CallEvent], None]
 
 
@@ -129,10 +144,23 @@ class EventBus:
 
     def __init__(self) -> None:
         self._subscribers: list[Subscriber] = []
+        self._progress: list[Callable[[SettledEvent], None]] = []
 
     def subscribe(self, fn: Subscriber) -> Callable[[], None]:
         self._subscribers.append(fn)
         return lambda: self._subscribers.remove(fn) if fn in self._subscribers else None
+
+    def subscribe_progress(self, fn: Callable[[SettledEvent], None]) -> Callable[[], None]:
+        """Settled marks, in order with the events (a subscriber of both sees them interleaved)."""
+        self._progress.append(fn)
+        return lambda: self._progress.remove(fn) if fn in self._progress else None
+
+    def publish_progress(self, event: SettledEvent) -> None:
+        for fn in list(self._progress):
+            try:
+                fn(event)
+            except Exception:
+                log.exception("progress subscriber %r failed", fn)
 
     def publish(self, event: CallEvent) -> None:
         for fn in list(self._subscribers):

@@ -14,7 +14,7 @@ import logging
 from typing import TYPE_CHECKING, Any, Callable
 
 from callscribe.asr.types import TranscriptEvent
-from callscribe.calls.events import CallRef, CallStateEvent, EventBus, UtteranceEvent
+from callscribe.calls.events import CallRef, CallStateEvent, EventBus, SettledEvent, UtteranceEvent
 from callscribe.calls.leg import Leg
 from callscribe.calls.redaction import CallRedaction, Shown
 
@@ -32,7 +32,8 @@ class CallEvents:
         self.redaction = CallRedaction()
         self.seq = 0
         self._loop = asyncio.get_running_loop()
-        self._queue: asyncio.Queue[tuple[Leg, TranscriptEvent]] = asyncio.Queue()
+        # Engine results and settled marks (an int: leg ms), in the order the engine gave them.
+        self._queue: asyncio.Queue[tuple[Leg, TranscriptEvent | int]] = asyncio.Queue()
         self._pump = asyncio.create_task(self._run_pump(), name=f"call-{ref.call_id}")
 
     def state(self, state: str, data: dict[str, Any], surface: str) -> None:
@@ -51,6 +52,18 @@ class CallEvents:
 
         return on_event
 
+    def settled_receiver(self, leg: Leg) -> Callable[[int], None]:
+        """The engine's on_settled for one leg (called from the front-end thread)."""
+        loop = self._loop
+
+        def on_settled(ms: int) -> None:
+            try:
+                loop.call_soon_threadsafe(self._queue.put_nowait, (leg, ms))
+            except RuntimeError:
+                pass  # the loop is closing
+
+        return on_settled
+
     async def drain(self) -> None:
         """Return once every engine result that has arrived so far is published."""
         await asyncio.sleep(0)  # let the engine's last hops land in the queue
@@ -63,7 +76,11 @@ class CallEvents:
         while True:
             leg, event = await self._queue.get()
             try:
-                await self._publish_transcript(leg, event)
+                if isinstance(event, int):
+                    if not leg.closed:
+                        self.bus.publish_progress(SettledEvent(self.ref, leg.id, event, leg.params.surface))
+                else:
+                    await self._publish_transcript(leg, event)
             except Exception:
                 log.exception("call %s: publishing a transcript failed", self.ref.call_id)
             finally:

@@ -24,7 +24,7 @@ from typing import Any, Callable, Mapping
 
 from sqlalchemy.exc import InterfaceError, OperationalError
 
-from callscribe.calls.events import CallEvent, EventBus, UtteranceEvent
+from callscribe.calls.events import CallEvent, EventBus, SettledEvent, UtteranceEvent
 from callscribe.delivery.webhook import Formatter, WebhookMessage
 from callscribe.metrics import Metrics
 from callscribe.store import NewOutbox, Store
@@ -55,9 +55,10 @@ class Persister:
         self.on_outbox = on_outbox  # wakes the webhook dispatcher
         self.metrics = metrics
         # Barriers and the stop marker always go in; events only up to _QUEUE_MAX (see _on_event).
-        self._queue: asyncio.Queue[CallEvent | _Barrier | None] = asyncio.Queue()
+        self._queue: asyncio.Queue[CallEvent | SettledEvent | _Barrier | None] = asyncio.Queue()
         self._queued_events = 0
         self._unsubscribe: Callable[[], None] | None = None
+        self._unsubscribe_progress: Callable[[], None] | None = None
         self._task: asyncio.Task | None = None
         self.store_healthy = True
         self._unhealthy = asyncio.Event()  # set while the database is failing: releases flush() waiters
@@ -90,6 +91,7 @@ class Persister:
 
     def start(self) -> None:
         self._unsubscribe = self.bus.subscribe(self._on_event)
+        self._unsubscribe_progress = self.bus.subscribe_progress(self._on_progress)
         self._task = asyncio.create_task(self._run(), name="callscribe-persister")
 
     def _on_event(self, event: CallEvent) -> None:
@@ -104,6 +106,14 @@ class Persister:
             return
         self._queued_events += 1
         self._queue.put_nowait(event)
+
+    def _on_progress(self, event: SettledEvent) -> None:
+        """A settled mark goes through the queue, after the finals before it, to the formatters
+        (segment callbacks through a silence); it is stored only as the outbox rows they make.
+        Dropped when the queue is full: a later mark says as much."""
+        if self._queued_events < _QUEUE_MAX:
+            self._queued_events += 1
+            self._queue.put_nowait(event)
 
     async def flush(self) -> None:
         """Return once every event published before this call is stored, or at once while the
@@ -123,6 +133,8 @@ class Persister:
         """Stop listening, store what is queued (waiting at most `timeout` for the database), end."""
         if self._unsubscribe:
             self._unsubscribe()
+        if self._unsubscribe_progress:
+            self._unsubscribe_progress()
         if self._task is None or self._task.done():
             return
         self._queue.put_nowait(None)
@@ -134,7 +146,7 @@ class Persister:
 
     async def _run(self) -> None:
         while True:
-            batch: list[CallEvent] = []
+            batch: list[CallEvent | SettledEvent] = []
             barriers: list[_Barrier] = []
             stopping = False
             item = await self._queue.get()
@@ -157,8 +169,8 @@ class Persister:
             if stopping:
                 return
 
-    def _items(self, events: list[CallEvent]) -> list[tuple[CallEvent, list[NewOutbox]]]:
-        items: list[tuple[CallEvent, list[NewOutbox]]] = []
+    def _items(self, events: list[CallEvent | SettledEvent]) -> list[tuple[CallEvent | SettledEvent, list[NewOutbox]]]:
+        items: list[tuple[CallEvent | SettledEvent, list[NewOutbox]]] = []
         for event in events:
             formatter = self.formatters.get(event.surface) if event.surface else None
             if self.webhooks_enabled and event.surface and formatter is None:
@@ -170,8 +182,11 @@ class Persister:
             items.append((event, [NewOutbox(m.msg_id, m.ordering_key, m.payload) for m in messages]))
         return items
 
-    async def _save(self, events: list[CallEvent]) -> None:
-        items = self._items(events)
+    async def _save(self, events: list[CallEvent | SettledEvent]) -> None:
+        # A settled mark that made no callback has nothing to store.
+        items = [(e, o) for e, o in self._items(events) if o or not isinstance(e, SettledEvent)]
+        if not items:
+            return
         if not await self._try_save(items) and len(items) > 1:
             # One bad event (a duplicate seq, say) must not sink its neighbours: save one by one.
             for item in items:
@@ -179,7 +194,7 @@ class Persister:
         if self.on_outbox and any(outbox for _, outbox in items):
             self.on_outbox()
 
-    async def _try_save(self, items: list[tuple[CallEvent, list[NewOutbox]]]) -> bool:
+    async def _try_save(self, items: list[tuple[CallEvent | SettledEvent, list[NewOutbox]]]) -> bool:
         """Save in one transaction. An unreachable database is waited for; an event the database
         refuses (retrying would not help) is logged when alone and reported as False."""
         delay = 0.5
@@ -197,7 +212,8 @@ class Persister:
                 self._set_healthy(True)  # the database answered: it refuses this, it is not down
                 if len(items) == 1:
                     event = items[0][0]
-                    log.exception("not stored: %s seq %s of call %s", type(event).__name__, event.seq,
-                                  event.call.call_id)
-                    self._report_failure(event, "refused")
+                    log.exception("not stored: %s seq %s of call %s", type(event).__name__,
+                                  getattr(event, "seq", "-"), event.call.call_id)
+                    if not isinstance(event, SettledEvent):
+                        self._report_failure(event, "refused")
                 return False

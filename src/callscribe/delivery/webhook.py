@@ -23,7 +23,7 @@ from typing import Any, Callable, Sequence
 
 from standardwebhooks.webhooks import Webhook
 
-from callscribe.calls.events import CallEvent, UtteranceEvent
+from callscribe.calls.events import AnyEvent, UtteranceEvent
 from callscribe.config import Settings
 from callscribe.secretfiles import load_or_create
 
@@ -39,7 +39,7 @@ class WebhookMessage:
     payload: str  # the exact JSON body
 
 
-Formatter = Callable[[CallEvent], "WebhookMessage | Sequence[WebhookMessage] | None"]
+Formatter = Callable[[AnyEvent], "WebhookMessage | Sequence[WebhookMessage] | None"]
 
 
 def ordering_key(event: UtteranceEvent) -> str:

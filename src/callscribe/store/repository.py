@@ -17,7 +17,7 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from callscribe.asr.types import Word
-from callscribe.calls.events import CallEvent, CallRef, CallStateEvent, StreamSummary, UtteranceEvent
+from callscribe.calls.events import AnyEvent, CallEvent, CallRef, CallStateEvent, SettledEvent, StreamSummary, UtteranceEvent
 from callscribe.calls.media import MAX_GUID, valid_id
 from callscribe.store.db import Database
 from callscribe.store.models import Call, CallEventRow, OutboxRow, Recording, StreamInterval, Utterance
@@ -132,18 +132,19 @@ class CallRepository:
 
     # Writes ---------------------------------------------------------------------------------
 
-    def save_events(self, items: Sequence[tuple[CallEvent, NewOutbox | Sequence[NewOutbox] | None]]) -> None:
+    def save_events(self, items: Sequence[tuple[AnyEvent, NewOutbox | Sequence[NewOutbox] | None]]) -> None:
         """Persist events (and their outbox rows, none, one or several each) in one transaction.
-        Partials are ignored."""
+        Partials are ignored; a settled mark is kept only as the outbox rows it made."""
         with self.db.sessions.begin() as s:
             for event, outbox in items:
                 self._save_one(s, event, outbox)
 
-    def _save_one(self, s: Session, event: CallEvent, outboxes: NewOutbox | Sequence[NewOutbox] | None) -> None:
+    def _save_one(self, s: Session, event: AnyEvent, outboxes: NewOutbox | Sequence[NewOutbox] | None) -> None:
         if isinstance(event, UtteranceEvent) and event.kind != "final":
             return
         call = self._ensure_call(s, event.call, event.created_at)
-        call.last_seq = max(call.last_seq or 0, event.seq)
+        if not isinstance(event, SettledEvent):
+            call.last_seq = max(call.last_seq or 0, event.seq)
         for outbox in [outboxes] if isinstance(outboxes, NewOutbox) else outboxes or ():
             # a surface's webhooks for this event, stored with it or not at all
             s.add(OutboxRow(msg_id=outbox.msg_id, ordering_key=outbox.ordering_key, payload=outbox.payload,
@@ -157,6 +158,8 @@ class CallRepository:
                 words=[asdict(w) for w in event.words] if event.words is not None else None,
                 redaction_output=event.redaction_output, created_at=event.created_at,
             ))
+            return
+        if isinstance(event, SettledEvent):
             return
         s.add(CallEventRow(call_id=call.call_id, seq=event.seq, state=event.state,
                            data=jsonable(event.data), created_at=event.created_at))
