@@ -128,6 +128,9 @@ def test_signatures_are_verified(server, meeting):
     unsigned = httpx.get(f"{server.url}/meetings/{mid}")
     assert unsigned.status_code == 401 and unsigned.json()["Code"] == "UnauthorizedException"
     assert set(unsigned.json()) == {"Code", "Message", "RequestId"}
+    # The signature is checked before the input: an unsigned caller with a bad operation hears 401.
+    for path in (f"/meetings/{mid}/transcription?operation=bogus", f"/meetings/{mid}/attendees?operation=bogus"):
+        assert httpx.post(f"{server.url}{path}", content=b"{}").status_code == 401
 
     # A body changed after signing no longer matches its signature.
     url = f"{server.url}/meetings"

@@ -81,7 +81,11 @@ def _json(body: bytes) -> Any:
 
 async def _input(request: Request, op: str, **path: str) -> tuple[ApiKey, dict[str, Any]]:
     key, body = await _signed(request)
-    return key, parse_input(op, path, dict(request.query_params), _json(body))
+    return key, _parse(request, body, op, **path)
+
+
+def _parse(request: Request, body: bytes, op: str, **path: str) -> dict[str, Any]:
+    return parse_input(op, path, dict(request.query_params), _json(body))
 
 
 def _meeting(request: Request, key: ApiKey, meeting_id: str) -> Meeting:
@@ -125,10 +129,11 @@ async def delete_meeting(request: Request, MeetingId: str) -> Response:
 
 @router.post("/meetings/{MeetingId}/attendees", include_in_schema=False)
 async def create_attendee(request: Request, MeetingId: str) -> JSONResponse:
+    key, body = await _signed(request)  # an unsigned caller hears 401 before anything about its input
     batch = request.query_params.get("operation") == "batch-create"
     if "operation" in request.query_params and not batch:
         raise ApiError(400, "BadRequestException", "operation must be batch-create")
-    key, req = await _input(request, "BatchCreateAttendee" if batch else "CreateAttendee", MeetingId=MeetingId)
+    req = _parse(request, body, "BatchCreateAttendee" if batch else "CreateAttendee", MeetingId=MeetingId)
     book = book_of(request)
     m = _meeting(request, key, req["MeetingId"])
     if not batch:
@@ -189,11 +194,12 @@ async def delete_attendee(request: Request, MeetingId: str, AttendeeId: str) -> 
 
 @router.post("/meetings/{MeetingId}/transcription", include_in_schema=False)
 async def transcription(request: Request, MeetingId: str) -> Response:
+    key, body = await _signed(request)  # an unsigned caller hears 401 before anything about its input
     op = request.query_params.get("operation")
     if op not in ("start", "stop"):
         raise ApiError(400, "BadRequestException", "operation must be start or stop")
-    key, req = await _input(request, "StartMeetingTranscription" if op == "start" else "StopMeetingTranscription",
-                            MeetingId=MeetingId)
+    req = _parse(request, body, "StartMeetingTranscription" if op == "start" else "StopMeetingTranscription",
+                 MeetingId=MeetingId)
     m = _meeting(request, key, req["MeetingId"])
     book = book_of(request)
     if op == "stop":
