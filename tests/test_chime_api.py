@@ -177,7 +177,14 @@ def test_join_tokens_and_the_meeting_socket_refuse_strangers(server, chime, meet
         assert info.value.response.status_code in (401, 403)
     with ws_client.connect(f"{events}?token={attendee['JoinToken']}", open_timeout=30):
         pass
+    # A deleted attendee's meeting socket is closed (it would otherwise keep receiving transcripts);
+    # a subscriber with the API key stays.
+    sub = Subscriber(f"{events}?token={quote(attendee['JoinToken'])}")
+    keyed = Subscriber(events, {"Authorization": f"Bearer {KEY}:{SECRET}"})
+    assert sub.opened.wait(30) and keyed.opened.wait(30) and not sub.closed.is_set()
     chime.delete_attendee(MeetingId=mid, AttendeeId=attendee["AttendeeId"])
+    assert sub.closed.wait(30) and sub.close_reason == "attendee deleted"
+    assert not keyed.closed.wait(0.5)
     assert server.run(server.services.media_grants.resolve(attendee["JoinToken"])) is None
 
 

@@ -5,7 +5,8 @@ Authorised by a JoinToken of one of the meeting's attendees (`?token=`), or by a
 meeting's tenant (the headers every surface accepts: `Authorization: Bearer id:secret`, Basic, ...).
 Like Chime's data messages, it is live only: a subscriber gets what happens after it connects.
 Refusals before the upgrade are HTTP answers in the Chime error shape (401/403, 404 for a meeting
-this caller cannot see); DeleteMeeting closes the socket (1000, "meeting deleted").
+this caller cannot see); DeleteMeeting closes the socket (1000, "meeting deleted"), and DeleteAttendee
+closes the sockets opened with that attendee's JoinToken (1000, "attendee deleted").
 """
 
 from __future__ import annotations
@@ -40,11 +41,12 @@ async def meeting_events(ws: WebSocket, MeetingId: str) -> None:
     services = ws.app.state.services
     book: MeetingBook = ws.app.state.chime_meetings
     tenant: str | None = None
+    attendee_id: str | None = None  # the attendee whose JoinToken opened it: its deletion closes the socket
     token = ws.query_params.get("token")
     if token:
         found = book.attendee_of(token)
         if found is not None and found[0].meeting_id == MeetingId.lower():
-            tenant = found[0].tenant
+            tenant, attendee_id = found[0].tenant, found[1].attendee_id
         if tenant is None:
             await deny(ws, 403, "", response=_refuse(403, "The join token is not valid for this meeting"))
             return
@@ -108,7 +110,7 @@ async def meeting_events(ws: WebSocket, MeetingId: str) -> None:
             pass
         await close(ws, Close.NORMAL, why)
 
-    forget = book.watch(tenant, mid, kick)
+    forget = book.watch(tenant, mid, kick, attendee_id)
     relaying = asyncio.create_task(relay(), name=f"chime-events-{mid}")
     try:
         while True:  # the peer sends nothing we need; this notices it leaving
