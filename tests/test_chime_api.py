@@ -188,6 +188,33 @@ def test_join_tokens_and_the_meeting_socket_refuse_strangers(server, chime, meet
     assert server.run(server.services.media_grants.resolve(attendee["JoinToken"])) is None
 
 
+def test_a_socket_that_does_not_read_is_closed_and_others_see_only_their_meeting(server, chime, meeting, monkeypatch):
+    from callscribe.api import chime_ws
+
+    monkeypatch.setattr(chime_ws, "QUEUE_MAX", 4)
+    mid = meeting["MeetingId"]
+    other = chime.create_meeting(ClientRequestToken="quiet-neighbour", MediaRegion="us-east-1",
+                                 ExternalMeetingId="other")["Meeting"]
+    bearer = {"Authorization": f"Bearer {KEY}:{SECRET}"}
+    busy, quiet = Subscriber(meeting["MediaPlacement"]["SignalingUrl"], bearer), \
+        Subscriber(other["MediaPlacement"]["SignalingUrl"], bearer)
+    assert busy.opened.wait(30) and quiet.opened.wait(30)
+    before = server.services.connections.snapshot()["open"]
+    book = server.app.state.chime_meetings
+
+    async def burst() -> None:  # more events at once than the socket's queue holds
+        m = book.get(TENANT, mid)
+        for _ in range(20):
+            book._lifecycle(m, "interrupted", "burst")
+
+    server.run(burst())
+    assert busy.closed.wait(30) and busy.close_reason == "events are not read fast enough"
+    assert not quiet.closed.is_set() and quiet.frames == []  # another meeting's events never reach it
+    wait_until(lambda: server.services.connections.snapshot()["open"] == before - 1, "the slot released")
+    chime.delete_meeting(MeetingId=other["MeetingId"])
+    assert quiet.closed.wait(30)
+
+
 def second_port(server) -> int:
     return int(server.url.rsplit(":", 1)[1])
 
