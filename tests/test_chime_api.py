@@ -74,7 +74,15 @@ def test_meeting_and_attendee_shapes(chime, meeting):
         if not token:
             break
     assert len(seen) == 6 and len({a["AttendeeId"] for a in seen}) == 6
-    chime.delete_attendee(MeetingId=mid, AttendeeId=one["AttendeeId"])
+    # The attendee a NextToken names is deleted before the next page: the listing goes on after it.
+    page = chime.list_attendees(MeetingId=mid, MaxResults=2)
+    chime.delete_attendee(MeetingId=mid, AttendeeId=page["NextToken"])
+    rest = chime.list_attendees(MeetingId=mid, NextToken=page["NextToken"])["Attendees"]
+    assert [a["AttendeeId"] for a in rest] == sorted(a["AttendeeId"] for a in seen)[2:]
+    with pytest.raises(chime.exceptions.BadRequestException):
+        chime.list_attendees(MeetingId=mid, NextToken="not-a-token")
+    if one["AttendeeId"] != page["NextToken"]:
+        chime.delete_attendee(MeetingId=mid, AttendeeId=one["AttendeeId"])
     code, status, _ = error_of(lambda: chime.get_attendee(MeetingId=mid, AttendeeId=one["AttendeeId"]))
     assert (code, status) == ("NotFoundException", 404)
     # The idempotency token: a retried CreateMeeting gets the same meeting.

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -26,6 +27,7 @@ from callscribe.config import ApiKey
 
 router = APIRouter(tags=["Chime SDK meetings"])
 MAX_PAGE = 100
+_GUID = re.compile(r"[a-f0-9]{8}(-[a-f0-9]{4}){3}-[a-f0-9]{12}")
 
 
 def book_of(request: Any) -> MeetingBook:
@@ -161,7 +163,9 @@ async def list_attendees(request: Request, MeetingId: str) -> JSONResponse:
     m = _meeting(request, key, req["MeetingId"])
     every = sorted(m.attendees.values(), key=lambda a: a.attendee_id)
     after = req.get("NextToken")
-    if after is not None and after not in m.attendees:
+    # The token is the last attendee id of the previous page; that attendee may have been deleted
+    # since, and the listing goes on after where it stood.
+    if after is not None and not _GUID.fullmatch(after):
         raise ApiError(400, "BadRequestException", "NextToken is not valid")
     if after is not None:
         every = [a for a in every if a.attendee_id > after]
