@@ -169,6 +169,21 @@ def test_unserved_language_fails_after_the_call_succeeds(server, chime, meeting)
     assert sub.closed.wait(30)
 
 
+@pytest.mark.parametrize("setting", [{"VocabularyName": "medical-terms"}, {"LanguageModelName": "my-model"},
+                                     {"VocabularyFilterName": "swears", "VocabularyFilterMethod": "mask"}])
+def test_custom_vocabularies_and_models_fail_rather_than_being_ignored(server, chime, meeting, setting):
+    mid = meeting["MeetingId"]
+    sub = Subscriber(meeting["MediaPlacement"]["SignalingUrl"], {"Authorization": f"Bearer {KEY}:{SECRET}"})
+    assert sub.opened.wait(30) and not sub.closed.is_set()
+    chime.start_meeting_transcription(MeetingId=mid, TranscriptionConfiguration={
+        "EngineTranscribeSettings": {"LanguageCode": "en-US", **setting}})
+    status = wait_until(lambda: [f for f in sub.frames if "status" in f], "a status")[0]["status"]
+    assert status["type"] == "failed" and all(name in status["message"] for name in setting), status
+    assert server.app.state.chime_meetings.get(TENANT, mid).transcription is None
+    chime.delete_meeting(MeetingId=mid)
+    assert sub.closed.wait(30)
+
+
 def test_join_tokens_and_the_meeting_socket_refuse_strangers(server, chime, meeting):
     import websockets.sync.client as ws_client
     from websockets.exceptions import InvalidStatus

@@ -291,6 +291,13 @@ class MeetingBook:
                 self._lifecycle(m, "failed", f"BadRequestException: The language code {settings.language} is not "
                                 "supported by this server's speech model", settings)
                 return
+            refused = settings.unsupported_message()
+            if refused is not None:  # as Chime does when Transcribe refuses a vocabulary (chime_settings.py)
+                if m.transcription is not None:
+                    await self._close_legs(m)
+                    m.transcription = None
+                self._lifecycle(m, "failed", refused, settings)
+                return
             await self._close_legs(m)
             m.transcription, m.interrupted = settings.configuration, False
             self._lifecycle(m, "started", None, settings)
