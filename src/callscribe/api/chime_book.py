@@ -57,6 +57,7 @@ SENDS_AUDIO = ("SendReceive", "Send")
 DEFAULT_CAPABILITIES = {"Audio": "SendReceive", "Video": "SendReceive", "Content": "SendReceive"}
 
 Kick = Callable[[str], Awaitable[None]]  # closes one live connection, saying why
+CLOSE_DEADLINE_S = 6.0  # DeleteMeeting/DeleteAttendee wait this long in all for connections to close
 
 
 class LimitExceeded(Exception):
@@ -111,7 +112,7 @@ class MeetingBook:
         self._kicks: dict[tuple[str, str], dict[Kick, str | None]] = {}  # live sockets -> attendee (or None)
         # epoch ms at which each attendee's track timeline began, for the JS SDK's epoch times
         self.origins: dict[tuple[str, str], dict[str, float]] = {}
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks: set[asyncio.Future[None]] = set()
         self._load()
 
     # -- persistence ------------------------------------------------------------------------------
@@ -243,16 +244,30 @@ class MeetingBook:
         return forget
 
     async def _end_media(self, m: Meeting, attendee_id: str | None, why: str) -> None:
+        """End the media and close the sockets of the meeting (or of one attendee), all at once and
+        for at most CLOSE_DEADLINE_S in all: the caller holds the meeting's lock. What is not done
+        by then goes on in the background."""
+        closing: list[Awaitable[None]] = []
         call = self._call(m)
         if call is not None:
             for name, track in list(call.tracks.items()):
                 if track.session is not None and (attendee_id is None or name == attendee_id):
-                    await track.session.end(why)
+                    closing.append(track.session.end(why))
         for kick, who in list(self._kicks.get((m.tenant, m.meeting_id), {}).items()):
             if attendee_id is None or who == attendee_id:
-                await kick(why)
+                closing.append(kick(why))
         if attendee_id is None:
             self._kicks.pop((m.tenant, m.meeting_id), None)
+        if not closing:
+            return
+        tasks = [asyncio.ensure_future(c) for c in closing]
+        _, pending = await asyncio.wait(tasks, timeout=CLOSE_DEADLINE_S)
+        for task in tasks:
+            if task in pending:
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
+            elif not task.cancelled() and task.exception() is not None:
+                log.warning("meeting %s: closing a connection failed: %r", m.meeting_id, task.exception())
 
     # -- transcription ------------------------------------------------------------------------------
 

@@ -1,0 +1,65 @@
+"""The MeetingBook (api/chime_book.py) on its own: how it closes a meeting's connections and how it
+keeps its file."""
+
+from __future__ import annotations
+
+import asyncio
+from types import SimpleNamespace
+
+from callscribe.api import chime_book
+from callscribe.api.chime_book import MeetingBook
+from callscribe.calls.events import EventBus
+
+REQ = {"ClientRequestToken": "t", "ExternalMeetingId": "ext", "MediaRegion": "us-east-1"}
+
+
+def services() -> SimpleNamespace:
+    return SimpleNamespace(bus=EventBus(), registry=None)
+
+
+def test_delete_meeting_closes_its_sockets_together_within_one_deadline(tmp_path, monkeypatch):
+    """Each socket's close waits until every socket has begun closing: one after another, the
+    first would never finish; all at once, they all do."""
+    monkeypatch.setattr(chime_book, "CLOSE_DEADLINE_S", 10.0)
+
+    async def go() -> list[str]:
+        book = MeetingBook(tmp_path, services())
+        m = book.create_meeting("acme", REQ)
+        begun: list[str] = []
+        everyone = asyncio.Event()
+
+        def kick_of(name: str):
+            async def kick(why: str) -> None:
+                begun.append(name)
+                if len(begun) == 3:
+                    everyone.set()
+                await everyone.wait()
+            return kick
+
+        for name in ("a", "b", "c"):
+            book.watch("acme", m.meeting_id, kick_of(name))
+        await asyncio.wait_for(book.delete_meeting(m), 30)  # a guard against a hang, not a timing
+        await book.close()
+        return begun
+
+    assert sorted(asyncio.run(go())) == ["a", "b", "c"]
+
+
+def test_a_close_that_hangs_does_not_hold_the_meeting_past_the_deadline(tmp_path, monkeypatch):
+    monkeypatch.setattr(chime_book, "CLOSE_DEADLINE_S", 0.05)
+
+    async def go() -> bool:
+        book = MeetingBook(tmp_path, services())
+        m = book.create_meeting("acme", REQ)
+        forever = asyncio.Event()
+
+        async def hang(why: str) -> None:
+            await forever.wait()
+
+        book.watch("acme", m.meeting_id, hang)
+        await asyncio.wait_for(book.delete_meeting(m), 30)  # a guard against a hang, not a timing
+        gone = book.get("acme", m.meeting_id) is None
+        await book.close()
+        return gone
+
+    assert asyncio.run(go())
