@@ -143,8 +143,6 @@ async def create_attendee(request: Request, MeetingId: str) -> JSONResponse:
             a = book.add_attendee(m, req["ExternalUserId"], req.get("Capabilities"))
         except LimitExceeded as exc:
             raise _limit(exc) from None
-        finally:
-            book.save()
         return JSONResponse({"Attendee": attendee_object(a)})
     attendees, errors = [], []
     for item in req["Attendees"]:
@@ -153,7 +151,6 @@ async def create_attendee(request: Request, MeetingId: str) -> JSONResponse:
         except LimitExceeded as exc:
             errors.append({"ExternalUserId": item["ExternalUserId"], "ErrorCode": "LimitExceeded",
                            "ErrorMessage": str(exc)})
-    book.save()
     return JSONResponse({"Attendees": attendees, "Errors": errors})
 
 

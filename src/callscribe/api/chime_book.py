@@ -14,7 +14,9 @@ CallStateEvent of the meeting's lifecycle record (namespace "chime-meeting", gui
 "<MeetingId>:transcription", its own sequence), so the persister stores it and writes its
 EventBridge webhook in one transaction, and the meeting socket relays it.
 
-Kept across a restart (in `<data_dir>/chime-meetings.json`, mode 0600, rewritten on each change):
+Kept across a restart (in `<data_dir>/chime-meetings.json`, mode 0600, rewritten shortly after
+changes, off the event loop, atomically; a file that cannot be parsed is kept aside as
+`.corrupt-<time>` with an error in the log, never overwritten):
 meetings, attendees and their join tokens, each meeting's transcription configuration and whether
 it is on, the lifecycle sequence. Not kept: media connections (attendees reconnect), partials in
 flight. A meeting whose transcription was on gets TranscriptionInterrupted at start-up and
@@ -57,6 +59,7 @@ SENDS_AUDIO = ("SendReceive", "Send")
 DEFAULT_CAPABILITIES = {"Audio": "SendReceive", "Video": "SendReceive", "Content": "SendReceive"}
 
 Kick = Callable[[str], Awaitable[None]]  # closes one live connection, saying why
+SAVE_DELAY_S = 0.2  # changes within this long share one write of the file
 CLOSE_DEADLINE_S = 6.0  # DeleteMeeting/DeleteAttendee wait this long in all for connections to close
 
 
@@ -113,35 +116,87 @@ class MeetingBook:
         # epoch ms at which each attendee's track timeline began, for the JS SDK's epoch times
         self.origins: dict[tuple[str, str], dict[str, float]] = {}
         self._tasks: set[asyncio.Future[None]] = set()
+        self._dirty = False
+        self._saving: asyncio.Task[None] | None = None
+        self._write_lock = asyncio.Lock()
         self._load()
 
     # -- persistence ------------------------------------------------------------------------------
 
     def _load(self) -> None:
         try:
-            raw = json.loads(self.path.read_text())
+            text = self.path.read_text()
         except FileNotFoundError:
             return
-        except (OSError, ValueError):
-            log.exception("%s is unreadable: starting with no meetings", self.path)
+        # Any other OSError propagates: starting empty would overwrite the meetings at the next save.
+        try:
+            raw = json.loads(text)
+            meetings = []
+            for item in raw.get("meetings", []):
+                attendees = {a["attendee_id"]: Attendee(**a) for a in item.pop("attendees", [])}
+                meetings.append(Meeting(**item, attendees=attendees))
+        except (ValueError, TypeError, KeyError, AttributeError):
+            aside = self.path.with_name(f"{self.path.name}.corrupt-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}")
+            os.replace(self.path, aside)
+            log.error("%s cannot be parsed: it is kept as %s and the server starts with NO meetings; "
+                      "restore it by hand if it can be repaired", self.path, aside, exc_info=True)
             return
-        for item in raw.get("meetings", []):
-            attendees = {a["attendee_id"]: Attendee(**a) for a in item.pop("attendees", [])}
-            m = Meeting(**item, attendees=attendees)
+        for m in meetings:
             self._meetings[(m.tenant, m.meeting_id)] = m
-            for a in attendees.values():
+            for a in m.attendees.values():
                 self._tokens[_digest(a.join_token)] = (m.tenant, m.meeting_id, a.attendee_id)
 
     def save(self) -> None:
-        payload = {"version": 1, "meetings": [
+        """Note a change: one write follows shortly (SAVE_DELAY_S), however many changes come before
+        it, in a thread (off the event loop). Without a running loop, written at once."""
+        self._dirty = True
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            self._write(self._snapshot())
+            self._dirty = False
+            return
+        if self._saving is None or self._saving.done():
+            self._saving = asyncio.create_task(self._save_later(), name="chime-meetings-save")
+
+    async def _save_later(self) -> None:
+        await asyncio.sleep(SAVE_DELAY_S)
+        await self.flush()
+
+    async def flush(self) -> None:
+        """Write the pending changes now (and wait for it)."""
+        async with self._write_lock:
+            while self._dirty:
+                self._dirty = False
+                payload = self._snapshot()  # on the loop: the meetings do not change under it
+                try:
+                    await asyncio.to_thread(self._write, payload)
+                except OSError:
+                    self._dirty = True
+                    log.exception("writing %s failed; retried at the next change", self.path)
+                    return
+
+    def _snapshot(self) -> dict[str, Any]:
+        return {"version": 1, "meetings": [
             {**{k: v for k, v in asdict(m).items() if k != "attendees"}, "attendees": [asdict(a) for a in m.attendees.values()]}
             for m in self._meetings.values()]}
+
+    def _write(self, payload: dict[str, Any]) -> None:
+        """Temp file, fsync, rename, fsync of the directory: after a crash the file is the old or
+        the new one, whole."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.path.with_name(f"{self.path.name}.{os.getpid()}.tmp")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as fh:
             json.dump(payload, fh)
+            fh.flush()
+            os.fsync(fh.fileno())
         os.replace(tmp, self.path)
+        dir_fd = os.open(self.path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
 
     def begin(self) -> None:
         """At start-up (the bus and registry exist): watch media, and tell meetings whose transcription
@@ -185,6 +240,7 @@ class MeetingBook:
                      dict(capabilities or DEFAULT_CAPABILITIES))
         m.attendees[a.attendee_id] = a
         self._tokens[_digest(a.join_token)] = (m.tenant, m.meeting_id, a.attendee_id)
+        self.save()
         return a
 
     async def delete_attendee(self, m: Meeting, attendee_id: str) -> None:
@@ -399,3 +455,6 @@ class MeetingBook:
     async def close(self) -> None:
         for task in list(self._tasks):
             task.cancel()
+        await self.flush()
+        if self._saving is not None:
+            self._saving.cancel()
