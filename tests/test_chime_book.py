@@ -13,8 +13,9 @@ from callscribe.calls.events import EventBus
 REQ = {"ClientRequestToken": "t", "ExternalMeetingId": "ext", "MediaRegion": "us-east-1"}
 
 
-def services() -> SimpleNamespace:
-    return SimpleNamespace(bus=EventBus(), registry=None)
+def services(idle_s: float = 300.0, max_s: float = 86400.0, registry=None) -> SimpleNamespace:
+    return SimpleNamespace(bus=EventBus(), registry=registry,
+                           settings=SimpleNamespace(chime_meeting_idle_s=idle_s, chime_meeting_max_s=max_s))
 
 
 def test_delete_meeting_closes_its_sockets_together_within_one_deadline(tmp_path, monkeypatch):
@@ -97,3 +98,41 @@ def test_a_file_that_cannot_be_parsed_is_kept_aside_not_overwritten(tmp_path, ca
     assert any(r.levelname == "ERROR" and "corrupt" in r.getMessage() for r in caplog.records)
     book.create_meeting("acme", REQ)  # the next save writes a new file beside the kept one
     assert kept[0].read_text() == '{"meetings": [{"meeting_id": "trunc' and path.exists()
+
+
+def test_meetings_end_without_media_or_at_their_maximum(tmp_path):
+    """Driven with explicit clock values: no timing."""
+    live_call = SimpleNamespace(live=True, legs={}, tracks={}, live_tracks=lambda: [])
+    live_ids: set[str] = set()
+    registry = SimpleNamespace(find=lambda tenant, guid, ns: live_call if guid in live_ids else None)
+
+    async def go() -> None:
+        book = MeetingBook(tmp_path, services(idle_s=60, max_s=3600, registry=registry))
+        quiet = book.create_meeting("acme", {**REQ, "ClientRequestToken": "quiet"})
+        busy = book.create_meeting("acme", {**REQ, "ClientRequestToken": "busy"})
+        live_ids.add(busy.meeting_id)
+        closed: list[str] = []
+
+        async def kick(why: str) -> None:
+            closed.append(why)
+
+        book.watch("acme", quiet.meeting_id, kick)
+        t0 = max(quiet.created_at, busy.created_at)
+        await book._tick(t0 + 30)
+        assert book.get("acme", quiet.meeting_id) is quiet  # not idle long enough yet
+        await book._tick(t0 + 61)
+        assert book.get("acme", quiet.meeting_id) is None and closed and closed[0].startswith("meeting ended")
+        await book._tick(t0 + 1800)
+        assert book.get("acme", busy.meeting_id) is busy  # media: not idle
+        live_ids.clear()  # its last attendee left: idle from the next look
+        await book._tick(t0 + 1900)
+        assert book.get("acme", busy.meeting_id) is busy
+        await book._tick(t0 + 1961)
+        assert book.get("acme", busy.meeting_id) is None
+        old = book.create_meeting("acme", {**REQ, "ClientRequestToken": "old"})
+        live_ids.add(old.meeting_id)
+        await book._tick(old.created_at + 3601)  # media all along, but Chime's maximum
+        assert book.get("acme", old.meeting_id) is None
+        await book.close()
+
+    asyncio.run(go())

@@ -20,8 +20,12 @@ changes, off the event loop, atomically; a file that cannot be parsed is kept as
 meetings, attendees and their join tokens, each meeting's transcription configuration and whether
 it is on, the lifecycle sequence. Not kept: media connections (attendees reconnect), partials in
 flight. A meeting whose transcription was on gets TranscriptionInterrupted at start-up and
-TranscriptionResumed when an attendee's media is transcribed again. Meetings last until
-DeleteMeeting (no inactivity expiry).
+TranscriptionResumed when an attendee's media is transcribed again.
+
+Every few seconds (`_tick`), as Chime does: a meeting ends (as DeleteMeeting) after
+`chime_meeting_idle_s` without attendee media, or `chime_meeting_max_s` after its creation; and the
+attendees of a meeting whose transcription is on but whose media has no leg (the model was loading,
+no capacity) are joined again, until they are.
 """
 
 from __future__ import annotations
@@ -44,7 +48,7 @@ from callscribe.api.chime_wire import (LIFECYCLE_NAMESPACE, LIFECYCLE_STATE, NAM
 from callscribe.calls.events import CallEvent, CallRef, CallStateEvent
 from callscribe.calls.media import MediaGrant, Participant
 from callscribe.calls.registry import (AlreadyStarted, AlreadyStopped, CallNotFound, MediaEnding, NoCapacity,
-                                       RegistryError, UnsupportedLanguage)
+                                       NotReady, RegistryError, UnsupportedLanguage)
 
 if TYPE_CHECKING:
     from callscribe.calls.call import Call
@@ -60,7 +64,8 @@ DEFAULT_CAPABILITIES = {"Audio": "SendReceive", "Video": "SendReceive", "Content
 
 Kick = Callable[[str], Awaitable[None]]  # closes one live connection, saying why
 SAVE_DELAY_S = 0.2  # changes within this long share one write of the file
-CLOSE_DEADLINE_S = 6.0  # DeleteMeeting/DeleteAttendee wait this long in all for connections to close
+CLOSE_DEADLINE_S = 6.0
+TICK_S = 3.0  # how often expiry and rejoins are looked at (less with a short idle setting)  # DeleteMeeting/DeleteAttendee wait this long in all for connections to close
 
 
 class LimitExceeded(Exception):
@@ -119,6 +124,10 @@ class MeetingBook:
         self._dirty = False
         self._saving: asyncio.Task[None] | None = None
         self._write_lock = asyncio.Lock()
+        # since when (epoch s) each meeting has had no media; None while it has
+        self._idle_since: dict[tuple[str, str], float | None] = {}
+        self._started_at = time.time()  # meetings loaded at start-up count as idle from here
+        self._ticker: asyncio.Task[None] | None = None
         self._load()
 
     # -- persistence ------------------------------------------------------------------------------
@@ -202,6 +211,7 @@ class MeetingBook:
         """At start-up (the bus and registry exist): watch media, and tell meetings whose transcription
         was on that it is interrupted until their attendees reconnect."""
         self.services.bus.subscribe(self._on_event)
+        self._ticker = asyncio.create_task(self._tick_forever(), name="chime-meetings-tick")
         for m in self._meetings.values():
             if m.transcription is not None and not m.interrupted:
                 m.interrupted = True
@@ -249,7 +259,7 @@ class MeetingBook:
         self.save()
         await self._end_media(m, attendee_id, "attendee deleted")
 
-    async def delete_meeting(self, m: Meeting) -> None:
+    async def delete_meeting(self, m: Meeting, why: str = "meeting deleted") -> None:
         """DeleteMeeting ends everything: transcription (stopped), every attendee's media and socket."""
         async with self.lock(m.tenant, m.meeting_id):
             if not self._current(m):
@@ -260,13 +270,14 @@ class MeetingBook:
                 self._tokens.pop(_digest(a.join_token), None)
             self._meetings.pop((m.tenant, m.meeting_id), None)
             self.save()
-            await self._end_media(m, None, "meeting deleted")
+            await self._end_media(m, None, why)
             # The lifecycle record ends with its meeting, so the call list does not show it live.
             m.lifecycle_seq += 1
             ref = CallRef(m.lifecycle_id, m.tenant, LIFECYCLE_NAMESPACE, f"{m.meeting_id}:transcription")
             self.services.bus.publish(CallStateEvent(ref, m.lifecycle_seq, "media-ended",
-                                                     {"reason": "meeting deleted"}, surface=SURFACE))
+                                                     {"reason": why}, surface=SURFACE))
             self.origins.pop((m.tenant, m.meeting_id), None)
+            self._idle_since.pop((m.tenant, m.meeting_id), None)
         self._locks.pop((m.tenant, m.meeting_id), None)
 
     def attendee_of(self, token: str) -> tuple[Meeting, Attendee] | None:
@@ -438,10 +449,11 @@ class MeetingBook:
                     await registry.start_streaming(m.tenant, NAMESPACE, m.meeting_id,
                                                    settings.stream_params(m.meeting_id),
                                                    participants=missing if call.legs else None)
-            except NoCapacity:
+            except (NoCapacity, NotReady) as exc:  # joined again by _tick while it lasts
                 if not m.interrupted:
                     m.interrupted = True
-                    self._lifecycle(m, "interrupted", "no transcription capacity for an attendee who joined")
+                    self._lifecycle(m, "interrupted", "no transcription capacity for an attendee who joined"
+                                    if isinstance(exc, NoCapacity) else "the speech model is not ready")
                 return
             except (AlreadyStarted, CallNotFound, MediaEnding):
                 pass
@@ -452,7 +464,48 @@ class MeetingBook:
                 m.interrupted = False
                 self._lifecycle(m, "resumed")
 
+    # -- expiry and rejoins ----------------------------------------------------------------------------
+
+    async def _tick_forever(self) -> None:
+        settings = self.services.settings
+        every = min(TICK_S, settings.chime_meeting_idle_s / 2)
+        while True:
+            await asyncio.sleep(every)
+            try:
+                await self._tick(time.time())
+            except Exception:
+                log.exception("chime meetings: expiry and rejoins failed; tried again in %.0f s", every)
+
+    async def _tick(self, now: float) -> None:
+        """End the meetings idle or old enough; join the media of transcribed meetings that has no leg."""
+        settings = self.services.settings
+        ready = getattr(self.services, "ready", None)
+        for m in list(self._meetings.values()):
+            key = (m.tenant, m.meeting_id)
+            call = self._call(m)
+            live = call is not None and call.live
+            if live:
+                self._idle_since[key] = None
+            elif key not in self._idle_since:  # nobody joined yet (here): idle since creation or start-up
+                self._idle_since[key] = max(m.created_at, self._started_at)
+            elif self._idle_since[key] is None:  # the last media ended since the last look
+                self._idle_since[key] = now
+            since = self._idle_since[key]
+            idle = now - since if since is not None else 0.0
+            if idle >= settings.chime_meeting_idle_s:
+                await self.delete_meeting(m, f"meeting ended: no attendee media for {idle:.0f} s")
+            elif now - m.created_at >= settings.chime_meeting_max_s:
+                await self.delete_meeting(m, "meeting ended: it reached its maximum duration")
+            elif live and call is not None and m.transcription is not None and (ready is None or ready.is_set()):
+                missing = [t.participant.id if t.participant is not None else t.name
+                           for t in (call.tracks[name] for name in call.live_tracks())]
+                missing = [p for p in missing if p not in call.legs]
+                if missing:
+                    await self._join(m, missing)
+
     async def close(self) -> None:
+        if self._ticker is not None:
+            self._ticker.cancel()
         for task in list(self._tasks):
             task.cancel()
         await self.flush()
