@@ -102,7 +102,7 @@ def test_a_file_that_cannot_be_parsed_is_kept_aside_not_overwritten(tmp_path, ca
 
 def test_meetings_end_without_media_or_at_their_maximum(tmp_path):
     """Driven with explicit clock values: no timing."""
-    live_call = SimpleNamespace(live=True, legs={}, tracks={}, live_tracks=lambda: [])
+    live_call = SimpleNamespace(live=True, legs={}, tracks={}, live_tracks=list)
     live_ids: set[str] = set()
     registry = SimpleNamespace(find=lambda tenant, guid, ns: live_call if guid in live_ids else None)
 

@@ -9,11 +9,11 @@ from urllib.parse import quote
 
 import pytest
 import websockets
+from chime_helpers import KEY, SECRET, TENANT, Subscriber, chime_client
+from servers import running_app, wait_until
 
 from callscribe.config import load_settings
 from callscribe.testing.speech import say, silence
-from chime_helpers import KEY, SECRET, TENANT, Subscriber, chime_client
-from servers import running_app, wait_until
 
 
 def test_a_meeting_nobody_joins_ends_itself(tmp_path, engine):

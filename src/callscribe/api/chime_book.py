@@ -147,8 +147,8 @@ class MeetingBook:
         except (ValueError, TypeError, KeyError, AttributeError):
             aside = self.path.with_name(f"{self.path.name}.corrupt-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}")
             os.replace(self.path, aside)
-            log.error("%s cannot be parsed: it is kept as %s and the server starts with NO meetings; "
-                      "restore it by hand if it can be repaired", self.path, aside, exc_info=True)
+            log.exception("%s cannot be parsed: it is kept as %s and the server starts with NO meetings; "
+                          "restore it by hand if it can be repaired", self.path, aside)
             return
         for m in meetings:
             self._meetings[(m.tenant, m.meeting_id)] = m
