@@ -74,7 +74,15 @@ def test_meeting_and_attendee_shapes(chime, meeting):
         if not token:
             break
     assert len(seen) == 6 and len({a["AttendeeId"] for a in seen}) == 6
-    chime.delete_attendee(MeetingId=mid, AttendeeId=one["AttendeeId"])
+    # The attendee a NextToken names is deleted before the next page: the listing goes on after it.
+    page = chime.list_attendees(MeetingId=mid, MaxResults=2)
+    chime.delete_attendee(MeetingId=mid, AttendeeId=page["NextToken"])
+    rest = chime.list_attendees(MeetingId=mid, NextToken=page["NextToken"])["Attendees"]
+    assert [a["AttendeeId"] for a in rest] == sorted(a["AttendeeId"] for a in seen)[2:]
+    with pytest.raises(chime.exceptions.BadRequestException):
+        chime.list_attendees(MeetingId=mid, NextToken="not-a-token")
+    if one["AttendeeId"] != page["NextToken"]:
+        chime.delete_attendee(MeetingId=mid, AttendeeId=one["AttendeeId"])
     code, status, _ = error_of(lambda: chime.get_attendee(MeetingId=mid, AttendeeId=one["AttendeeId"]))
     assert (code, status) == ("NotFoundException", 404)
     # The idempotency token: a retried CreateMeeting gets the same meeting.
@@ -128,6 +136,9 @@ def test_signatures_are_verified(server, meeting):
     unsigned = httpx.get(f"{server.url}/meetings/{mid}")
     assert unsigned.status_code == 401 and unsigned.json()["Code"] == "UnauthorizedException"
     assert set(unsigned.json()) == {"Code", "Message", "RequestId"}
+    # The signature is checked before the input: an unsigned caller with a bad operation hears 401.
+    for path in (f"/meetings/{mid}/transcription?operation=bogus", f"/meetings/{mid}/attendees?operation=bogus"):
+        assert httpx.post(f"{server.url}{path}", content=b"{}").status_code == 401
 
     # A body changed after signing no longer matches its signature.
     url = f"{server.url}/meetings"
@@ -158,6 +169,21 @@ def test_unserved_language_fails_after_the_call_succeeds(server, chime, meeting)
     assert sub.closed.wait(30)
 
 
+@pytest.mark.parametrize("setting", [{"VocabularyName": "medical-terms"}, {"LanguageModelName": "my-model"},
+                                     {"VocabularyFilterName": "swears", "VocabularyFilterMethod": "mask"}])
+def test_custom_vocabularies_and_models_fail_rather_than_being_ignored(server, chime, meeting, setting):
+    mid = meeting["MeetingId"]
+    sub = Subscriber(meeting["MediaPlacement"]["SignalingUrl"], {"Authorization": f"Bearer {KEY}:{SECRET}"})
+    assert sub.opened.wait(30) and not sub.closed.is_set()
+    chime.start_meeting_transcription(MeetingId=mid, TranscriptionConfiguration={
+        "EngineTranscribeSettings": {"LanguageCode": "en-US", **setting}})
+    status = wait_until(lambda: [f for f in sub.frames if "status" in f], "a status")[0]["status"]
+    assert status["type"] == "failed" and all(name in status["message"] for name in setting), status
+    assert server.app.state.chime_meetings.get(TENANT, mid).transcription is None
+    chime.delete_meeting(MeetingId=mid)
+    assert sub.closed.wait(30)
+
+
 def test_join_tokens_and_the_meeting_socket_refuse_strangers(server, chime, meeting):
     import websockets.sync.client as ws_client
     from websockets.exceptions import InvalidStatus
@@ -174,8 +200,42 @@ def test_join_tokens_and_the_meeting_socket_refuse_strangers(server, chime, meet
         assert info.value.response.status_code in (401, 403)
     with ws_client.connect(f"{events}?token={attendee['JoinToken']}", open_timeout=30):
         pass
+    # A deleted attendee's meeting socket is closed (it would otherwise keep receiving transcripts);
+    # a subscriber with the API key stays.
+    sub = Subscriber(f"{events}?token={quote(attendee['JoinToken'])}")
+    keyed = Subscriber(events, {"Authorization": f"Bearer {KEY}:{SECRET}"})
+    assert sub.opened.wait(30) and keyed.opened.wait(30) and not sub.closed.is_set()
     chime.delete_attendee(MeetingId=mid, AttendeeId=attendee["AttendeeId"])
+    assert sub.closed.wait(30) and sub.close_reason == "attendee deleted"
+    assert not keyed.closed.wait(0.5)
     assert server.run(server.services.media_grants.resolve(attendee["JoinToken"])) is None
+
+
+def test_a_socket_that_does_not_read_is_closed_and_others_see_only_their_meeting(server, chime, meeting, monkeypatch):
+    from callscribe.api import chime_ws
+
+    monkeypatch.setattr(chime_ws, "QUEUE_MAX", 4)
+    mid = meeting["MeetingId"]
+    other = chime.create_meeting(ClientRequestToken="quiet-neighbour", MediaRegion="us-east-1",
+                                 ExternalMeetingId="other")["Meeting"]
+    bearer = {"Authorization": f"Bearer {KEY}:{SECRET}"}
+    busy, quiet = Subscriber(meeting["MediaPlacement"]["SignalingUrl"], bearer), \
+        Subscriber(other["MediaPlacement"]["SignalingUrl"], bearer)
+    assert busy.opened.wait(30) and quiet.opened.wait(30)
+    before = server.services.connections.snapshot()["open"]
+    book = server.app.state.chime_meetings
+
+    async def burst() -> None:  # more events at once than the socket's queue holds
+        m = book.get(TENANT, mid)
+        for _ in range(20):
+            book._lifecycle(m, "interrupted", "burst")
+
+    server.run(burst())
+    assert busy.closed.wait(30) and busy.close_reason == "events are not read fast enough"
+    assert not quiet.closed.is_set() and quiet.frames == []  # another meeting's events never reach it
+    wait_until(lambda: server.services.connections.snapshot()["open"] == before - 1, "the slot released")
+    chime.delete_meeting(MeetingId=other["MeetingId"])
+    assert quiet.closed.wait(30)
 
 
 def second_port(server) -> int:

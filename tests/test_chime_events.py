@@ -12,10 +12,10 @@ REF = CallRef("call-1", "acme", "chime", "meeting-1")
 ORIGIN = 1_700_000_000_000
 
 
-def event(kind: str, text: str, words=None, unredacted=None, utterance=0) -> UtteranceEvent:
+def event(kind: str, text: str, words=None, unredacted=None, utterance=0, mode="unredacted") -> UtteranceEvent:
     return UtteranceEvent(call=REF, seq=1, kind=kind, role="attendee", external_id="ann-ext", stream_id="s1",
                           utterance=utterance, start_ms=1000, end_ms=3000, text=text, unredacted_text=unredacted,
-                          words=words, participant="att-1", surface="chime")
+                          words=words, participant="att-1", surface="chime", redaction_output=mode)
 
 
 def settings(**extra):
@@ -47,8 +47,8 @@ def test_identification_lists_entities_over_the_words_as_said():
     shaper = TranscriptShaper(lambda pid: ORIGIN)
     words = (Word(" card", 1000, 1300, 0.9), Word(" [CREDIT_DEBIT_NUMBER]", 1300, 1500, 0.7), Word("", 1500, 2400, 0.7),
              Word(" today", 2400, 2800, 0.9))
-    frame = shaper.frame(event("final", "card [CREDIT_DEBIT_NUMBER] today", words,
-                               unredacted="card 4111 1111 today"), settings(ContentIdentificationType="PII"))
+    frame = shaper.frame(event("final", "card [CREDIT_DEBIT_NUMBER] today", words, unredacted="card 4111 1111 today",
+                               mode="redacted_and_unredacted"), settings(ContentIdentificationType="PII"))
     alt = frame["transcript"]["results"][0]["alternatives"][0]
     assert alt["transcript"] == "card 4111 1111 today"
     assert [i["content"] for i in alt["items"]] == ["card", "4111", "1111", "today"]
@@ -59,10 +59,27 @@ def test_identification_lists_entities_over_the_words_as_said():
 
 def test_redaction_shows_pii_labels_only():
     shaper = TranscriptShaper(lambda pid: ORIGIN)
-    frame = shaper.frame(event("final", "my number is [PII] thanks"), settings(ContentRedactionType="PII"))
+    frame = shaper.frame(event("final", "my number is [PII] thanks", mode="redacted"), settings(ContentRedactionType="PII"))
     alt = frame["transcript"]["results"][0]["alternatives"][0]
     assert "[PII]" in [i["content"] for i in alt["items"]]
     assert [(e["content"], "type" in e) for e in alt["entities"]] == [("[PII]", False)]
+
+
+def test_the_event_decides_redaction_not_the_settings_at_send_time():
+    """The meeting's settings changed between the event and its sending: a redacted event stays
+    redacted (its original is never read, even if present), an identified one keeps its entities."""
+    shaper = TranscriptShaper(lambda pid: ORIGIN)
+    redacted = event("final", "card [PII] today", unredacted="card 4111 1111 today", mode="redacted")
+    for now in (settings(ContentIdentificationType="PII"), settings(ContentRedactionType="PII"), settings(), None):
+        frame = shaper.frame(redacted, now)
+        assert "4111" not in repr(frame), frame
+        alt = frame["transcript"]["results"][0]["alternatives"][0]
+        assert [(e["content"], "type" in e) for e in alt["entities"]] == [("[PII]", False)]
+    identified = event("final", "card [CREDIT_DEBIT_NUMBER] today", unredacted="card 4111 1111 today",
+                       mode="redacted_and_unredacted")
+    alt = shaper.frame(identified, None)["transcript"]["results"][0]["alternatives"][0]
+    assert alt["transcript"] == "card 4111 1111 today"
+    assert [(e["type"], e["content"]) for e in alt["entities"]] == [("CREDIT_DEBIT_NUMBER", "4111 1111")]
 
 
 def test_status_and_eventbridge_shapes():

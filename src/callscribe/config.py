@@ -202,6 +202,10 @@ class Settings(BaseSettings):
     webrtc_max_peers: int = Field(100, ge=1, le=100_000)
     webrtc_connect_timeout_s: float = Field(20.0, gt=0, le=300)
     webrtc_idle_timeout_s: float = Field(20.0, gt=0, le=3600)
+    # Chime meetings end themselves (as Chime's do): after this long without attendee media (since
+    # the last attendee's media ended, or since creation when nobody joined), and at most this long.
+    chime_meeting_idle_s: float = Field(300.0, gt=0, le=7 * 86400)
+    chime_meeting_max_s: float = Field(24 * 3600.0, gt=0, le=30 * 86400)
     # At SIGTERM: how long calls in progress get to finish their last utterances before the exit.
     drain_s: float = Field(30.0, ge=0, le=3600)
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -26,6 +27,7 @@ from callscribe.config import ApiKey
 
 router = APIRouter(tags=["Chime SDK meetings"])
 MAX_PAGE = 100
+_GUID = re.compile(r"[a-f0-9]{8}(-[a-f0-9]{4}){3}-[a-f0-9]{12}")
 
 
 def book_of(request: Any) -> MeetingBook:
@@ -81,7 +83,11 @@ def _json(body: bytes) -> Any:
 
 async def _input(request: Request, op: str, **path: str) -> tuple[ApiKey, dict[str, Any]]:
     key, body = await _signed(request)
-    return key, parse_input(op, path, dict(request.query_params), _json(body))
+    return key, _parse(request, body, op, **path)
+
+
+def _parse(request: Request, body: bytes, op: str, **path: str) -> dict[str, Any]:
+    return parse_input(op, path, dict(request.query_params), _json(body))
 
 
 def _meeting(request: Request, key: ApiKey, meeting_id: str) -> Meeting:
@@ -125,10 +131,11 @@ async def delete_meeting(request: Request, MeetingId: str) -> Response:
 
 @router.post("/meetings/{MeetingId}/attendees", include_in_schema=False)
 async def create_attendee(request: Request, MeetingId: str) -> JSONResponse:
+    key, body = await _signed(request)  # an unsigned caller hears 401 before anything about its input
     batch = request.query_params.get("operation") == "batch-create"
     if "operation" in request.query_params and not batch:
         raise ApiError(400, "BadRequestException", "operation must be batch-create")
-    key, req = await _input(request, "BatchCreateAttendee" if batch else "CreateAttendee", MeetingId=MeetingId)
+    req = _parse(request, body, "BatchCreateAttendee" if batch else "CreateAttendee", MeetingId=MeetingId)
     book = book_of(request)
     m = _meeting(request, key, req["MeetingId"])
     if not batch:
@@ -136,8 +143,6 @@ async def create_attendee(request: Request, MeetingId: str) -> JSONResponse:
             a = book.add_attendee(m, req["ExternalUserId"], req.get("Capabilities"))
         except LimitExceeded as exc:
             raise _limit(exc) from None
-        finally:
-            book.save()
         return JSONResponse({"Attendee": attendee_object(a)})
     attendees, errors = [], []
     for item in req["Attendees"]:
@@ -146,7 +151,6 @@ async def create_attendee(request: Request, MeetingId: str) -> JSONResponse:
         except LimitExceeded as exc:
             errors.append({"ExternalUserId": item["ExternalUserId"], "ErrorCode": "LimitExceeded",
                            "ErrorMessage": str(exc)})
-    book.save()
     return JSONResponse({"Attendees": attendees, "Errors": errors})
 
 
@@ -156,7 +160,9 @@ async def list_attendees(request: Request, MeetingId: str) -> JSONResponse:
     m = _meeting(request, key, req["MeetingId"])
     every = sorted(m.attendees.values(), key=lambda a: a.attendee_id)
     after = req.get("NextToken")
-    if after is not None and after not in m.attendees:
+    # The token is the last attendee id of the previous page; that attendee may have been deleted
+    # since, and the listing goes on after where it stood.
+    if after is not None and not _GUID.fullmatch(after):
         raise ApiError(400, "BadRequestException", "NextToken is not valid")
     if after is not None:
         every = [a for a in every if a.attendee_id > after]
@@ -189,11 +195,12 @@ async def delete_attendee(request: Request, MeetingId: str, AttendeeId: str) -> 
 
 @router.post("/meetings/{MeetingId}/transcription", include_in_schema=False)
 async def transcription(request: Request, MeetingId: str) -> Response:
+    key, body = await _signed(request)  # an unsigned caller hears 401 before anything about its input
     op = request.query_params.get("operation")
     if op not in ("start", "stop"):
         raise ApiError(400, "BadRequestException", "operation must be start or stop")
-    key, req = await _input(request, "StartMeetingTranscription" if op == "start" else "StopMeetingTranscription",
-                            MeetingId=MeetingId)
+    req = _parse(request, body, "StartMeetingTranscription" if op == "start" else "StopMeetingTranscription",
+                 MeetingId=MeetingId)
     m = _meeting(request, key, req["MeetingId"])
     book = book_of(request)
     if op == "stop":

@@ -14,12 +14,18 @@ CallStateEvent of the meeting's lifecycle record (namespace "chime-meeting", gui
 "<MeetingId>:transcription", its own sequence), so the persister stores it and writes its
 EventBridge webhook in one transaction, and the meeting socket relays it.
 
-Kept across a restart (in `<data_dir>/chime-meetings.json`, mode 0600, rewritten on each change):
+Kept across a restart (in `<data_dir>/chime-meetings.json`, mode 0600, rewritten shortly after
+changes, off the event loop, atomically; a file that cannot be parsed is kept aside as
+`.corrupt-<time>` with an error in the log, never overwritten):
 meetings, attendees and their join tokens, each meeting's transcription configuration and whether
 it is on, the lifecycle sequence. Not kept: media connections (attendees reconnect), partials in
 flight. A meeting whose transcription was on gets TranscriptionInterrupted at start-up and
-TranscriptionResumed when an attendee's media is transcribed again. Meetings last until
-DeleteMeeting (no inactivity expiry).
+TranscriptionResumed when an attendee's media is transcribed again.
+
+Every few seconds (`_tick`), as Chime does: a meeting ends (as DeleteMeeting) after
+`chime_meeting_idle_s` without attendee media, or `chime_meeting_max_s` after its creation; and the
+attendees of a meeting whose transcription is on but whose media has no leg (the model was loading,
+no capacity) are joined again, until they are.
 """
 
 from __future__ import annotations
@@ -42,7 +48,7 @@ from callscribe.api.chime_wire import (LIFECYCLE_NAMESPACE, LIFECYCLE_STATE, NAM
 from callscribe.calls.events import CallEvent, CallRef, CallStateEvent
 from callscribe.calls.media import MediaGrant, Participant
 from callscribe.calls.registry import (AlreadyStarted, AlreadyStopped, CallNotFound, MediaEnding, NoCapacity,
-                                       RegistryError, UnsupportedLanguage)
+                                       NotReady, RegistryError, UnsupportedLanguage)
 
 if TYPE_CHECKING:
     from callscribe.calls.call import Call
@@ -57,6 +63,9 @@ SENDS_AUDIO = ("SendReceive", "Send")
 DEFAULT_CAPABILITIES = {"Audio": "SendReceive", "Video": "SendReceive", "Content": "SendReceive"}
 
 Kick = Callable[[str], Awaitable[None]]  # closes one live connection, saying why
+SAVE_DELAY_S = 0.2  # changes within this long share one write of the file
+CLOSE_DEADLINE_S = 6.0
+TICK_S = 3.0  # how often expiry and rejoins are looked at (less with a short idle setting)  # DeleteMeeting/DeleteAttendee wait this long in all for connections to close
 
 
 class LimitExceeded(Exception):
@@ -111,41 +120,98 @@ class MeetingBook:
         self._kicks: dict[tuple[str, str], dict[Kick, str | None]] = {}  # live sockets -> attendee (or None)
         # epoch ms at which each attendee's track timeline began, for the JS SDK's epoch times
         self.origins: dict[tuple[str, str], dict[str, float]] = {}
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks: set[asyncio.Future[None]] = set()
+        self._dirty = False
+        self._saving: asyncio.Task[None] | None = None
+        self._write_lock = asyncio.Lock()
+        # since when (epoch s) each meeting has had no media; None while it has
+        self._idle_since: dict[tuple[str, str], float | None] = {}
+        self._started_at = time.time()  # meetings loaded at start-up count as idle from here
+        self._ticker: asyncio.Task[None] | None = None
         self._load()
 
     # -- persistence ------------------------------------------------------------------------------
 
     def _load(self) -> None:
         try:
-            raw = json.loads(self.path.read_text())
+            text = self.path.read_text()
         except FileNotFoundError:
             return
-        except (OSError, ValueError):
-            log.exception("%s is unreadable: starting with no meetings", self.path)
+        # Any other OSError propagates: starting empty would overwrite the meetings at the next save.
+        try:
+            raw = json.loads(text)
+            meetings = []
+            for item in raw.get("meetings", []):
+                attendees = {a["attendee_id"]: Attendee(**a) for a in item.pop("attendees", [])}
+                meetings.append(Meeting(**item, attendees=attendees))
+        except (ValueError, TypeError, KeyError, AttributeError):
+            aside = self.path.with_name(f"{self.path.name}.corrupt-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}")
+            os.replace(self.path, aside)
+            log.exception("%s cannot be parsed: it is kept as %s and the server starts with NO meetings; "
+                          "restore it by hand if it can be repaired", self.path, aside)
             return
-        for item in raw.get("meetings", []):
-            attendees = {a["attendee_id"]: Attendee(**a) for a in item.pop("attendees", [])}
-            m = Meeting(**item, attendees=attendees)
+        for m in meetings:
             self._meetings[(m.tenant, m.meeting_id)] = m
-            for a in attendees.values():
+            for a in m.attendees.values():
                 self._tokens[_digest(a.join_token)] = (m.tenant, m.meeting_id, a.attendee_id)
 
     def save(self) -> None:
-        payload = {"version": 1, "meetings": [
+        """Note a change: one write follows shortly (SAVE_DELAY_S), however many changes come before
+        it, in a thread (off the event loop). Without a running loop, written at once."""
+        self._dirty = True
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            self._write(self._snapshot())
+            self._dirty = False
+            return
+        if self._saving is None or self._saving.done():
+            self._saving = asyncio.create_task(self._save_later(), name="chime-meetings-save")
+
+    async def _save_later(self) -> None:
+        await asyncio.sleep(SAVE_DELAY_S)
+        await self.flush()
+
+    async def flush(self) -> None:
+        """Write the pending changes now (and wait for it)."""
+        async with self._write_lock:
+            while self._dirty:
+                self._dirty = False
+                payload = self._snapshot()  # on the loop: the meetings do not change under it
+                try:
+                    await asyncio.to_thread(self._write, payload)
+                except OSError:
+                    self._dirty = True
+                    log.exception("writing %s failed; retried at the next change", self.path)
+                    return
+
+    def _snapshot(self) -> dict[str, Any]:
+        return {"version": 1, "meetings": [
             {**{k: v for k, v in asdict(m).items() if k != "attendees"}, "attendees": [asdict(a) for a in m.attendees.values()]}
             for m in self._meetings.values()]}
+
+    def _write(self, payload: dict[str, Any]) -> None:
+        """Temp file, fsync, rename, fsync of the directory: after a crash the file is the old or
+        the new one, whole."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.path.with_name(f"{self.path.name}.{os.getpid()}.tmp")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as fh:
             json.dump(payload, fh)
+            fh.flush()
+            os.fsync(fh.fileno())
         os.replace(tmp, self.path)
+        dir_fd = os.open(self.path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
 
     def begin(self) -> None:
         """At start-up (the bus and registry exist): watch media, and tell meetings whose transcription
         was on that it is interrupted until their attendees reconnect."""
         self.services.bus.subscribe(self._on_event)
+        self._ticker = asyncio.create_task(self._tick_forever(), name="chime-meetings-tick")
         for m in self._meetings.values():
             if m.transcription is not None and not m.interrupted:
                 m.interrupted = True
@@ -184,6 +250,7 @@ class MeetingBook:
                      dict(capabilities or DEFAULT_CAPABILITIES))
         m.attendees[a.attendee_id] = a
         self._tokens[_digest(a.join_token)] = (m.tenant, m.meeting_id, a.attendee_id)
+        self.save()
         return a
 
     async def delete_attendee(self, m: Meeting, attendee_id: str) -> None:
@@ -192,7 +259,7 @@ class MeetingBook:
         self.save()
         await self._end_media(m, attendee_id, "attendee deleted")
 
-    async def delete_meeting(self, m: Meeting) -> None:
+    async def delete_meeting(self, m: Meeting, why: str = "meeting deleted") -> None:
         """DeleteMeeting ends everything: transcription (stopped), every attendee's media and socket."""
         async with self.lock(m.tenant, m.meeting_id):
             if not self._current(m):
@@ -203,13 +270,14 @@ class MeetingBook:
                 self._tokens.pop(_digest(a.join_token), None)
             self._meetings.pop((m.tenant, m.meeting_id), None)
             self.save()
-            await self._end_media(m, None, "meeting deleted")
+            await self._end_media(m, None, why)
             # The lifecycle record ends with its meeting, so the call list does not show it live.
             m.lifecycle_seq += 1
             ref = CallRef(m.lifecycle_id, m.tenant, LIFECYCLE_NAMESPACE, f"{m.meeting_id}:transcription")
             self.services.bus.publish(CallStateEvent(ref, m.lifecycle_seq, "media-ended",
-                                                     {"reason": "meeting deleted"}, surface=SURFACE))
+                                                     {"reason": why}, surface=SURFACE))
             self.origins.pop((m.tenant, m.meeting_id), None)
+            self._idle_since.pop((m.tenant, m.meeting_id), None)
         self._locks.pop((m.tenant, m.meeting_id), None)
 
     def attendee_of(self, token: str) -> tuple[Meeting, Attendee] | None:
@@ -243,16 +311,30 @@ class MeetingBook:
         return forget
 
     async def _end_media(self, m: Meeting, attendee_id: str | None, why: str) -> None:
+        """End the media and close the sockets of the meeting (or of one attendee), all at once and
+        for at most CLOSE_DEADLINE_S in all: the caller holds the meeting's lock. What is not done
+        by then goes on in the background."""
+        closing: list[Awaitable[None]] = []
         call = self._call(m)
         if call is not None:
             for name, track in list(call.tracks.items()):
                 if track.session is not None and (attendee_id is None or name == attendee_id):
-                    await track.session.end(why)
+                    closing.append(track.session.end(why))
         for kick, who in list(self._kicks.get((m.tenant, m.meeting_id), {}).items()):
             if attendee_id is None or who == attendee_id:
-                await kick(why)
+                closing.append(kick(why))
         if attendee_id is None:
             self._kicks.pop((m.tenant, m.meeting_id), None)
+        if not closing:
+            return
+        tasks = [asyncio.ensure_future(c) for c in closing]
+        _, pending = await asyncio.wait(tasks, timeout=CLOSE_DEADLINE_S)
+        for task in tasks:
+            if task in pending:
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
+            elif not task.cancelled() and task.exception() is not None:
+                log.warning("meeting %s: closing a connection failed: %r", m.meeting_id, task.exception())
 
     # -- transcription ------------------------------------------------------------------------------
 
@@ -290,6 +372,13 @@ class MeetingBook:
                     m.transcription = None
                 self._lifecycle(m, "failed", f"BadRequestException: The language code {settings.language} is not "
                                 "supported by this server's speech model", settings)
+                return
+            refused = settings.unsupported_message()
+            if refused is not None:  # as Chime does when Transcribe refuses a vocabulary (chime_settings.py)
+                if m.transcription is not None:
+                    await self._close_legs(m)
+                    m.transcription = None
+                self._lifecycle(m, "failed", refused, settings)
                 return
             await self._close_legs(m)
             m.transcription, m.interrupted = settings.configuration, False
@@ -360,10 +449,11 @@ class MeetingBook:
                     await registry.start_streaming(m.tenant, NAMESPACE, m.meeting_id,
                                                    settings.stream_params(m.meeting_id),
                                                    participants=missing if call.legs else None)
-            except NoCapacity:
+            except (NoCapacity, NotReady) as exc:  # joined again by _tick while it lasts
                 if not m.interrupted:
                     m.interrupted = True
-                    self._lifecycle(m, "interrupted", "no transcription capacity for an attendee who joined")
+                    self._lifecycle(m, "interrupted", "no transcription capacity for an attendee who joined"
+                                    if isinstance(exc, NoCapacity) else "the speech model is not ready")
                 return
             except (AlreadyStarted, CallNotFound, MediaEnding):
                 pass
@@ -374,6 +464,50 @@ class MeetingBook:
                 m.interrupted = False
                 self._lifecycle(m, "resumed")
 
+    # -- expiry and rejoins ----------------------------------------------------------------------------
+
+    async def _tick_forever(self) -> None:
+        settings = self.services.settings
+        every = min(TICK_S, settings.chime_meeting_idle_s / 2)
+        while True:
+            await asyncio.sleep(every)
+            try:
+                await self._tick(time.time())
+            except Exception:
+                log.exception("chime meetings: expiry and rejoins failed; tried again in %.0f s", every)
+
+    async def _tick(self, now: float) -> None:
+        """End the meetings idle or old enough; join the media of transcribed meetings that has no leg."""
+        settings = self.services.settings
+        ready = getattr(self.services, "ready", None)
+        for m in list(self._meetings.values()):
+            key = (m.tenant, m.meeting_id)
+            call = self._call(m)
+            live = call is not None and call.live
+            if live:
+                self._idle_since[key] = None
+            elif key not in self._idle_since:  # nobody joined yet (here): idle since creation or start-up
+                self._idle_since[key] = max(m.created_at, self._started_at)
+            elif self._idle_since[key] is None:  # the last media ended since the last look
+                self._idle_since[key] = now
+            since = self._idle_since[key]
+            idle = now - since if since is not None else 0.0
+            if idle >= settings.chime_meeting_idle_s:
+                await self.delete_meeting(m, f"meeting ended: no attendee media for {idle:.0f} s")
+            elif now - m.created_at >= settings.chime_meeting_max_s:
+                await self.delete_meeting(m, "meeting ended: it reached its maximum duration")
+            elif live and call is not None and m.transcription is not None and (ready is None or ready.is_set()):
+                missing = [t.participant.id if t.participant is not None else t.name
+                           for t in (call.tracks[name] for name in call.live_tracks())]
+                missing = [p for p in missing if p not in call.legs]
+                if missing:
+                    await self._join(m, missing)
+
     async def close(self) -> None:
+        if self._ticker is not None:
+            self._ticker.cancel()
         for task in list(self._tasks):
             task.cancel()
+        await self.flush()
+        if self._saving is not None:
+            self._saving.cancel()

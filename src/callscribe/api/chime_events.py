@@ -103,7 +103,7 @@ def _timed(text: str, timed_words: list[Timed], start: float, end: float) -> lis
 def entities(shown: str, original: str | None, spans: Sequence[tuple[float, float]], redaction: bool
              ) -> list[dict[str, Any]]:
     """The entities that labels in `shown` stand for: with the original text, their content and
-    type (identification); without it, "[PII]" (redaction, where the original is not kept).
+    type (identification); under redaction always the label alone ("[PII]"), whatever `original`.
     `spans` are the times of the labels, in order."""
     out: list[dict[str, Any]] = []
     pieces = _LABEL.split(shown)  # text, label, text, label, ..., text
@@ -112,7 +112,7 @@ def entities(shown: str, original: str | None, spans: Sequence[tuple[float, floa
         label = pieces[k]
         before, after = pieces[k - 1], pieces[k + 1]
         content = f"[{label}]"
-        if original is not None and original.startswith(before, pos):
+        if not redaction and original is not None and original.startswith(before, pos):
             begin = pos + len(before)
             stop = original.find(after, begin) if after else len(original)
             if stop >= begin:
@@ -140,9 +140,12 @@ class TranscriptShaper:
         rid = result_id(event)
         origin = self._origin_ms(event.participant)
         start, end = origin + event.start_ms, origin + max(event.end_ms, event.start_ms)
-        identify = settings is not None and settings.content_identification
-        redact = settings is not None and settings.content_redaction
-        shown = event.unredacted_text if identify and event.unredacted_text is not None else event.text
+        # Redaction or identification as the event was produced, never the meeting's settings now:
+        # after an update (or a stop), an interval's last events keep the mode they were made under.
+        redact = event.redaction_output == "redacted"
+        identify = event.redaction_output == "redacted_and_unredacted"
+        original = event.unredacted_text if identify else None  # a redacted event's original is never read
+        shown = original if original is not None else event.text
         words = _word_tokens([Word(w.text, int(origin + w.start_ms), int(origin + w.end_ms), w.confidence)
                               for w in event.words or ()])
         timed = _timed(shown, words, start, end)
@@ -160,7 +163,7 @@ class TranscriptShaper:
         alternative: dict[str, Any] = {"transcript": shown, "items": items}
         if identify or redact:
             labels = [(s, e) for tok, s, e, _ in words if _LABEL.fullmatch(tok)] or [(start, end)]
-            alternative["entities"] = entities(event.text, event.unredacted_text, labels, redact)
+            alternative["entities"] = entities(event.text, original, labels, redact)
         result = {"resultId": rid, "channelId": "", "isPartial": event.kind == "partial",
                   "startTimeMs": int(start), "endTimeMs": int(end),
                   "languageCode": settings.language if settings else "en-US", "alternatives": [alternative]}

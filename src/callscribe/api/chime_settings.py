@@ -18,7 +18,11 @@ custom language model with IdentifyLanguage, PartialResultsStability without sta
 EngineTranscribeMedicalSettings is refused: callscribe has no medical model.
 
 A language the engine does not serve is not refused here: the HTTP call succeeds and the meeting
-gets a TranscriptFailed event (as Chime does when Transcribe refuses).
+gets a TranscriptFailed event (as Chime does when Transcribe refuses). So do custom vocabularies,
+vocabulary filters and language models (`unsupported`), which callscribe does not have: for a
+vocabulary, filter or model that does not exist, Transcribe answers BadRequestException, and §C.1
+says Chime turns Transcribe's BadRequestException into a TranscriptFailed event after a successful
+call; every name is unknown here, so the meeting fails instead of reporting started while ignoring them.
 """
 
 from __future__ import annotations
@@ -32,6 +36,8 @@ from callscribe.calls.leg import StreamParams
 from callscribe.redact import RedactionPolicy
 
 STABILITY_LEVELS = {"high": 1, "medium": 2, "low": 3}  # partials a word must survive to be stable
+CUSTOMISATIONS = ("VocabularyName", "VocabularyNames", "VocabularyFilterName", "VocabularyFilterNames",
+                  "VocabularyFilterMethod", "LanguageModelName")  # accepted by the model, not served here
 
 
 def _bad(message: str) -> ApiError:
@@ -49,6 +55,14 @@ class MeetingTranscription:
     content_identification: bool = False
     pii_entity_types: str | None = None
     identify_language: bool = False
+    unsupported: tuple[str, ...] = ()  # CUSTOMISATIONS the configuration asks for
+
+    def unsupported_message(self) -> str | None:
+        """The TranscriptFailed message for a configuration with customisations, else None."""
+        if not self.unsupported:
+            return None
+        return ("BadRequestException: " + ", ".join(self.unsupported) + " is not supported: this server has no "
+                "custom vocabularies, vocabulary filters or custom language models")
 
     @property
     def configuration_json(self) -> str:
@@ -125,4 +139,5 @@ def parse_configuration(config: dict[str, Any]) -> MeetingTranscription:
         region=None if region in (None, "auto") else region,
         stabilize=bool(s.get("EnablePartialResultsStabilization")), stability=s.get("PartialResultsStability") or "high",
         content_redaction=bool(s.get("ContentRedactionType")), content_identification=bool(s.get("ContentIdentificationType")),
-        pii_entity_types=s.get("PiiEntityTypes"), identify_language=identify)
+        pii_entity_types=s.get("PiiEntityTypes"), identify_language=identify,
+        unsupported=tuple(name for name in CUSTOMISATIONS if s.get(name)))

@@ -7,12 +7,19 @@ region of its credential scope; the client's signature is only compared, never t
 
 Answers, as AWS gives them: no or malformed Authorization -> 401 UnauthorizedException (and the
 Chime model has no code of its own for the rest); an unknown key, a signature that does not match,
-a service other than `chime` in the scope, or a date more than 15 minutes off -> 403
-ForbiddenException.
+a service other than `chime` in the scope, or a date more than 5 minutes off (AWS's window) -> 403
+ForbiddenException. When the client signs `x-amz-content-sha256`, botocore's canonical request uses
+that header instead of hashing the body, so the header must equal sha256(body): otherwise a changed
+body, UNSIGNED-PAYLOAD or STREAMING-* would pass with a valid signature (403 as well).
+
+No replay cache: botocore re-signs each retry, and a retry within the same second carries the same
+date and therefore the same signature, so refusing repeats would refuse honest retries; the
+5-minute window bounds replays instead.
 """
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import re
 from datetime import datetime, timezone
@@ -26,7 +33,7 @@ from callscribe.api.chime_model import SIGNING_NAME
 from callscribe.api.errors import ApiError
 from callscribe.config import ApiKey
 
-MAX_SKEW_S = 15 * 60
+MAX_SKEW_S = 5 * 60
 _AUTH = re.compile(r"AWS4-HMAC-SHA256\s+Credential=([^,\s]+),\s*SignedHeaders=([^,\s]+),\s*Signature=([0-9a-f]{64})\s*$")
 _DATE = re.compile(r"\d{8}T\d{6}Z")
 _DUMMY = ApiKey("-", "dummy-secret-for-constant-work")
@@ -60,7 +67,7 @@ def verify(keys: Sequence[ApiKey], method: str, host_url: str, raw_path: str, ra
     when = datetime.strptime(stamp, "%Y%m%dT%H%M%SZ").replace(tzinfo=timezone.utc)
     skew = abs(((now or datetime.now(timezone.utc)) - when).total_seconds())
     if skew > MAX_SKEW_S:
-        raise _forbidden("Signature expired: the request time is more than 15 minutes from the server time")
+        raise _forbidden("Signature expired: the request time is more than 5 minutes from the server time")
     names = signed.split(";")
     if "host" not in names or any(headers.get(n) is None for n in names):
         raise _forbidden("The request signature must cover the Host header and every header it names")
@@ -76,4 +83,9 @@ def verify(keys: Sequence[ApiKey], method: str, host_url: str, raw_path: str, ra
     if not hmac.compare_digest(expected, given):
         raise _forbidden("The request signature we calculated does not match the signature you provided. "
                          "Check your AWS Secret Access Key and signing method.")
+    claimed = headers.get("x-amz-content-sha256") if "x-amz-content-sha256" in names else None
+    if claimed is not None and not hmac.compare_digest(claimed.strip().lower().encode(),
+                                                      hashlib.sha256(body).hexdigest().encode()):
+        raise _forbidden("The provided 'x-amz-content-sha256' header does not match what was computed: "
+                         "the payload must be signed with its SHA-256 (no UNSIGNED-PAYLOAD or streaming).")
     return key

@@ -4,8 +4,12 @@ transcription status as the JS SDK's TranscriptEvent JSON (chime_events.py), in 
 Authorised by a JoinToken of one of the meeting's attendees (`?token=`), or by an API key of the
 meeting's tenant (the headers every surface accepts: `Authorization: Bearer id:secret`, Basic, ...).
 Like Chime's data messages, it is live only: a subscriber gets what happens after it connects.
+Each socket counts under the process's connection limits (`services.connections`, 503 when over)
+and queues only its meeting's events; one whose reader falls QUEUE_MAX events behind is closed
+(1008, "events are not read fast enough") instead of silently losing events.
 Refusals before the upgrade are HTTP answers in the Chime error shape (401/403, 404 for a meeting
-this caller cannot see); DeleteMeeting closes the socket (1000, "meeting deleted").
+this caller cannot see); DeleteMeeting closes the socket (1000, "meeting deleted"), and DeleteAttendee
+closes the sockets opened with that attendee's JoinToken (1000, "attendee deleted").
 """
 
 from __future__ import annotations
@@ -13,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import Any
 
 from fastapi import APIRouter, WebSocket
 from fastapi.responses import JSONResponse
@@ -23,8 +26,8 @@ from callscribe.api.chime_book import MeetingBook
 from callscribe.api.chime_events import TranscriptShaper, status_frame
 from callscribe.api.chime_settings import MeetingTranscription, parse_configuration
 from callscribe.api.chime_wire import EVENTS_PATH, LIFECYCLE_NAMESPACE, LIFECYCLE_STATE, NAMESPACE, error_shape
-from callscribe.calls.events import CallStateEvent, UtteranceEvent
-from callscribe.ingest.base import Close, JsonSender, close, deny
+from callscribe.calls.events import CallEvent, CallStateEvent, UtteranceEvent
+from callscribe.ingest.base import Close, JsonSender, admit, close, deny, peer_of
 
 log = logging.getLogger(__name__)
 router = APIRouter(tags=["Chime SDK meetings"])
@@ -40,11 +43,12 @@ async def meeting_events(ws: WebSocket, MeetingId: str) -> None:
     services = ws.app.state.services
     book: MeetingBook = ws.app.state.chime_meetings
     tenant: str | None = None
+    attendee_id: str | None = None  # the attendee whose JoinToken opened it: its deletion closes the socket
     token = ws.query_params.get("token")
     if token:
         found = book.attendee_of(token)
         if found is not None and found[0].meeting_id == MeetingId.lower():
-            tenant = found[0].tenant
+            tenant, attendee_id = found[0].tenant, found[1].attendee_id
         if tenant is None:
             await deny(ws, 403, "", response=_refuse(403, "The join token is not valid for this meeting"))
             return
@@ -59,13 +63,43 @@ async def meeting_events(ws: WebSocket, MeetingId: str) -> None:
         await deny(ws, 404, "", response=_refuse(404, f"The meeting {MeetingId} is not found"))
         return
     mid = meeting.meeting_id
-    await ws.accept()
-    queue, unsubscribe = services.bus.queue(QUEUE_MAX)
+    lifecycle = f"{mid}:transcription"
+    slot = await admit(ws, services.connections, lambda why: deny(ws, 503, "", response=_refuse(503, why)))
+    if slot is None:
+        return
+    try:
+        await ws.accept()
+    except BaseException:
+        slot.release()
+        raise
+    slot.started()  # authorised before the upgrade: nothing more to prove
+    queue: asyncio.Queue[CallEvent] = asyncio.Queue(QUEUE_MAX)
+    overflowed = asyncio.Event()
+
+    def put(event: CallEvent) -> None:
+        # Runs on every publish of the server: only this meeting's events are queued, and a socket
+        # whose reader fell behind is closed (below) rather than dropping events for it one by one.
+        call = event.call
+        if overflowed.is_set() or call.tenant != tenant:
+            return
+        if isinstance(event, UtteranceEvent):
+            if call.namespace != NAMESPACE or call.guid != mid:
+                return
+        elif not (isinstance(event, CallStateEvent) and event.state == LIFECYCLE_STATE
+                  and call.namespace == LIFECYCLE_NAMESPACE and call.guid == lifecycle):
+            return
+        try:
+            queue.put_nowait(event)
+        except asyncio.QueueFull:
+            overflowed.set()
+
+    unsubscribe = services.bus.subscribe(put)
     send = JsonSender(ws, "meeting socket")
     cache: dict[str, MeetingTranscription | None] = {}
 
     def settings() -> MeetingTranscription | None:
-        # The interval's settings: after a stop, its last finals keep the configuration they had.
+        # Stabilisation and language of the interval: after a stop, its last finals keep the
+        # configuration they had. (Redaction is the event's own: chime_events.py.)
         m = book.get(tenant, mid)
         config = m.transcription if m is not None else None
         if config is None:
@@ -89,17 +123,20 @@ async def meeting_events(ws: WebSocket, MeetingId: str) -> None:
             finally:
                 queue.task_done()
 
-    async def deliver(event: Any) -> None:
-        frame: dict[str, Any] | None = None
-        if event.call.tenant != tenant:
-            return
-        if isinstance(event, UtteranceEvent) and event.call.namespace == NAMESPACE and event.call.guid == mid:
+    async def deliver(event: CallEvent) -> None:
+        if isinstance(event, UtteranceEvent):
             frame = shaper.frame(event, settings())
-        elif isinstance(event, CallStateEvent) and event.state == LIFECYCLE_STATE \
-                and event.call.namespace == LIFECYCLE_NAMESPACE and event.call.guid == f"{mid}:transcription":
-            frame = status_frame(event.data)
+        else:
+            frame = status_frame(event.data) if isinstance(event, CallStateEvent) else None
         if frame is not None:
             await send(frame)
+
+    async def guard() -> None:
+        await overflowed.wait()
+        log.warning("meeting %s: a socket from %s does not read its events; closing it", mid, peer_of(ws))
+        unsubscribe()
+        relaying.cancel()
+        await close(ws, Close.POLICY, "events are not read fast enough")
 
     async def kick(why: str) -> None:
         try:  # what was published before the deletion (its "stopped" status) goes out first
@@ -108,8 +145,9 @@ async def meeting_events(ws: WebSocket, MeetingId: str) -> None:
             pass
         await close(ws, Close.NORMAL, why)
 
-    forget = book.watch(tenant, mid, kick)
+    forget = book.watch(tenant, mid, kick, attendee_id)
     relaying = asyncio.create_task(relay(), name=f"chime-events-{mid}")
+    guarding = asyncio.create_task(guard(), name=f"chime-events-guard-{mid}")
     try:
         while True:  # the peer sends nothing we need; this notices it leaving
             message = await ws.receive()
@@ -121,3 +159,5 @@ async def meeting_events(ws: WebSocket, MeetingId: str) -> None:
         forget()
         unsubscribe()
         relaying.cancel()
+        guarding.cancel()
+        slot.release()
