@@ -438,6 +438,19 @@ def test_chromium_join_page_speech_comes_back_as_the_participants_transcript(app
             page.get_by_role("button", name="Leave").click()
             expect(page.locator("#state")).to_have_attribute("data-state", "closed")
             reader.join()  # leaving closed the connection: the media ended
+            # Joined again, and the server ends the connection (an attendee removed, an idle
+            # timeout, a drain): the page lets go of the microphone, says it ended, offers the form.
+            page.get_by_role("button", name="Join", exact=True).click()
+            expect(page.locator("#state")).to_have_attribute("data-state", "connected", timeout=WAIT_MS)
+            expect(page.locator("#mic")).to_have_text("on")
+            expect(page.locator("#join-form")).to_be_hidden()
+            peers = app.app.state.webrtc_peers
+            assert app.run(peers.close("acme", NAMESPACE, guid, reason="attendee removed")) == 1
+            expect(page.locator("#state")).to_have_attribute("data-state", "ended", timeout=WAIT_MS)
+            expect(page.locator("#mic")).to_have_text("off")
+            expect(page.get_by_role("alert")).to_contain_text("The connection ended")
+            expect(page.locator("#join-form")).to_be_visible()
+            expect(page.locator("#leave")).to_be_hidden()
             assert not errors, errors
         finally:
             browser.close()
