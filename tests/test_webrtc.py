@@ -6,7 +6,10 @@
 - Debian's Chromium, headless, loads the join page with a fake microphone fed from a WAV; its words
   come back the same way, and Leave ends the media.
 - Refusals: no or unknown token (401), unusable SDP or body (400), a drain (503).
-- The media ends exactly once: peer close, ICE that never connects, drain.
+- The media ends exactly once: peer close, ICE that never connects, drain, a token revoked while
+  the media connected; a page whose connection the server ends releases the microphone.
+- A call that is behind never stops the peer being read (UDP has no back-pressure): the excess is
+  dropped as a gap.
 
 The join tokens are resolved by a resolver the test registers on the running app's `media_grants`
 (as a surface that hands out join tokens does). Every wait is for a condition; nothing is timed.

@@ -78,8 +78,10 @@ async function join(token) {
         if (conn === pc && (dtls.state === "closed" || dtls.state === "failed")) ended();
       });
     }
-    $("join-form").hidden = true;
-    $("leave").hidden = false;
+    if (conn === pc) { // (not already ended)
+      $("join-form").hidden = true;
+      $("leave").hidden = false;
+    }
   } catch (err) {
     leave();
     showState("failed", "not connected");
