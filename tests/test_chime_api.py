@@ -297,3 +297,46 @@ def test_deleting_an_attendee_ends_its_audio(server, chime, meeting):
                 ws.recv(timeout=30)
         assert ws.close_reason == "attendee deleted"
     assert server.services.registry.get_call(TENANT, mid, "chime")["media"] == "ended"
+
+
+def test_an_attendee_deleted_while_its_audio_connects_is_refused(server, chime, meeting, monkeypatch):
+    """DeleteAttendee between the token check and the media's connection finds no media to end: the
+    socket checks the token again once its media is connected, and ends it."""
+    import websockets.sync.client as ws_client
+    from websockets.exceptions import InvalidStatus
+
+    mid = meeting["MeetingId"]
+    attendee = chime.create_attendee(MeetingId=mid, ExternalUserId="late-leaver")["Attendee"]
+    registry, book = server.services.registry, server.app.state.chime_meetings
+    connect = registry.media_connected
+
+    async def deleted_meanwhile(**kwargs):
+        await book.delete_attendee(book.get(TENANT, mid), attendee["AttendeeId"])
+        return await connect(**kwargs)
+
+    monkeypatch.setattr(registry, "media_connected", deleted_meanwhile)
+    url = f"{meeting['MediaPlacement']['AudioHostUrl']}?token={quote(attendee['JoinToken'])}"
+    with pytest.raises(InvalidStatus) as info:
+        ws_client.connect(url, open_timeout=30)
+    assert info.value.response.status_code == 403
+    call = registry.get_call(TENANT, mid, "chime")
+    assert call["media"] == "ended", call
+
+
+def test_a_socket_that_fails_before_it_opens_gives_back_its_connection_slot(server, chime, meeting, monkeypatch):
+    """The connection slot is released whatever happens before the session runs (the media failing
+    to connect, the client leaving before the upgrade is accepted)."""
+    import websockets.sync.client as ws_client
+
+    attendee = chime.create_attendee(MeetingId=meeting["MeetingId"], ExternalUserId="unlucky")["Attendee"]
+    limits = server.services.connections
+    before = limits.snapshot()["open"]
+
+    async def broken(**kwargs):
+        raise RuntimeError("the registry failed")
+
+    monkeypatch.setattr(server.services.registry, "media_connected", broken)
+    url = f"{meeting['MediaPlacement']['AudioHostUrl']}?token={quote(attendee['JoinToken'])}"
+    with pytest.raises(Exception):
+        ws_client.connect(url, open_timeout=30)
+    wait_until(lambda: limits.snapshot()["open"] == before, "the slot to be given back")

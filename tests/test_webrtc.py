@@ -6,7 +6,10 @@
 - Debian's Chromium, headless, loads the join page with a fake microphone fed from a WAV; its words
   come back the same way, and Leave ends the media.
 - Refusals: no or unknown token (401), unusable SDP or body (400), a drain (503).
-- The media ends exactly once: peer close, ICE that never connects, drain.
+- The media ends exactly once: peer close, ICE that never connects, drain, a token revoked while
+  the media connected; a page whose connection the server ends releases the microphone.
+- A call that is behind never stops the peer being read (UDP has no back-pressure): the excess is
+  dropped as a gap.
 
 The join tokens are resolved by a resolver the test registers on the running app's `media_grants`
 (as a surface that hands out join tokens does). Every wait is for a condition; nothing is timed.
@@ -250,6 +253,30 @@ def test_ice_that_never_connects_ends_the_media_once(start_app):
         "ICE did not connect within 2 s", "connection failed (ICE or DTLS)"), reader.states()
 
 
+def test_a_grant_revoked_while_the_media_connects_refuses_the_offer(start_app, monkeypatch):
+    """The token is revoked (an attendee deleted) after the offer's check, before its media connects:
+    the revocation finds no media to end, so the peer checks the token again once it is connected."""
+    server = start_app()
+    tokens = {"gone": grant_for("webrtc-revoked")}
+    register_tokens(server, tokens)
+    registry = server.services.registry
+    connect = registry.media_connected
+
+    async def revoked_meanwhile(**kwargs):
+        tokens.pop("gone", None)
+        return await connect(**kwargs)
+
+    monkeypatch.setattr(registry, "media_connected", revoked_meanwhile)
+    r = httpx.post(server.url + WEBRTC_OFFER_PATH, json={"token": "gone", "sdp": _offer_sdp(), "type": "offer"})
+    assert r.status_code == 401 and r.json()["error"]["message"] == "Join token invalid or expired", r.text
+    assert not server.app.state.webrtc_peers.peers
+    view = server.run(_call_view(server, "webrtc-revoked"))
+    assert view["media"] == "ended", view
+    reader = EventsReader(server, "webrtc-revoked")
+    reader.join()
+    assert [e["data"]["reason"] for e in media_ended(reader)] == ["the join token was revoked"], reader.states()
+
+
 def test_drain_ends_live_peers_and_refuses_new_offers(start_app, speech_wav):
     server = start_app()
     register_tokens(server, {"a": grant_for("webrtc-drain"), "b": grant_for("webrtc-drain-2")})
@@ -414,6 +441,19 @@ def test_chromium_join_page_speech_comes_back_as_the_participants_transcript(app
             page.get_by_role("button", name="Leave").click()
             expect(page.locator("#state")).to_have_attribute("data-state", "closed")
             reader.join()  # leaving closed the connection: the media ended
+            # Joined again, and the server ends the connection (an attendee removed, an idle
+            # timeout, a drain): the page lets go of the microphone, says it ended, offers the form.
+            page.get_by_role("button", name="Join", exact=True).click()
+            expect(page.locator("#state")).to_have_attribute("data-state", "connected", timeout=WAIT_MS)
+            expect(page.locator("#mic")).to_have_text("on")
+            expect(page.locator("#join-form")).to_be_hidden()
+            peers = app.app.state.webrtc_peers
+            assert app.run(peers.close("acme", NAMESPACE, guid, reason="attendee removed")) == 1
+            expect(page.locator("#state")).to_have_attribute("data-state", "ended", timeout=WAIT_MS)
+            expect(page.locator("#mic")).to_have_text("off")
+            expect(page.get_by_role("alert")).to_contain_text("The connection ended")
+            expect(page.locator("#join-form")).to_be_visible()
+            expect(page.locator("#leave")).to_be_hidden()
             assert not errors, errors
         finally:
             browser.close()
@@ -443,39 +483,122 @@ def _frame(samples: np.ndarray, pts: int, rate: int = 48000, layout: str = "ster
     return frame
 
 
+class FramesTrack:
+    """The peer's side of aiortc's track: `frames` as fast as they are asked for (a sender ahead of
+    real time), holding back from frame `hold` on until `more` is set; then the track ends."""
+
+    kind = "audio"
+
+    def __init__(self, frames: list, hold: int | None = None) -> None:
+        self.frames, self.hold, self.taken = frames, hold, 0
+        self.more = asyncio.Event()
+
+    async def recv(self):
+        from aiortc.mediastreams import MediaStreamError
+
+        if self.taken == self.hold:
+            await self.more.wait()
+        if self.taken == len(self.frames):
+            raise MediaStreamError
+        self.taken += 1
+        return self.frames[self.taken - 1]
+
+
+class Recorded:  # the registry's side of MediaCall, recording what the peer hands it
+    guid = "g"
+    ended = False
+
+    def __init__(self) -> None:
+        self.got: list[tuple[str, int, int, int | None]] = []
+        self.reasons: list[str] = []
+
+    async def audio(self, track, pcm, rate, timestamp_ms=None) -> None:
+        self.got.append((track, len(pcm), rate, timestamp_ms))
+
+    async def end(self, reason: str) -> None:
+        self.reasons.append(reason)
+
+
+async def run_peer(call, track):
+    """A peer whose connection is up, fed by `track`, until the track ends."""
+    from callscribe.ingest.limits import UNLIMITED
+    from callscribe.ingest.webrtc import PeerLimits, WebRtcPeer
+
+    slot = UNLIMITED.take("x")
+    assert not isinstance(slot, str)
+    peer = WebRtcPeer(None, grant_for("g"), source="t", slot=slot, limits=PeerLimits(), on_done=lambda p: None)
+    peer.call, peer._track = call, track
+    peer._connected.set()
+    task = asyncio.create_task(peer._run())
+    return peer, task
+
+
+STEREO = np.stack([np.full(960, 1000, np.int16), np.full(960, 3000, np.int16)], axis=1).reshape(1, -1)
+
+
 def test_frames_are_mixed_to_mono_and_placed_on_the_rtp_clock():
     """What aiortc's decoders hand over (s16 stereo at 48 kHz for Opus): channels averaged; a jump of
     the RTP clock (lost packets) reaches the call as a timestamp, contiguous frames without one."""
-    from callscribe.ingest.limits import UNLIMITED
-    from callscribe.ingest.webrtc import PeerLimits, WebRtcPeer, mono_pcm
+    from callscribe.ingest.webrtc import mono_pcm
 
     left, right = np.full(960, 1000, np.int16), np.full(960, 3000, np.int16)
-    packed = np.stack([left, right], axis=1).reshape(1, -1)
-    assert mono_pcm(_frame(packed, 0)).tolist() == [2000] * 960
+    assert mono_pcm(_frame(STEREO, 0)).tolist() == [2000] * 960
     assert mono_pcm(_frame(np.stack([left, right]), 0, fmt="s16p")).tolist() == [2000] * 960
     assert mono_pcm(_frame(left.reshape(1, -1), 0, layout="mono")).tolist() == [1000] * 960
 
-    class Recorded:  # the registry's side of MediaCall, recording what the peer hands it
-        guid = "g"
-        ended = False
+    async def run() -> Recorded:
+        first = 48000 * 7  # aiortc's clock starts where the first packet was; the timeline starts there
+        call = Recorded()
+        _, task = await run_peer(call, FramesTrack([_frame(STEREO, first + 960 * k) for k in (0, 1, 2, 5, 6)]))
+        await asyncio.wait_for(task, HANG_GUARD_S)  # packets 3 and 4 (40 ms) lost
+        return call
 
+    call = asyncio.run(run())
+    assert call.got == [("attendee-7", 960, 48000, None)] * 3 + [("attendee-7", 960, 48000, 100),
+                                                                  ("attendee-7", 960, 48000, None)]
+    assert call.reasons == ["the peer's audio track ended"]
+
+
+def test_a_call_that_is_behind_never_stops_the_peer_being_read():
+    """The call paces (its audio() waits while the engine is behind) and the peer sends faster than
+    real time: every frame is still read off aiortc's track (whose queue has no bound), what the call
+    cannot take beyond MAX_QUEUED_MS is dropped and counted, and the next frame queued after the drop
+    says where it starts, so the track's timeline stays right."""
+    from callscribe.ingest.webrtc import MAX_QUEUED_MS
+
+    class Behind(Recorded):  # the engine is behind until `go`
         def __init__(self) -> None:
-            self.got: list[tuple[str, int, int, int | None]] = []
+            super().__init__()
+            self.go = asyncio.Event()
 
         async def audio(self, track, pcm, rate, timestamp_ms=None) -> None:
-            self.got.append((track, len(pcm), rate, timestamp_ms))
+            await super().audio(track, pcm, rate, timestamp_ms)
+            await self.go.wait()
 
-    async def run() -> list:
-        slot = UNLIMITED.take("x")
-        assert not isinstance(slot, str)
-        peer = WebRtcPeer(None, grant_for("g"), source="t", slot=slot, limits=PeerLimits(), on_done=lambda p: None)
-        peer.call = call = Recorded()
-        first = 48000 * 7  # aiortc's clock starts where the first packet was; the timeline starts there
-        for k in (0, 1, 2, 5, 6):  # packets 3 and 4 (40 ms) lost
-            await peer._feed(_frame(packed, first + 960 * k))
-        slot.release()
-        return call.got
+    burst = 500  # 10 s of 20 ms frames, sent at once
 
-    got = asyncio.run(run())
-    assert got == [("attendee-7", 960, 48000, None)] * 3 + [("attendee-7", 960, 48000, 100),
-                                                             ("attendee-7", 960, 48000, None)]
+    async def run():
+        call = Behind()
+        track = FramesTrack([_frame(STEREO, 960 * k) for k in range(burst + 1)], hold=burst)
+        peer, task = await run_peer(call, track)
+
+        async def read_all() -> None:
+            while track.taken < burst:
+                await asyncio.sleep(0.01)
+
+        await asyncio.wait_for(read_all(), HANG_GUARD_S)  # read while the call holds the first frame
+        queued = len(peer._queue)
+        call.go.set()
+        while peer._queue:
+            await asyncio.sleep(0.01)
+        track.more.set()  # one more frame, then the track ends
+        await asyncio.wait_for(task, HANG_GUARD_S)
+        return call, peer, queued
+
+    call, peer, queued = asyncio.run(run())
+    assert queued * 20 <= MAX_QUEUED_MS and peer.dropped_frames > 0
+    assert peer.frames + peer.dropped_frames == burst + 1 and peer.dropped_ms == 20 * peer.dropped_frames
+    assert len(call.got) == peer.frames
+    assert all(t is None for *_, t in call.got[:-1])  # contiguous, up to the drop
+    assert call.got[-1] == ("attendee-7", 960, 48000, 20 * burst)  # after the gap, where it belongs
+    assert call.reasons == ["the peer's audio track ended"]

@@ -22,6 +22,7 @@ from callscribe.api.chime_wire import PCM_PATH, error_shape
 from callscribe.calls.media import MediaCall, MediaGrant, MediaRefused, TrackSpec
 from callscribe.ingest.base import (AdapterError, Close, WebSocketAdapter, admit, close, deny, json_object,
                                     run_session)
+from callscribe.ingest.limits import Slot
 from callscribe.services import Services
 
 log = logging.getLogger(__name__)
@@ -40,6 +41,7 @@ class AttendeePcm(WebSocketAdapter):
         self.rate = rate
         self.media: MediaCall | None = None
         self._odd = b""  # a byte left over when a frame split a sample
+        self.ended: str | None = None  # why the media ended, once it has
 
     @property
     def label(self) -> str:
@@ -67,6 +69,7 @@ class AttendeePcm(WebSocketAdapter):
         raise AdapterError("the only text message is {\"type\": \"stop\"}", Close.UNSUPPORTED)
 
     async def end(self, reason: str) -> None:
+        self.ended = self.ended or reason
         if self.media is not None:
             await self.media.end(reason)
 
@@ -78,7 +81,8 @@ def _refuse(status: int, message: str) -> JSONResponse:
 @router.websocket(PCM_PATH)
 async def attendee_audio(ws: WebSocket) -> None:
     services: Services = ws.app.state.services
-    grant = await services.media_grants.resolve(ws.query_params.get("token") or "")
+    token = ws.query_params.get("token") or ""
+    grant = await services.media_grants.resolve(token)
     if grant is None:
         await deny(ws, 403, "", response=_refuse(403, "The join token is not valid"))
         return
@@ -92,12 +96,20 @@ async def attendee_audio(ws: WebSocket) -> None:
     slot = await admit(ws, services.connections, lambda why: deny(ws, 503, "", response=_refuse(503, why)))
     if slot is None:
         return
-    adapter = AttendeePcm(grant, int(rate_text))
+    try:
+        await _serve(ws, services, token, grant, int(rate_text), slot)
+    finally:
+        # run_session gives the slot back too, but only once it runs: begin() may fail, and accept()
+        # raises when the client left while the media was connecting (release is idempotent).
+        slot.release()
+
+
+async def _serve(ws: WebSocket, services: Services, token: str, grant: MediaGrant, rate: int, slot: Slot) -> None:
+    adapter = AttendeePcm(grant, rate)
     adapter.max_duration_s = services.settings.max_call_s
     try:
         await adapter.begin(services.registry)
     except MediaRefused as refused:
-        slot.release()
         status = 503 if refused.capacity else 409
         await deny(ws, status, "", response=_refuse(status, refused.reason))
         return
@@ -109,7 +121,17 @@ async def attendee_audio(ws: WebSocket) -> None:
 
     forget = book.watch(grant.tenant, grant.guid, kick, grant.participant.id)
     try:
+        # The token was checked before the media connected: a deletion in between found no media to
+        # end. Checked again now that the media is connected and watched (a later deletion ends it).
+        if adapter.ended is None and await services.media_grants.resolve(token) != grant:
+            await adapter.end("the join token was revoked")
+        if adapter.ended is not None:  # revoked, or deleted (kicked) before the socket was open
+            await deny(ws, 403, "", response=_refuse(403, "The join token is not valid"))
+            return
         await ws.accept()
+        if adapter.ended is not None:  # kicked while accepting: its close found no open socket
+            await close(ws, Close.NORMAL, adapter.ended)
+            return
         await run_session(ws, adapter, slot)
     finally:
         forget()

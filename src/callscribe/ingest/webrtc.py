@@ -9,8 +9,12 @@ One peer (`WebRtcPeer`), from its offer to its end:
   so a refusal (the participant's media already live, the server draining) is the HTTP answer;
 - the answer carries every candidate of ours (aiortc gathers before answering: no trickle ICE);
 - ICE and DTLS must be connected within `connect_timeout_s`, else the media ends;
+- the token is resolved again once the media is connected: a grant revoked between the offer's
+  check and the connection (an attendee deleted) ends the media and refuses the offer;
 - each decoded frame (Opus: 48 kHz s16, stereo as decoded; G.711: 8 kHz) is mixed to mono and
   handed to the call on the RTP clock's timeline, so lost packets are gaps, not shifted speech;
+- frames are read as they arrive and never wait for the call: what the call cannot take yet is
+  queued up to `MAX_QUEUED_MS`, and beyond that dropped as a gap (see `_receive`);
 - the media ends exactly once, with a reason: the connection closed or failed, no audio for
   `idle_timeout_s`, `max_duration_s` reached, a newer connection of the same participant, a drain
   or shutdown of the server.
@@ -24,7 +28,8 @@ import logging
 import time
 from dataclasses import dataclass
 from fractions import Fraction
-from typing import Any, Callable
+from collections import deque
+from typing import Any, Awaitable, Callable
 
 import numpy as np
 
@@ -45,11 +50,17 @@ MAX_SDP_BYTES = 32 * 1024
 JITTER_MS = 10
 #: An RTP clock jump beyond this is a broken sender, not lost packets.
 MAX_GAP_MS = 60_000
+#: Audio read from the peer and not yet taken by the call (which paces a sender ahead of the
+#: engine); beyond this, frames are dropped. ~190 KB of mono 48 kHz s16.
+MAX_QUEUED_MS = 2000
+#: At the peer's end, how long the queued audio may take to reach the call before it is dropped.
+FLUSH_TIMEOUT_S = 5.0
 
 #: The audio codecs aiortc decodes (Opus is what browsers send).
 AUDIO_CODECS = frozenset({"opus", "pcmu", "pcma", "g722"})
 
 Key = tuple[str, str, str, str]  # tenant, namespace, guid, participant id
+Recheck = Callable[[], Awaitable[MediaGrant | None]]  # resolves the peer's token again
 
 
 class OfferRefused(Exception):
@@ -112,9 +123,10 @@ class WebRtcPeer:
     """One peer connection carrying one participant's audio into one call."""
 
     def __init__(self, registry: MediaRegistry, grant: MediaGrant, *, source: str, slot: Slot, limits: PeerLimits,
-                 on_done: Callable[["WebRtcPeer"], None]) -> None:
+                 on_done: Callable[["WebRtcPeer"], None], recheck: Recheck | None = None) -> None:
         self.registry = registry
         self.grant = grant
+        self.recheck = recheck
         self.source = source
         self.slot = slot
         self.limits = limits
@@ -122,6 +134,8 @@ class WebRtcPeer:
         self.call: MediaCall | None = None
         self.pc: Any = None  # aiortc.RTCPeerConnection
         self.frames = 0
+        self.dropped_frames = 0
+        self.dropped_ms = 0.0
         self.ended = False
         self.end_reason: str | None = None
         self._track: Any = None
@@ -130,6 +144,12 @@ class WebRtcPeer:
         self._task: asyncio.Task[None] | None = None
         self._timeline: TrackTimeline | None = None
         self._origin = 0
+        # (pcm, rate, timestamp_ms) read and not yet handed to the call; `_queued_ms` of audio.
+        self._queue: deque[tuple[np.ndarray, int, int | None]] = deque()
+        self._queued_ms = 0.0
+        self._ready = asyncio.Event()  # the queue has something, or the reader is done
+        self._reading = True
+        self._resync = False  # frames were dropped: the next one queued says where it starts
 
     @property
     def key(self) -> Key:
@@ -180,6 +200,12 @@ class WebRtcPeer:
                     metadata={"transport": "webrtc", "surface": g.source, "participant": g.participant.id})
             except MediaRefused as exc:
                 raise OfferRefused(503 if exc.capacity else 409, exc.reason) from None
+            # The token was checked before the media connected: a revocation in between (an attendee
+            # deleted) found no media to end. Checked again now that the media is connected, where a
+            # later revocation ends it.
+            if self.recheck is not None and await self.recheck() != g:
+                await self._finish("the join token was revoked")
+                raise OfferRefused(401, "Join token invalid or expired")
             answer = await pc.createAnswer()
             await pc.setLocalDescription(answer)  # gathers every local candidate into the answer
         except OfferRefused:
@@ -237,8 +263,6 @@ class WebRtcPeer:
         return fut, True
 
     async def _receive(self) -> str:
-        from aiortc.mediastreams import MediaStreamError
-
         _, connected = await self._wait(self._connected.wait(), self.limits.connect_timeout_s)
         if self._stop.done():
             return self._stop.result()
@@ -246,6 +270,32 @@ class WebRtcPeer:
             return f"ICE did not connect within {self.limits.connect_timeout_s:.0f} s"
         self.slot.started()
         log.info("webrtc peer %s: connected", self.label)
+        # Reading and delivering are apart because a WebRTC peer must not be paced. The call paces a
+        # sender ahead of the engine by making `audio()` wait; a socket's sender then meets TCP
+        # back-pressure, but RTP over UDP has none: aiortc keeps decoding into its track's unbounded
+        # queue (~190 KB/s per attendee, without limit from a sender faster than real time). So frames
+        # are read as they come, queued up to MAX_QUEUED_MS for the call, and dropped beyond that as a
+        # gap on the track's timeline (the next frame queued says where it starts).
+        deliver = asyncio.create_task(self._deliver(), name=f"webrtc-deliver-{self.grant.participant.id}")
+        try:
+            reason = await self._read()
+            self._reading = False
+            self._ready.set()
+            done, _ = await asyncio.wait({deliver}, timeout=FLUSH_TIMEOUT_S)  # the last audio reaches the call
+            if deliver not in done:
+                log.warning("webrtc peer %s: %d ms of queued audio dropped at the end", self.label, self._queued_ms)
+            return reason
+        finally:
+            self._reading = False
+            self._ready.set()
+            if not deliver.done():
+                deliver.cancel()
+            await asyncio.gather(deliver, return_exceptions=True)
+
+    async def _read(self) -> str:
+        """Take the peer's frames until it stops; returns why."""
+        from aiortc.mediastreams import MediaStreamError
+
         ends_at = time.monotonic() + self.limits.max_duration_s
         while True:
             left = ends_at - time.monotonic()
@@ -265,10 +315,10 @@ class WebRtcPeer:
                 raise error
             if getattr(self.call, "ended", False):  # the registry ended it (call discarded, shutdown)
                 return "the call ended the media"
-            await self._feed(fut.result())
+            self._take(fut.result())
 
-    async def _feed(self, frame: Any) -> None:
-        assert self.call is not None
+    def _take(self, frame: Any) -> None:
+        """Place a decoded frame on the track's timeline and queue it for the call (or drop it)."""
         rate = int(frame.sample_rate)
         pcm = mono_pcm(frame)
         pts = int(frame.pts) if frame.pts is not None else None
@@ -284,8 +334,40 @@ class WebRtcPeer:
         drop, at_ms = self._timeline.place(timestamp_ms, len(pcm))
         if drop >= len(pcm):
             return
+        pcm = pcm[drop:] if drop else pcm
+        ms = len(pcm) * 1000 / rate
+        if self._queued_ms + ms > MAX_QUEUED_MS:  # the call is this far behind: the frame is a gap
+            if not self.dropped_frames:
+                log.warning("webrtc peer %s: the call is %d ms behind; dropping audio", self.label, self._queued_ms)
+            self.dropped_frames += 1
+            self.dropped_ms += ms
+            self._resync = True
+            return
+        if self._resync and at_ms is None:  # after dropped frames, this one starts after their gap
+            at_ms = (self._timeline.samples - len(pcm)) * 1000 // rate
+        self._resync = False
         self.frames += 1
-        await self.call.audio(self.grant.participant.id, pcm[drop:] if drop else pcm, rate, at_ms)
+        self._queue.append((pcm, rate, at_ms))
+        self._queued_ms += ms
+        self._ready.set()
+
+    async def _deliver(self) -> None:
+        """Hand the queued frames to the call, waiting as long as it paces them."""
+        assert self.call is not None
+        while True:
+            while not self._queue:
+                if not self._reading:
+                    return
+                self._ready.clear()
+                await self._ready.wait()
+            pcm, rate, at_ms = self._queue.popleft()
+            self._queued_ms = max(0.0, self._queued_ms - len(pcm) * 1000 / rate)
+            try:
+                await self.call.audio(self.grant.participant.id, pcm, rate, at_ms)
+            except Exception:
+                log.exception("webrtc peer %s: the call refused audio", self.label)
+                self._stopping("internal error")
+                return
 
     async def _finish(self, reason: str) -> None:
         """End the media (once), close the connection, give back the slot. Never raises."""
@@ -299,7 +381,8 @@ class WebRtcPeer:
                 await self.call.end(reason)
             except Exception:
                 log.exception("webrtc peer %s: ending the media failed", self.label)
-            log.info("webrtc peer %s ended: %s (%d frames)", self.label, reason, self.frames)
+            log.info("webrtc peer %s ended: %s (%d frames, %d dropped: %.0f ms)", self.label, reason, self.frames,
+                     self.dropped_frames, self.dropped_ms)
         if self.pc is not None:
             try:
                 await self.pc.close()
@@ -324,9 +407,11 @@ class WebRtcPeers:
         self._by_key: dict[Key, WebRtcPeer] = {}
         self.closing = False
 
-    async def connect(self, grant: MediaGrant, offer_sdp: str, *, source: str, address: str) -> str:
+    async def connect(self, grant: MediaGrant, offer_sdp: str, *, source: str, address: str,
+                      recheck: Recheck | None = None) -> str:
         """Answer an offer for `grant` from `address` (`source` names the peer in logs and the call's
-        metadata); returns the answer's SDP, or raises OfferRefused."""
+        metadata); returns the answer's SDP, or raises OfferRefused. `recheck` resolves the grant's
+        token again once the media is connected (None or another grant: revoked meanwhile)."""
         registry = self._registry()
         if registry is None:
             raise OfferRefused(503, "not ready")
@@ -338,7 +423,8 @@ class WebRtcPeers:
         slot = self.connections.take(address)
         if isinstance(slot, str):
             raise OfferRefused(503, slot)
-        peer = WebRtcPeer(registry, grant, source=source, slot=slot, limits=self.limits, on_done=self._done)
+        peer = WebRtcPeer(registry, grant, source=source, slot=slot, limits=self.limits, on_done=self._done,
+                          recheck=recheck)
         self.peers.add(peer)  # counted from now: concurrent offers cannot pass the cap together
         previous = self._by_key.get(peer.key)
         if previous is not None:

@@ -81,7 +81,8 @@ async def webrtc_offer(request: Request) -> dict[str, str]:
     body = await read_json(request, MAX_BODY_BYTES)
     if not isinstance(body, dict):
         raise ApiError(400, None, "The body must be a JSON object: {\"token\", \"sdp\", \"type\": \"offer\"}")
-    grant = await services.media_grants.resolve(_token(request, body))
+    token = _token(request, body)
+    grant = await services.media_grants.resolve(token)
     if grant is None:
         raise ApiError(401, None, "Join token invalid or expired", headers={"WWW-Authenticate": "Bearer"})
     if body.get("type") != "offer":
@@ -93,7 +94,8 @@ async def webrtc_offer(request: Request) -> dict[str, str]:
     address = client.host if client else "unknown"
     try:
         answer = await request.app.state.webrtc_peers.connect(
-            grant, sdp, source=f"{address}:{client.port if client else 0}", address=address)
+            grant, sdp, source=f"{address}:{client.port if client else 0}", address=address,
+            recheck=lambda: services.media_grants.resolve(token))
     except OfferRefused as exc:
         headers = {"Retry-After": str(RETRY_AFTER_S)} if exc.status == 503 else None
         raise ApiError(exc.status, None, exc.message, headers=headers) from None

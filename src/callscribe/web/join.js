@@ -8,7 +8,10 @@ const $ = (id) => document.getElementById(id);
 const STATES = {
   new: ["not connected", "off"], connecting: ["connecting…", "info"], connected: ["connected", "on"],
   disconnected: ["interrupted", "warn"], failed: ["failed", "bad"], closed: ["left", "off"],
+  ended: ["ended", "bad"],
 };
+const ENDED = "The connection ended: the server closed it (you were removed, the meeting ended, or the " +
+  "server is restarting) or the network failed. Join again to reconnect.";
 let pc = null;
 let stream = null;
 
@@ -46,7 +49,11 @@ async function join(token) {
     showMic(true);
     pc = new RTCPeerConnection(); // no ICE servers: the server's answer names where it listens
     const conn = pc;
-    conn.addEventListener("connectionstatechange", () => showState(conn.connectionState));
+    conn.addEventListener("connectionstatechange", () => {
+      if (conn !== pc) return; // a connection this page already let go of
+      const state = conn.connectionState;
+      if (state === "failed" || state === "closed") ended(); else showState(state);
+    });
     for (const track of stream.getAudioTracks().slice(0, 1)) {
       conn.addTransceiver(track, { direction: "sendonly", streams: [stream] });
     }
@@ -63,8 +70,18 @@ async function join(token) {
       throw new Error((body && body.error && body.error.message) || `refused (HTTP ${response.status})`);
     }
     await conn.setRemoteDescription(body);
-    $("join-form").hidden = true;
-    $("leave").hidden = false;
+    // The server ending the connection (attendee removed, idle, drain) closes DTLS at once; ICE
+    // would only fail much later. Either way the microphone is released.
+    const dtls = conn.getSenders()[0] && conn.getSenders()[0].transport;
+    if (dtls) {
+      dtls.addEventListener("statechange", () => {
+        if (conn === pc && (dtls.state === "closed" || dtls.state === "failed")) ended();
+      });
+    }
+    if (conn === pc) { // (not already ended)
+      $("join-form").hidden = true;
+      $("leave").hidden = false;
+    }
   } catch (err) {
     leave();
     showState("failed", "not connected");
@@ -72,6 +89,14 @@ async function join(token) {
   } finally {
     $("join").disabled = false;
   }
+}
+
+// The connection ended without the user leaving: the microphone is released, the form comes back
+// and the page says so until the next join.
+function ended() {
+  leave();
+  showState("ended");
+  showError(ENDED);
 }
 
 function leave() {
