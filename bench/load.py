@@ -248,6 +248,15 @@ async def _sleep_until(t: float) -> None:
         await asyncio.sleep(delay)
 
 
+async def _send_in_real_time(ws: Any, leg: Any, pcm: np.ndarray, step: int, frame_ms: int) -> None:
+    """Each binary frame sent when its audio is complete; `leg.sent[k]` when frame k went."""
+    t0 = time.monotonic()
+    for k in range(leg.frames):
+        await _sleep_until(t0 + (k + 1) * frame_ms / 1000)
+        await ws.send(pcm[k * step:(k + 1) * step].astype("<i2").tobytes())
+        leg.sent[k] = time.monotonic()
+
+
 async def _events(server: Server, run: CallRun, ready: asyncio.Event) -> None:
     """The call's events WebSocket: partials for every protocol, finals too for Twilio."""
     import websockets
@@ -311,11 +320,7 @@ async def listen_leg(server: Server, run: CallRun, leg: Leg, frame_ms: int) -> N
                     leg.partials.append((time.monotonic(), start_ms, end_ms))
 
         receiver = asyncio.create_task(receive())
-        t0 = time.monotonic()
-        for k in range(leg.frames):
-            await _sleep_until(t0 + (k + 1) * frame_ms / 1000)
-            await ws.send(pcm[k * step:(k + 1) * step].astype("<i2").tobytes())
-            leg.sent[k] = time.monotonic()
+        await _send_in_real_time(ws, leg, pcm, step, frame_ms)
         await ws.send(json.dumps({"type": "CloseStream"}))
         try:
             await asyncio.wait_for(receiver, HANG_S)  # the server closes after its last Results and Metadata
@@ -366,11 +371,7 @@ async def asapp_leg(server: Server, http: Any, run: CallRun, leg: Leg, frame_ms:
                 done.set_result(None)
 
         receiver = asyncio.create_task(receive())
-        t0 = time.monotonic()
-        for k in range(leg.frames):
-            await _sleep_until(t0 + (k + 1) * frame_ms / 1000)
-            await ws.send(pcm[k * step:(k + 1) * step].astype("<i2").tobytes())
-            leg.sent[k] = time.monotonic()
+        await _send_in_real_time(ws, leg, pcm, step, frame_ms)
         await ws.send(json.dumps({"message": "finishStream"}))
         try:
             await asyncio.wait_for(done, HANG_S)
