@@ -151,6 +151,7 @@ async def test_pause_rule_and_summaries(env, redactor):
     s = stopped["customer"].summary()
     assert (s.audio_duration_ms, s.total_audio_bytes, s.transcripts) == (1000, 16000, 1)
     assert stopped["agent"].summary().audio_duration_ms == 300
+    assert all(leg.pipeline is None for leg in stopped.values())  # engine state freed at the stop
 
     await media.audio("inbound", pcm(700, 99), 8000)  # while stopped: never transcribed
     legs2 = await env.registry.start_streaming("t", "twilio", "CA1", params())
