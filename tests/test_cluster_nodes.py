@@ -139,6 +139,26 @@ async def test_stream_on_a_control_on_b_reads_on_c(cluster, audio):
     assert [m["seq"] for m in resumed.messages if m["type"] != "partial"] == stored_after
 
 
+async def test_a_start_waits_for_media_that_arrives_on_another_node(cluster, audio):
+    a, b, c, hook = cluster
+    guid = "CA-late-1"
+    loop = asyncio.get_running_loop()
+    pending = loop.run_in_executor(None, b.post, "/mg-autotranscribe/v1/start-streaming", start_body(guid))
+    await asyncio.sleep(1.0)  # B is waiting (start_wait_for_media_s) when the media reaches A
+    sender = TwilioSender(stream_url(a), guid)
+    await sender.open()
+    started = await pending
+    assert started.status_code == 200, started.text
+    assert set(started.json()["autotranscribeResponse"]) == {"customer", "agent"}
+    nowhere = b.post("/mg-autotranscribe/v1/start-streaming", start_body("CA-never-1"))
+    assert nowhere.status_code == 400 and nowhere.json()["error"]["code"] == "400-203"
+    await sender.send_audio(audio, speed=2.0)
+    await until(lambda: len(hook.transcripts(guid)) >= 2, "webhooks of both turns")
+    stopped = c.post("/mg-autotranscribe/v1/stop-streaming", {"namespace": "twilio", "guid": guid})
+    assert stopped.status_code == 200, stopped.text
+    await sender.close()
+
+
 async def test_full_node_hands_out_another_nodes_url(cluster):
     a, b, c, hook = cluster
     ready = c.get("/readyz")

@@ -66,6 +66,7 @@ class ClusterNode:
         self._pending: dict[str, asyncio.Future[Any]] = {}
         self._rpc_pubsub: Any = None
         self._tasks: list[asyncio.Task[None]] = []
+        self._serving: set[asyncio.Task[None]] = set()  # requests being carried out (kept referenced)
         self._outgoing: asyncio.Queue[CallEvent] = asyncio.Queue(maxsize=10000)
         self._unsubscribe: Callable[[], None] | None = None
 
@@ -242,7 +243,9 @@ class ClusterNode:
                 if future is not None and not future.done():
                     future.set_result(data)
             else:
-                asyncio.create_task(self._serve(data))
+                task = asyncio.create_task(self._serve(data))
+                self._serving.add(task)
+                task.add_done_callback(self._serving.discard)
 
     async def _serve(self, request: dict[str, Any]) -> None:
         handler = self.handlers.get(str(request.get("op")))
