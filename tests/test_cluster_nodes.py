@@ -118,6 +118,8 @@ async def test_stream_on_a_control_on_b_reads_on_c(cluster, audio):
     assert sorted(i["text"] for i in items) == sorted(texts(hook, guid))
     view = c.get(f"/v1/calls/{guid}").json()
     assert view["active"] and view["live"]["media"] == "connected"
+    listed = {call["guid"]: call for call in c.get("/v1/calls").json()["calls"]}
+    assert listed[guid]["active"]  # the dashboard's list on C shows A's call live
 
     await sender.close()
     await events.wait_closed()

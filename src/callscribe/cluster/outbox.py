@@ -6,6 +6,7 @@ lease (if any) runs out. Rows stored by other nodes are found by polling every s
 from __future__ import annotations
 
 import asyncio
+import time
 from datetime import timedelta
 from typing import Any
 
@@ -39,4 +40,8 @@ class ClaimingDispatcher(WebhookDispatcher):
                 if job.ordering_key not in self._inflight:
                     self._inflight[job.ordering_key] = asyncio.create_task(self._deliver(job))
         self.metrics.webhook_backlog.set(await self.store.db.read(self.store.outbox.pending_count))
+        self.metrics.webhook_dead.set(await self.store.db.read(self.store.outbox.dead_count))
+        if time.monotonic() - self._last_purge > 3600:  # every node may purge; it is idempotent
+            self._last_purge = time.monotonic()
+            await self.store.db.write(self.store.outbox.purge_delivered, _now() - self.policy.keep_delivered)
         return self.policy.poll_s

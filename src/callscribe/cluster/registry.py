@@ -9,6 +9,7 @@ or on any other node (the 400-203 wait works cluster-wide).
 from __future__ import annotations
 
 import asyncio
+import asyncio
 import logging
 import time
 from typing import Any, Sequence
@@ -31,7 +32,8 @@ class ClusterRegistry(CallRegistry):
 
     def attach(self, node: ClusterNode) -> None:
         self.node = node
-        node.handlers.update({"start": self._serve_start, "stop": self._serve_stop, "get_call": self._serve_get_call})
+        node.handlers.update({"start": self._serve_start, "stop": self._serve_stop, "get_call": self._serve_get_call,
+                              "list_calls": self._serve_list_calls})
         node.held_calls = self.held
         self._remote_views: dict[tuple[str, str, str], dict[str, Any]] = {}
 
@@ -117,6 +119,18 @@ class ClusterRegistry(CallRegistry):
             return None
         return answer if isinstance(answer, dict) else None
 
+    async def cluster_list_calls(self, tenant: str) -> list[dict[str, Any]]:
+        """The tenant's live calls on every node (the native list and the dashboard read this); a
+        node that does not answer in a few seconds is left out."""
+        peers = [p for p in self.node.peers if p != self.node.id]
+        answers = await asyncio.gather(*(self.node.call(p, "list_calls", {"tenant": tenant}, timeout_s=5.0)
+                                         for p in peers), return_exceptions=True)
+        calls = list(super().list_calls(tenant))
+        for answer in answers:
+            if isinstance(answer, list):
+                calls.extend(c for c in answer if isinstance(c, dict))
+        return calls
+
     # -- what other nodes ask of this one ----------------------------------------------------------------
 
     async def _serve_start(self, args: dict[str, Any]) -> Any:
@@ -139,3 +153,8 @@ class ClusterRegistry(CallRegistry):
         return jsonable(super().get_call(args["tenant"], args["guid"], args.get("namespace")))
 
 
+
+    async def _serve_list_calls(self, args: dict[str, Any]) -> Any:
+        from callscribe.store.repository import jsonable
+
+        return jsonable(super().list_calls(str(args["tenant"])))
