@@ -32,6 +32,7 @@ class ClusterFanout(FanoutHub):
         self._reader: asyncio.Task[None] | None = None
         self._channels: dict[str, int] = {}  # call id -> local subscribers served from Redis
         self._confirmed: dict[str, asyncio.Event] = {}
+        self._dropping: set[asyncio.Task[None]] = set()
         node.handlers["recent"] = self._serve_recent
         self.flush: Callable[[], Awaitable[None]] | None = None  # the persister's, set by the app
 
@@ -117,9 +118,19 @@ class ClusterFanout(FanoutHub):
             self._channels[sub.call_id] = count - 1
             return
         del self._channels[sub.call_id]
-        self._confirmed.pop(sub.call_id, None)
         if self._pubsub is not None:
-            asyncio.get_running_loop().create_task(self._pubsub.unsubscribe(events_channel(sub.call_id)))
+            task = asyncio.get_running_loop().create_task(self._drop(sub.call_id))
+            self._dropping.add(task)
+            task.add_done_callback(self._dropping.discard)
+
+    async def _drop(self, call_id: str) -> None:
+        if self._channels.get(call_id):  # a new subscriber came meanwhile: keep listening
+            return
+        self._confirmed.pop(call_id, None)
+        try:
+            await self._pubsub.unsubscribe(events_channel(call_id))
+        except Exception as exc:
+            log.warning("cluster: could not leave the events of call %s: %s", call_id, exc)
 
     async def _serve_recent(self, args: dict[str, Any]) -> Any:
         if self.flush is not None:

@@ -11,11 +11,12 @@ import logging
 from datetime import datetime, timedelta, timezone
 
 from callscribe.cluster import wire
-from callscribe.cluster.node import ClusterNode, events_channel
+from callscribe.cluster.node import P, ClusterNode, events_channel
 from callscribe.store import Store
 
 log = logging.getLogger(__name__)
 REASON = "the node that held the call stopped"
+LOOK_KEY = P + "reaper"
 
 
 class Reaper:
@@ -24,6 +25,9 @@ class Reaper:
         self.store = store
 
     async def tick(self) -> None:
+        # One node looks per heartbeat period (a key with a TTL shorter than the period), not all.
+        if not await self.node.redis.set(LOOK_KEY, self.node.id, nx=True, px=int(self.node.ttl_s * 1000 / 4 * 0.9)):
+            return
         now = datetime.now(timezone.utc)
         # A call younger than two TTLs may not be in the directory yet (its node is registering it).
         candidates = await self.store.db.read(self.store.calls.open_calls, now - timedelta(seconds=2 * self.node.ttl_s))
