@@ -190,6 +190,8 @@ async def test_kill_9_of_a_node_interrupts_only_its_calls(cluster, audio):
         r = c.post("/mg-autotranscribe/v1/start-streaming", start_body(guid))
         assert r.status_code == 200, r.text
 
+    watcher = EventsSubscriber(c.ws_url, on_a, *KEY)  # on C, for A's call
+    await watcher.start()
     hook.accept.clear()  # the receiver is down: A's finals wait in the shared outbox
     await sender_a.send_audio(audio, speed=2.0)
     await until(lambda: len(c.get("/conversation/v1/conversation/messages",
@@ -202,6 +204,9 @@ async def test_kill_9_of_a_node_interrupts_only_its_calls(cluster, audio):
     stored = c.get("/conversation/v1/conversation/messages", params={"externalId": on_a}).json()["items"]
     await until(lambda: len(hook.transcripts(on_a)) >= len(stored), "A's stored finals delivered")
     assert sorted(set(texts(hook, on_a))) == sorted(i["text"] for i in stored)
+    await watcher.wait_closed(60)  # the events socket on C is told, and closed
+    assert watcher.messages[-1]["type"] == "state" and watcher.messages[-1]["state"] == "media-interrupted"
+    assert watcher.close_code == 1000
 
     # B's call is untouched: it still streams, transcribes, and stops with its summaries.
     view = c.get(f"/v1/calls/{on_b}").json()
