@@ -175,6 +175,9 @@ async def test_full_node_hands_out_another_nodes_url(cluster):
     await ws.send(json.dumps({"message": "startStream", "sender": {"role": "customer", "externalId": "C"}}))
     assert json.loads(await asyncio.wait_for(ws.recv(), 60))["message"] == "startResponse"
     await ws.close()
+    # A node that stops leaves placement: C hands out only A's address once B is gone.
+    b.stop()
+    await until(lambda: all(urlparse(stream_url(c)).port == a.port for _ in range(4)), "B out of placement", 60)
 
 
 async def test_kill_9_of_a_node_interrupts_only_its_calls(cluster, audio):

@@ -56,3 +56,12 @@ def test_a_head_being_claimed_by_another_node_is_skipped_not_waited_for(store):
         assert locked is not None
         claimed = store.outbox.claim_due(now, now + timedelta(seconds=60), 10)
         assert [j.msg_id for j in claimed] == ["call-1:customer-0"]
+
+
+def test_a_stopping_node_hands_back_what_it_was_sending(store):
+    now = datetime.now(timezone.utc)
+    add_rows(store, now)
+    claimed = store.outbox.claim_due(now, now + timedelta(seconds=60), 10)
+    assert store.outbox.make_due([j.id for j in claimed], now) == 2
+    again = store.outbox.claim_due(now, now + timedelta(seconds=60), 10)
+    assert sorted(j.msg_id for j in again) == sorted(j.msg_id for j in claimed)

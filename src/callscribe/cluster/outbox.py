@@ -6,11 +6,15 @@ lease (if any) runs out. Rows stored by other nodes are found by polling every s
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from datetime import timedelta
 from typing import Any
 
 from callscribe.delivery.outbox import WebhookDispatcher, _now
+from callscribe.store import OutboxJob
+
+log = logging.getLogger(__name__)
 
 LEASE = timedelta(seconds=60)  # longer than one attempt (10 s timeout) with room to record it
 POLL_S = 1.0
@@ -20,6 +24,7 @@ class ClaimingDispatcher(WebhookDispatcher):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.policy.poll_s = min(self.policy.poll_s, POLL_S)
+        self._claimed: dict[str, int] = {}  # ordering key -> row id being sent
 
     async def start(self) -> None:
         # Unlike one node, no resume_all at start: rows leased by other nodes are theirs to finish.
@@ -30,6 +35,22 @@ class ClaimingDispatcher(WebhookDispatcher):
         self._client = httpx.AsyncClient(timeout=self._timeout, follow_redirects=False,
                                          headers={"user-agent": f"callscribe/{__version__}"})
         self._task = asyncio.create_task(self._run(), name="callscribe-webhooks")
+
+    async def stop(self) -> None:
+        """Stop, handing back the rows this node was sending, so the others need not wait out the lease."""
+        claimed = list(self._claimed.values())
+        await super().stop()
+        try:
+            await self.store.db.write(self.store.outbox.make_due, claimed, _now())
+        except Exception as exc:  # their lease runs out instead
+            log.warning("webhook outbox: could not hand back %d row(s): %s", len(claimed), exc)
+
+    async def _deliver(self, job: OutboxJob) -> None:
+        self._claimed[job.ordering_key] = job.id
+        try:
+            await super()._deliver(job)
+        finally:
+            self._claimed.pop(job.ordering_key, None)
 
     async def _dispatch_due(self) -> float:
         room = self.concurrency - len(self._inflight)

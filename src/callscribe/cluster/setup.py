@@ -70,6 +70,8 @@ async def join(services: "Services") -> None:
         services.fanout.flush = services.persister.flush
     node.on_tick.append(Reaper(node, services.get_store()).tick)
     urls.set_placement(services.settings, node.placement_url)
+    # At SIGTERM, tell the others at once that this node is draining (placement, /readyz).
+    services.drainers.add(node.beat)
     await node.start(services.bus)
 
 

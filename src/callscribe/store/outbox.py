@@ -76,6 +76,14 @@ class OutboxRepository:
                           .values(next_attempt_at=lease_until))
             return jobs
 
+    def make_due(self, row_ids: list[int], when: datetime) -> int:
+        """Hand back claimed rows still pending (a node stopping mid-send), due at `when`."""
+        if not row_ids:
+            return 0
+        with self.db.sessions.begin() as s:
+            return affected(s.execute(update(OutboxRow).where(OutboxRow.id.in_(row_ids), *_PENDING)
+                                      .values(next_attempt_at=when)))
+
     def pending_count(self) -> int:
         with self.db.sessions() as s:
             return s.scalar(select(func.count()).select_from(OutboxRow).where(*_PENDING)) or 0
