@@ -56,3 +56,25 @@ def test_cluster_mode_needs_postgresql(tmp_path):
         load_settings(data_dir=tmp_path, redis_url="http://x", database_url=PG)
     with pytest.raises(ConfigError, match="CALLSCRIBE_NODE_ID"):
         load_settings(data_dir=tmp_path, node_id="a b")
+
+
+def test_a_stream_token_bound_on_one_node_is_bound_on_every_node(redis_url):
+    from callscribe.cluster.token_uses import ClusterTokenUses
+
+    a, b = ClusterTokenUses(redis_url), ClusterTokenUses(redis_url)
+    assert a.bind("tok-1", ("CA1", "customer"), 60)
+    assert not b.bind("tok-1", ("CA2", "customer"), 60)  # another call, on another node: refused
+    assert b.bind("tok-1", ("CA1", "customer"), 60)  # a reconnect of the same call: allowed
+    assert b.bind("tok-2", "CA3", 60) and not a.bind("tok-2", "CA4", 60)
+
+
+def test_a_single_node_never_loads_the_cluster_code(tmp_path):
+    import subprocess
+    import sys
+
+    code = ("import sys; from callscribe.config import load_settings; from callscribe.app import create_app; "
+            f"create_app(load_settings(data_dir={str(tmp_path)!r})); "
+            "print(sorted(m for m in sys.modules if m.startswith(('callscribe.cluster', 'redis'))))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         env={k: v for k, v in __import__("os").environ.items() if not k.startswith("CALLSCRIBE_")})
+    assert out.stdout.strip().splitlines()[-1] == "[]"

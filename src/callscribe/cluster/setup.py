@@ -14,6 +14,10 @@ if TYPE_CHECKING:
 
 
 def new_node(services: "Services") -> ClusterNode:
+    from callscribe.cluster.token_uses import ClusterTokenUses
+
+    assert services.settings.redis_url is not None
+    services.token_uses = ClusterTokenUses(services.settings.redis_url)
     return ClusterNode(services.settings)
 
 
