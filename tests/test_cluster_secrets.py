@@ -78,3 +78,10 @@ def test_a_single_node_never_loads_the_cluster_code(tmp_path):
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          env={k: v for k, v in __import__("os").environ.items() if not k.startswith("CALLSCRIBE_")})
     assert out.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_an_unreachable_redis_is_one_line_naming_the_setting():
+    from callscribe.cluster.secrets import shared_secret
+
+    with pytest.raises(ConfigError, match="^CALLSCRIBE_REDIS_URL: cannot reach Redis"):
+        shared_secret("redis://127.0.0.1:1/0", "token", lambda: "x")

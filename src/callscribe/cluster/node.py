@@ -73,10 +73,13 @@ class ClusterNode:
     # -- lifecycle -------------------------------------------------------------------------------
 
     async def start(self, bus: EventBus) -> None:
-        self._rpc_pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
-        await self._rpc_pubsub.subscribe(P + "rpc:" + self.id, P + "reply:" + self.id)
+        try:
+            self._rpc_pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
+            await self._rpc_pubsub.subscribe(P + "rpc:" + self.id, P + "reply:" + self.id)
+            await self.beat()
+        except aioredis.RedisError as exc:
+            raise RuntimeError(f"CALLSCRIBE_REDIS_URL: cannot reach Redis ({type(exc).__name__}: {exc})") from None
         self._unsubscribe = bus.subscribe(self._on_event)
-        await self.beat()
         self._tasks = [asyncio.create_task(self._listen(), name="cluster-rpc"),
                        asyncio.create_task(self._heartbeat(), name="cluster-heartbeat"),
                        asyncio.create_task(self._publish_events(), name="cluster-events")]

@@ -18,11 +18,15 @@ def shared_secret(redis_url: str, name: str, generate: Callable[[], str]) -> tup
     call made it. Blocking (used while the app is built, before its event loop runs)."""
     import redis
 
+    from callscribe.config import ConfigError
+
     client = redis.Redis.from_url(redis_url, socket_timeout=10, socket_connect_timeout=10)
     try:
         candidate = generate()
         made = bool(client.set(PREFIX + name, candidate, nx=True))
         value = client.get(PREFIX + name)
+    except redis.RedisError as exc:  # one line naming the setting, as for any bad setting
+        raise ConfigError(f"CALLSCRIBE_REDIS_URL: cannot reach Redis ({type(exc).__name__}: {exc})") from None
     finally:
         client.close()
     if value is None:  # deleted between the two commands: nothing sensible to share
