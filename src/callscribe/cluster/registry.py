@@ -9,7 +9,6 @@ or on any other node (the 400-203 wait works cluster-wide).
 from __future__ import annotations
 
 import asyncio
-import asyncio
 import logging
 import time
 from typing import Any, Sequence
@@ -19,6 +18,7 @@ from callscribe.calls.media import PulledSource
 from callscribe.calls.registry import CallNotFound, CallRegistry, NotReady
 from callscribe.cluster import wire
 from callscribe.cluster.node import ClusterNode, RemoteError
+from callscribe.store.repository import jsonable
 
 log = logging.getLogger(__name__)
 POLL_S = 0.1  # how often a waiting start looks at the directory
@@ -30,16 +30,24 @@ class ClusterRegistry(CallRegistry):
 
     node: ClusterNode
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # The call view a stop carried out elsewhere brought back, for the get_call that follows it.
+        self._remote_views: dict[tuple[str, str, str], dict[str, Any]] = {}
+
     def attach(self, node: ClusterNode) -> None:
         self.node = node
         node.handlers.update({"start": self._serve_start, "stop": self._serve_stop, "get_call": self._serve_get_call,
                               "list_calls": self._serve_list_calls})
         node.held_calls = self.held
-        self._remote_views: dict[tuple[str, str, str], dict[str, Any]] = {}
 
     def held(self) -> list[tuple[str, str, str, str, bool]]:
         """(tenant, namespace, guid, call_id, live) of every call this node holds."""
         return [(t, n, g, c.ref.call_id, c.live) for (t, n, g), c in list(self._calls.items())]
+
+    def open_legs(self) -> int:
+        """Legs transcribing on this node now (its load, as the heartbeat reports it)."""
+        return sum(len(c.legs) for c in list(self._calls.values()))
 
     def _here(self, key: tuple[str, str, str]) -> bool:
         call = self._calls.get(key)
@@ -95,6 +103,8 @@ class ClusterRegistry(CallRegistry):
             log.warning("stop of %s on node %s: %s", guid, owner, exc)
             raise NotReady() from None
         if answer.get("view") is not None:  # what get_call answers right after (ASAPP's stop reads it)
+            if len(self._remote_views) > 1000:  # surfaces that never read them back: keep it bounded
+                self._remote_views.clear()
             self._remote_views[key] = answer["view"]
         return wire.legs_from(answer["legs"])
 
@@ -143,18 +153,10 @@ class ClusterRegistry(CallRegistry):
     async def _serve_stop(self, args: dict[str, Any]) -> Any:
         tenant, namespace, guid = args["key"]
         legs = await CallRegistry.stop_streaming(self, tenant, namespace, guid, participants=args.get("participants"))
-        from callscribe.store.repository import jsonable
-
         return {"legs": wire.legs_json(legs), "view": jsonable(super().get_call(tenant, guid, namespace))}
 
     async def _serve_get_call(self, args: dict[str, Any]) -> Any:
-        from callscribe.store.repository import jsonable
-
         return jsonable(super().get_call(args["tenant"], args["guid"], args.get("namespace")))
 
-
-
     async def _serve_list_calls(self, args: dict[str, Any]) -> Any:
-        from callscribe.store.repository import jsonable
-
         return jsonable(super().list_calls(str(args["tenant"])))

@@ -44,19 +44,13 @@ def status(services: "Services") -> dict[str, Any]:
     """What this node's heartbeat says of it: ready, draining, full (no room for another two-party
     call: past CALLSCRIBE_NODE_MAX_LEGS, or the scheduler would refuse), and its open legs."""
     registry, scheduler = services.registry, services.scheduler
-    legs = sum(len(c["legs"]) for c in _calls(registry))
+    legs = registry.open_legs() if registry is not None and hasattr(registry, "open_legs") else 0
     max_legs = services.settings.node_max_legs
     full = bool(max_legs and legs + 2 > max_legs)
     if not full and scheduler is not None and services.ready.is_set():
         full = not scheduler.admission(2).ok
     return {"ready": services.ready.is_set() and services.load_error is None,
             "draining": bool(registry is not None and registry.draining), "full": full, "legs": legs}
-
-
-def _calls(registry: Any) -> list[dict[str, Any]]:
-    if registry is None:
-        return []
-    return [{"legs": c.legs} for c in list(registry._calls.values())]
 
 
 async def join(services: "Services") -> None:
