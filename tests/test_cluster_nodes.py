@@ -147,6 +147,8 @@ async def test_a_start_waits_for_media_that_arrives_on_another_node(cluster, aud
     loop = asyncio.get_running_loop()
     pending = loop.run_in_executor(None, b.post, "/mg-autotranscribe/v1/start-streaming", start_body(guid))
     await asyncio.sleep(1.0)  # B is waiting (start_wait_for_media_s) when the media reaches A
+    busy = c.post("/mg-autotranscribe/v1/start-streaming", start_body(guid))  # meanwhile, on another node
+    assert busy.status_code == 409 and busy.json()["error"]["code"] == "409-202"
     sender = TwilioSender(stream_url(a), guid)
     await sender.open()
     started = await pending

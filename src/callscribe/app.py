@@ -106,7 +106,7 @@ def create_app(settings: Settings, *, engine: "SpeechEngine | None" = None) -> F
             metrics=services.metrics, max_recording_s=settings.max_recording_s, max_call_s=settings.max_call_s)
         services.registry.start()
         if settings.cluster:
-            await cluster_setup.join(services)
+            await cluster_setup.join(services, app)
         loader = asyncio.create_task(load())
         try:
             yield

@@ -53,7 +53,7 @@ def status(services: "Services") -> dict[str, Any]:
             "draining": bool(registry is not None and registry.draining), "full": full, "legs": legs}
 
 
-async def join(services: "Services") -> None:
+async def join(services: "Services", app: Any = None) -> None:
     """Once storage, delivery and the registry exist: attach them to the node and start it."""
     from callscribe import urls
     from callscribe.cluster.fanout import ClusterFanout
@@ -70,6 +70,11 @@ async def join(services: "Services") -> None:
     urls.set_placement(services.settings, node.placement_url)
     # At SIGTERM, tell the others at once that this node is draining (placement, /readyz).
     services.drainers.add(node.beat)
+    if app is not None:  # the 409-202 guard holds across nodes
+        from callscribe.api.limits import limits_of
+        from callscribe.cluster.in_flight import ClusterInFlight
+
+        limits_of(app).in_flight = ClusterInFlight(node)
     await node.start(services.bus)
 
 
