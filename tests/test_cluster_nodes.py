@@ -95,7 +95,14 @@ async def test_stream_on_a_control_on_b_reads_on_c(cluster, audio):
     # The events WebSocket on C, for a call whose media is on A.
     events = EventsSubscriber(c.ws_url, guid, *KEY)
     await events.start()
-    await sender.send_audio(audio, speed=2.0)
+    talking = asyncio.create_task(sender.send_audio(audio, speed=2.0))
+    await until(lambda: any(m["type"] == "final" for m in events.messages), "the first final on C")
+    # Mid-call, a subscriber that lost C resumes on B from the last seq it had.
+    had = max(m["seq"] for m in events.messages)
+    resumed_mid = EventsSubscriber(b.ws_url, guid, *KEY)
+    resumed_mid.url += f"&since={had}"
+    await resumed_mid.start()
+    await talking
     await until(lambda: len(hook.transcripts(guid)) >= 2, "webhooks of both turns")
 
     stopped = b.post("/mg-autotranscribe/v1/stop-streaming", {"namespace": "twilio", "guid": guid})
@@ -129,6 +136,11 @@ async def test_stream_on_a_control_on_b_reads_on_c(cluster, audio):
     seqs = [m["seq"] for m in events.messages]
     assert seqs == sorted(set(seqs))  # in order, no duplicate
     assert events.messages[-1]["type"] == "state" and events.messages[-1]["state"] == "media-ended"
+    await resumed_mid.wait_closed()
+    mid_seqs = [m["seq"] for m in resumed_mid.messages]
+    assert mid_seqs == sorted(set(mid_seqs)) and all(seq > had for seq in mid_seqs)
+    # Nothing stored is missed (partials are best effort): every final and state after `had` is there.
+    assert {m["seq"] for m in events.messages if m["seq"] > had and m["type"] != "partial"} <= set(mid_seqs)
 
     # Resume on another node: since=N replays exactly what came after N.
     middle = seqs[len(seqs) // 2]
