@@ -8,7 +8,8 @@ in front (WebSocket upgrade, `/n<i>/` to node i, everything else round robin, as
 shows), then runs bench/load.py with --url pointing at nginx. On one machine the nodes share its
 CPU, so the figures say whether anything is lost or misrouted across nodes (missed, refused, errors),
 not how throughput scales. Server CPU/RSS columns are empty (several processes); /metrics counts
-reported by load.py are those of whichever node nginx asked.
+reported by load.py are those of whichever node nginx asked. Needs nginx and redis-server (Debian
+packages of those names) and, without --database-url, the postgresql package.
 """
 
 from __future__ import annotations
