@@ -6,6 +6,7 @@ TTL only bounds a request whose node died while holding it."""
 from __future__ import annotations
 
 import json
+import logging
 import uuid
 from contextlib import asynccontextmanager
 from typing import Any, AsyncIterator, Hashable
@@ -14,6 +15,7 @@ from callscribe.api.errors import ApiError
 from callscribe.api.limits import InFlight
 from callscribe.cluster.node import P, ClusterNode
 
+log = logging.getLogger(__name__)
 HOLD_TTL_MS = 300_000  # longer than any control request (a start's waits, a stop's last finals)
 
 
@@ -27,7 +29,12 @@ class ClusterInFlight(InFlight):
         async with super().hold(key):
             name = P + "inflight:" + json.dumps(key, default=str, separators=(",", ":"))
             token = self.node.id + ":" + uuid.uuid4().hex
-            if not await self.node.redis.set(name, token, nx=True, px=HOLD_TTL_MS):
+            try:
+                held_elsewhere = not await self.node.redis.set(name, token, nx=True, px=HOLD_TTL_MS)
+            except Exception as exc:  # Redis away: this node's own guard is all there is
+                log.warning("cluster: in-progress guard not shared (%s)", exc)
+                held_elsewhere = False
+            if held_elsewhere:
                 raise ApiError(409, "409-202", "Another request for this guid is in progress")
             try:
                 yield

@@ -159,14 +159,23 @@ class ClusterNode:
             await pipe.execute()
 
     async def owner(self, tenant: str, namespace: str | None, guid: str) -> dict[str, Any] | None:
-        """The directory entry of a call ({"node", "call_id", "url", "namespace"}), any node's."""
-        value = await self.redis.get(call_key(tenant, namespace, guid) if namespace is not None
-                                     else guid_key(tenant, guid))
+        """The directory entry of a call ({"node", "call_id", "url", "namespace"}), any node's; None
+        also when Redis cannot be asked (this node then answers for its own calls only)."""
+        try:
+            value = await self.redis.get(call_key(tenant, namespace, guid) if namespace is not None
+                                         else guid_key(tenant, guid))
+        except aioredis.RedisError as exc:
+            log.warning("cluster: directory unreadable (%s); answering for this node's calls only", exc)
+            return None
         return json.loads(value) if value else None
 
     async def owner_of_call(self, call_id: str) -> str | None:
         """The node that holds the call with this id, if any node does."""
-        node_id = await self.redis.get(P + "callid:" + call_id)
+        try:
+            node_id = await self.redis.get(P + "callid:" + call_id)
+        except aioredis.RedisError as exc:
+            log.warning("cluster: directory unreadable (%s)", exc)
+            return None
         return str(node_id) if node_id else None
 
     async def entries(self, keys: list[tuple[str, str, str]]) -> list[dict[str, Any] | None]:
@@ -219,6 +228,8 @@ class ClusterNode:
                 answer = await future
         except TimeoutError:
             raise RemoteError(f"node {node_id} did not answer {op} in {timeout_s:.0f} s") from None
+        except aioredis.RedisError as exc:
+            raise RemoteError(f"Redis: {type(exc).__name__}: {exc}") from None
         finally:
             self._pending.pop(request_id, None)
         if "error" in answer:
