@@ -7,8 +7,8 @@ cd "$(dirname "$0")/.."
 as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
 
 # Debian packages: speech synthesis and conversion for test audio, ffmpeg for file decoding,
-# PostgreSQL for the storage tests on a real server, SIPp as a real SIP peer.
-APT_PACKAGES="espeak-ng sox libsox-fmt-all ffmpeg postgresql chromium sip-tester"
+# PostgreSQL for the storage tests on a real server, SIPp as a real SIP peer, Redis for the cluster tests.
+APT_PACKAGES="espeak-ng sox libsox-fmt-all ffmpeg postgresql chromium sip-tester redis-server"
 missing=""
 for pkg in $APT_PACKAGES; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing="$missing $pkg"
@@ -51,6 +51,21 @@ if [ -z "${CALLSCRIBE_TEST_PG_URL:-}" ]; then
     export CALLSCRIBE_TEST_PG_URL="postgresql+psycopg://callscribe@127.0.0.1:$PG_PORT/callscribe_test"
     echo "scripts/test.sh: PostgreSQL on 127.0.0.1:$PG_PORT"
   fi
+fi
+
+# A Redis server of our own on a free loopback port, for the cluster tests (tests/test_cluster_*.py).
+if [ -z "${CALLSCRIBE_TEST_REDIS_URL:-}" ] && command -v redis-server >/dev/null; then
+  REDIS_DIR="$(mktemp -d /tmp/callscribe-redis.XXXXXX)"
+  REDIS_PORT="$("$PYTHON" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
+  redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save '' --appendonly no --dir "$REDIS_DIR" \
+    --daemonize yes --pidfile "$REDIS_DIR/redis.pid" --logfile "$REDIS_DIR/log"
+  for _ in $(seq 50); do redis-cli -p "$REDIS_PORT" ping >/dev/null 2>&1 && break; sleep 0.1; done
+  stop_redis() { kill "$(cat "$REDIS_DIR/redis.pid" 2>/dev/null)" 2>/dev/null || true; rm -rf "$REDIS_DIR"; }
+  # One EXIT trap for both servers: the PostgreSQL block above may have set its own.
+  PG_TRAP="$(trap -p EXIT | sed -e "s/^trap -- '//" -e "s/' EXIT\$//")"
+  trap "stop_redis; ${PG_TRAP:-true}" EXIT
+  export CALLSCRIBE_TEST_REDIS_URL="redis://127.0.0.1:$REDIS_PORT/0"
+  echo "scripts/test.sh: Redis on 127.0.0.1:$REDIS_PORT"
 fi
 
 # Types first: the seams between the layers are typed and checked (config in pyproject.toml).

@@ -103,14 +103,21 @@ def create_app(settings: Settings, *, engine: "SpeechEngine | None" = None) -> F
                 log.exception("speech model failed to load")
 
         sip = await siprec_ingest.start(services)  # binds first: a busy SIP port stops start-up cleanly
+        if settings.cluster:  # one node of several (docs/cluster.md); joins once the registry exists
+            from callscribe.cluster import setup as cluster_setup
+
+            services.cluster = cluster_setup.new_node(services)
         await start_delivery(services)  # storage first: nothing may be published before it listens
         # The registry exists before the model loads: media may connect (and is counted) meanwhile;
         # starts are refused with 503 until the scheduler is ready.
-        services.registry = CallRegistry(
+        registry_cls = cluster_setup.registry_class() if settings.cluster else CallRegistry
+        services.registry = registry_cls(
             services.bus, lambda: services.scheduler if services.ready.is_set() else None, settings.data_dir,
             languages=lambda: getattr(services.engine, "languages", None) if services.ready.is_set() else None,
             metrics=services.metrics, max_recording_s=settings.max_recording_s, max_call_s=settings.max_call_s)
         services.registry.start()
+        if settings.cluster:
+            await cluster_setup.join(services, app)
         chime_meetings.begin()
         loader = asyncio.create_task(load())
         try:
@@ -119,6 +126,8 @@ def create_app(settings: Settings, *, engine: "SpeechEngine | None" = None) -> F
             loader.cancel()
             await chime_meetings.close()
             await sip.stop()
+            if settings.cluster:
+                await cluster_setup.leave(services)
             await services.registry.close()  # ends calls while the scheduler can still drain their finals
             if services.scheduler is not None:
                 await loop.run_in_executor(None, services.scheduler.stop)
@@ -149,6 +158,12 @@ def create_app(settings: Settings, *, engine: "SpeechEngine | None" = None) -> F
         if services.persister is not None and not services.persister.store_healthy:
             return JSONResponse({"status": "store-unavailable"}, status_code=503)
         if services.ready.is_set() and services.engine is not None:
+            if settings.cluster:  # a full or draining node is out of the balancer's rotation
+                from callscribe.cluster import setup as cluster_setup
+
+                out = cluster_setup.readiness(services)
+                if out is not None:
+                    return JSONResponse({"status": out, "model": services.engine.description}, status_code=503)
             return JSONResponse({"status": "ready", "model": services.engine.description})
         body = {"status": "loading" if services.load_error is None else "failed"}
         if services.load_error:

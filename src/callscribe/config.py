@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 
@@ -209,6 +210,17 @@ class Settings(BaseSettings):
     # At SIGTERM: how long calls in progress get to finish their last utterances before the exit.
     drain_s: float = Field(30.0, ge=0, le=3600)
 
+    # Cluster mode (docs/cluster.md): with a Redis URL (and a PostgreSQL database) this process is one
+    # node of several. node_id names it (generated when unset); token_secret signs stream URLs on every
+    # node (else one is made once and kept in Redis); cluster_ttl_s is how long a silent node's
+    # directory entries live; node_max_legs (0: no cap) is the legs past which this node reports itself
+    # full to URL placement and /readyz.
+    redis_url: str | None = None
+    node_id: str | None = None
+    token_secret: str | None = None
+    cluster_ttl_s: float = Field(10.0, ge=2, le=300)
+    node_max_legs: int = Field(0, ge=0, le=1_000_000)
+
     @field_validator("api_keys")
     @classmethod
     def _check_api_keys(cls, value: str) -> str:
@@ -241,6 +253,35 @@ class Settings(BaseSettings):
         if not value.startswith(("http://", "https://", "ws://", "wss://")):
             raise ValueError("must start with http://, https://, ws:// or wss://")
         return value.rstrip("/")
+
+    @field_validator("redis_url")
+    @classmethod
+    def _check_redis_url(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value in (None, ""):
+            return None
+        if not value.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("must start with redis://, rediss:// or unix://")
+        if not str(info.data.get("database_url") or "").startswith(("postgresql", "postgres:")):
+            raise ValueError("cluster mode needs a PostgreSQL CALLSCRIBE_DATABASE_URL shared by every node")
+        return value
+
+    @field_validator("node_id")
+    @classmethod
+    def _check_node_id(cls, value: str | None) -> str | None:
+        if value in (None, ""):
+            return None
+        if not re.fullmatch(r"[A-Za-z0-9._-]{1,64}", value):
+            raise ValueError("must be 1 to 64 letters, digits, '.', '_' or '-'")
+        return value
+
+    @field_validator("token_secret")
+    @classmethod
+    def _check_token_secret(cls, value: str | None) -> str | None:
+        if value in (None, ""):
+            return None
+        if len(value) < 32:
+            raise ValueError("must be at least 32 characters")
+        return value
 
     @field_validator("compute_type")
     @classmethod
@@ -306,6 +347,11 @@ class Settings(BaseSettings):
         return f"sqlite:///{(self.data_dir / 'callscribe.db').resolve()}"
 
     @property
+    def cluster(self) -> bool:
+        """This process is one node of a cluster (CALLSCRIBE_REDIS_URL is set)."""
+        return self.redis_url is not None
+
+    @property
     def parsed_api_keys(self) -> list[ApiKey]:
         return parse_api_keys(self.api_keys)
 
@@ -324,7 +370,7 @@ class Settings(BaseSettings):
 
 # Settings whose values are secrets (or may embed one): an error about them never quotes the value.
 SECRET_SETTINGS = frozenset({"api_keys", "audiohook_keys", "webhook_secret", "twilio_auth_token", "metrics_token",
-                             "database_url"})
+                             "database_url", "redis_url", "token_secret"})
 
 
 def load_settings(**overrides: Any) -> Settings:

@@ -22,6 +22,8 @@ def load_or_create_api_keys(settings: Settings) -> list[ApiKey]:
     keys = settings.parsed_api_keys
     if keys:
         return keys
+    if settings.redis_url:  # cluster mode: every node accepts the one generated pair
+        return [_shared_api_key(settings.redis_url)]
     path = Path(settings.data_dir) / _FILE
     made: list[ApiKey] = []
 
@@ -35,3 +37,17 @@ def load_or_create_api_keys(settings: Settings) -> list[ApiKey]:
         print(f"callscribe: generated API credentials (kept in {path}):\n  id:     {key.id}\n  secret: {key.secret}",
               flush=True)
     return [key]
+
+
+def _shared_api_key(redis_url: str) -> ApiKey:
+    from callscribe.cluster.secrets import shared_secret
+
+    candidate = ApiKey("cs-" + secrets.token_hex(8), secrets.token_urlsafe(32), "default")
+    text, made = shared_secret(redis_url, "api-key", lambda: json.dumps(
+        {"id": candidate.id, "secret": candidate.secret, "tenant": candidate.tenant}))
+    data = json.loads(text)
+    key = ApiKey(data["id"], data["secret"], data.get("tenant", "default"))
+    if made:
+        print(f"callscribe: generated API credentials (kept in Redis):\n  id:     {key.id}\n  secret: {key.secret}",
+              flush=True)
+    return key

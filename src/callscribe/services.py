@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from callscribe.asr.engine import SpeechEngine
     from callscribe.asr.scheduler import AsrScheduler
     from callscribe.calls.registry import CallRegistry
+    from callscribe.cluster.node import ClusterNode
     from callscribe.delivery.fanout import FanoutHub
     from callscribe.delivery.outbox import WebhookDispatcher
     from callscribe.delivery.persister import Persister
@@ -58,6 +59,7 @@ class Services:
     token_uses: TokenUses = field(default_factory=TokenUses)  # stream tokens bound at first use
     # Sockets that have something to tell their peer before a shutdown closes them (ASAPP's 5001).
     drainers: set[Callable[[], Awaitable[None]]] = field(default_factory=set)
+    cluster: ClusterNode | None = None  # set when CALLSCRIBE_REDIS_URL makes this process a cluster node
     ready: asyncio.Event = field(default_factory=asyncio.Event)
     load_error: str | None = None
 

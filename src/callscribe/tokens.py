@@ -118,10 +118,28 @@ _signers_lock = threading.Lock()
 
 
 def token_signer(settings: Any) -> TokenSigner:
-    """The signer of the installation whose data dir `settings.data_dir` names (cached)."""
+    """The signer of the installation whose data dir `settings.data_dir` names (cached). A cluster
+    node signs with the secret every node shares (setting or Redis), never its own data dir's."""
+    if getattr(settings, "token_secret", None) or getattr(settings, "redis_url", None):
+        return _shared_signer(settings)
     key = str(Path(settings.data_dir).resolve())
     with _signers_lock:
         signer = _signers.get(key)
         if signer is None:
             signer = _signers[key] = TokenSigner(load_or_create_secret(Path(key)))
+        return signer
+
+
+def _shared_signer(settings: Any) -> TokenSigner:
+    key = "shared:" + hashlib.sha256(f"{settings.token_secret}|{settings.redis_url}".encode()).hexdigest()
+    with _signers_lock:
+        signer = _signers.get(key)
+        if signer is None:
+            if settings.token_secret:
+                secret = hashlib.sha256(settings.token_secret.encode()).digest()
+            else:
+                from callscribe.cluster.secrets import shared_secret
+
+                secret = bytes.fromhex(shared_secret(settings.redis_url, "token", lambda: secrets.token_hex(32))[0])
+            signer = _signers[key] = TokenSigner(secret)
         return signer

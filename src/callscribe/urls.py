@@ -4,7 +4,7 @@ adapters that check them, so neither imports the other."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 from urllib.parse import quote
 
 from callscribe.tokens import token_signer
@@ -20,10 +20,33 @@ WEBRTC_OFFER_PATH = "/v1/media/webrtc"
 WEBRTC_JOIN_PAGE_PATH = "/v1/media/join"
 
 
+# Cluster mode: the node with headroom whose public URL a handed-out URL names (callscribe.cluster),
+# by the public URL of the node that issues it.
+_placement: dict[str, Callable[[], str]] = {}
+
+
+def set_placement(settings: Any, pick: Callable[[], str] | None) -> None:
+    if pick is None:
+        _placement.pop(settings.resolved_public_url, None)
+    else:
+        _placement[settings.resolved_public_url] = pick
+
+
+def _ws_base(settings: Any) -> str:
+    pick = _placement.get(settings.resolved_public_url)
+    if pick is None:
+        return str(settings.public_ws_url)
+    url = pick()
+    for http, ws in (("https://", "wss://"), ("http://", "ws://")):
+        if url.startswith(http):
+            return ws + url[len(http):]
+    return url
+
+
 def issue_url(settings: Any, path: str, tenant: str, purpose: str, ttl_s: float = URL_TTL_S, **claims: Any) -> str:
     """ws(s)://<public url><path>?token=..., the token bound to the tenant (and any claims)."""
     token = token_signer(settings).issue(tenant, purpose, ttl_s, **claims)
-    return f"{settings.public_ws_url}{path}?token={quote(token, safe='')}"
+    return f"{_ws_base(settings)}{path}?token={quote(token, safe='')}"
 
 
 def issue_token(settings: Any, tenant: str, ttl_s: float = URL_TTL_S) -> str:

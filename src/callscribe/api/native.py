@@ -59,7 +59,8 @@ def require_tenant(request: Request) -> tuple[Services, str]:
 
 async def _registry(services: Any, method: str, *args: Any) -> Any:
     """Ask the call registry for live state; None when it has no such method or fails."""
-    fn = getattr(services.registry, method, None)
+    # A cluster node's registry also answers for calls held by other nodes (callscribe.cluster).
+    fn = getattr(services.registry, "cluster_" + method, None) or getattr(services.registry, method, None)
     if fn is None:
         return None
     try:
@@ -230,7 +231,7 @@ async def call_events(ws: WebSocket, guid: str) -> None:
                     continue  # already sent (backlog and live overlap on purpose)
                 await asyncio.wait_for(ws.send_json(event_json(event)), _SEND_TIMEOUT_S)
                 last = event.seq
-                if isinstance(event, CallStateEvent) and event.state == "media-ended":
+                if isinstance(event, CallStateEvent) and event.state in ("media-ended", "media-interrupted"):
                     return await ws.close(1000, "call ended")
             next_batch = asyncio.create_task(sub.next_batch())
             done, _ = await asyncio.wait({next_batch, watcher}, return_when=asyncio.FIRST_COMPLETED)

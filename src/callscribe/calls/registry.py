@@ -190,6 +190,18 @@ class CallRegistry:
         if not tag or (tag not in langs and tag.split("-")[0] not in langs):
             raise UnsupportedLanguage(language)
 
+    def check_start(self, guid: str, params: StreamParams) -> None:
+        """What a start checks before it looks for the call: ShuttingDown, BadIdentity, NotReady,
+        UnsupportedLanguage (a cluster node checks the same before it asks the others)."""
+        if self.draining:
+            raise ShuttingDown()
+        problem = identity_problem(guid, list(params.participants.values())) or next(
+            (f"external ids must be at most {MAX_EXTERNAL_ID} printable characters"
+             for v in params.external_ids.values() if v and not valid_id(v, MAX_EXTERNAL_ID)), None)
+        if problem:
+            raise BadIdentity(problem)
+        self.check_language(params.language)
+
     async def _wait_for_media(self, key: Key, wait_s: float) -> Call | None:
         def ready() -> bool:
             call = self._calls.get(key)
@@ -212,14 +224,7 @@ class CallRegistry:
         Raises CallNotFound, AlreadyStarted, MediaEnding, NoCapacity, NotReady, UnsupportedLanguage,
         SourceFailed, ShuttingDown.
         """
-        if self.draining:
-            raise ShuttingDown()
-        problem = identity_problem(guid, list(params.participants.values())) or next(
-            (f"external ids must be at most {MAX_EXTERNAL_ID} printable characters"
-             for v in params.external_ids.values() if v and not valid_id(v, MAX_EXTERNAL_ID)), None)
-        if problem:
-            raise BadIdentity(problem)
-        self.check_language(params.language)
+        self.check_start(guid, params)
         key = (tenant, namespace, guid)
         call = self._calls.get(key)
         if call is not None and call.ending:

@@ -111,8 +111,19 @@ async def subscribe_with_backlog(hub: FanoutHub, store: Store, flush: Callable[[
                                  call_id: str, since: int) -> tuple[Subscription, list[CallEvent]]:
     """Register a subscriber, then collect every event with seq > since published before that.
 
-    `flush` waits until the persister has stored everything published so far.
+    `flush` waits until the persister has stored everything published so far. A cluster node's hub
+    (callscribe.cluster.fanout) brings the events of calls held by other nodes as well.
     """
+    own = getattr(hub, "subscribe_with_backlog", None)
+    if own is not None:
+        result: tuple[Subscription, list[CallEvent]] = await own(store, flush, call_id, since)
+        return result
+    return await local_subscribe_with_backlog(hub, store, flush, call_id, since)
+
+
+async def local_subscribe_with_backlog(hub: FanoutHub, store: Store, flush: Callable[[], Awaitable[None]],
+                                       call_id: str, since: int) -> tuple[Subscription, list[CallEvent]]:
+    """subscribe_with_backlog for the calls of this process."""
     sub = hub.subscribe(call_id)
     try:
         await flush()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable
 
 from callscribe.delivery.fanout import FanoutHub
 from callscribe.delivery.outbox import RetryPolicy, WebhookDispatcher
@@ -28,7 +28,10 @@ async def start_delivery(services: Services) -> None:
     settings = services.settings
     store = Store(settings.resolved_database_url)
     await store.start()
-    interrupted = await store.db.write(store.calls.close_interrupted, datetime.now(timezone.utc))
+    # Cluster mode: other nodes' calls are open in the shared database; the survivors' reaper
+    # (callscribe.cluster.reaper) closes those whose node is gone, this one's included.
+    interrupted = [] if settings.cluster else await store.db.write(store.calls.close_interrupted,
+                                                                    datetime.now(timezone.utc))
     if interrupted:
         log.warning("%d call(s) left open by the last run are closed as interrupted", len(interrupted))
         for hook in services.on_interrupted:
@@ -37,12 +40,22 @@ async def start_delivery(services: Services) -> None:
             except Exception:
                 log.exception("settling interrupted calls failed (%r)", hook)
     services.store = store
-    services.fanout = FanoutHub(services.bus)
+    if settings.cluster:
+        from callscribe.cluster import setup as cluster_setup
+
+        services.fanout = cluster_setup.fanout(services)
+    else:
+        services.fanout = FanoutHub(services.bus)
     services.fanout.start()
     if settings.webhook_url:
         signer = Signer(load_or_create_secret(settings))
-        services.webhooks = WebhookDispatcher(store, settings.webhook_url, signer, services.metrics,
-                                              policy=RetryPolicy.from_settings(settings))
+        make: Callable[..., WebhookDispatcher] = WebhookDispatcher
+        if settings.cluster:  # every node claims from the one outbox (SKIP LOCKED)
+            from callscribe.cluster import setup as cluster_setup
+
+            make = cluster_setup.dispatcher
+        services.webhooks = make(store, settings.webhook_url, signer, services.metrics,
+                                 policy=RetryPolicy.from_settings(settings))
     services.persister = Persister(services.bus, store, webhooks_enabled=services.webhooks is not None,
                                    formatters=services.formatters,
                                    on_outbox=services.webhooks.wake if services.webhooks else None,

@@ -74,6 +74,15 @@ def load_or_create_secret(settings: Settings) -> str:
     """CALLSCRIBE_WEBHOOK_SECRET, else the secret kept in the data dir (generated at first start)."""
     if settings.webhook_secret:
         return settings.webhook_secret
+    if settings.redis_url:  # cluster mode: one secret for every node, whichever sends a row
+        from callscribe.cluster.secrets import shared_secret
+
+        value, made = shared_secret(settings.redis_url, "webhook",
+                                    lambda: "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode())
+        if made:
+            print("callscribe: generated a webhook signing secret, kept in Redis (give it to the receiver, "
+                  "or set CALLSCRIBE_WEBHOOK_SECRET)", flush=True)
+        return value
     return load_or_create(
         Path(settings.data_dir) / SECRET_FILE,
         lambda: "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode(),

@@ -58,6 +58,32 @@ class OutboxRepository:
             return [OutboxJob(r.id, r.msg_id, r.ordering_key, r.payload, r.attempts, r.next_attempt_at,
                               r.created_at) for r in rows]
 
+    def claim_due(self, now: datetime, lease_until: datetime, limit: int) -> list[OutboxJob]:
+        """Several dispatchers on one PostgreSQL (cluster mode): take up to `limit` due heads that no
+        other dispatcher is claiming (FOR UPDATE SKIP LOCKED) and lease them until `lease_until`, so
+        no other one sends them meanwhile. A lease left by a dead dispatcher simply runs out and the
+        row is due again. Only heads are claimable, so one leg's rows still go one at a time."""
+        oldest = (select(func.min(OutboxRow.id)).where(*_PENDING).group_by(OutboxRow.ordering_key))
+        with self.db.sessions.begin() as s:
+            rows = s.scalars(select(OutboxRow)
+                             .where(OutboxRow.id.in_(oldest), *_PENDING, OutboxRow.next_attempt_at <= now)
+                             .order_by(OutboxRow.next_attempt_at, OutboxRow.id).limit(limit)
+                             .with_for_update(skip_locked=True)).all()
+            jobs = [OutboxJob(r.id, r.msg_id, r.ordering_key, r.payload, r.attempts, r.next_attempt_at,
+                              r.created_at) for r in rows]
+            if rows:
+                s.execute(update(OutboxRow).where(OutboxRow.id.in_([r.id for r in rows]))
+                          .values(next_attempt_at=lease_until))
+            return jobs
+
+    def make_due(self, row_ids: list[int], when: datetime) -> int:
+        """Hand back claimed rows still pending (a node stopping mid-send), due at `when`."""
+        if not row_ids:
+            return 0
+        with self.db.sessions.begin() as s:
+            return affected(s.execute(update(OutboxRow).where(OutboxRow.id.in_(row_ids), *_PENDING)
+                                      .values(next_attempt_at=when)))
+
     def pending_count(self) -> int:
         with self.db.sessions() as s:
             return s.scalar(select(func.count()).select_from(OutboxRow).where(*_PENDING)) or 0

@@ -191,6 +191,33 @@ class CallRepository:
                           .values(stopped_at=when))
             return [c.call_id for c in calls]
 
+    def open_calls(self, created_before: datetime) -> list[CallRef]:
+        """Calls not ended that began before `created_before` (cluster mode: the survivors look
+        for those whose node is gone)."""
+        with self.db.sessions() as s:
+            rows = s.scalars(select(Call).where(Call.ended_at.is_(None), Call.created_at < created_before)).all()
+            return [CallRef(c.call_id, c.tenant, c.namespace, c.guid) for c in rows]
+
+    def interrupt_calls(self, call_ids: Sequence[str], when: datetime, reason: str) -> list[CallStateEvent]:
+        """Close these calls as close_interrupted does, those still open and not being closed by
+        another node (FOR UPDATE SKIP LOCKED); returns the media-interrupted events written."""
+        out: list[CallStateEvent] = []
+        with self.db.sessions.begin() as s:
+            calls = s.scalars(select(Call).where(Call.call_id.in_(list(call_ids)), Call.ended_at.is_(None))
+                              .with_for_update(skip_locked=True)).all()
+            for call in calls:
+                call.last_seq = (call.last_seq or 0) + 1
+                data = {"reason": reason}
+                s.add(CallEventRow(call_id=call.call_id, seq=call.last_seq, state="media-interrupted",
+                                   data=data, created_at=when))
+                call.state, call.ended_at = "media-interrupted", when
+                s.execute(update(StreamInterval)
+                          .where(StreamInterval.call_id == call.call_id, StreamInterval.stopped_at.is_(None))
+                          .values(stopped_at=when))
+                out.append(CallStateEvent(CallRef(call.call_id, call.tenant, call.namespace, call.guid),
+                                          call.last_seq, "media-interrupted", data, when))
+        return out
+
     def _ensure_call(self, s: Session, ref: CallRef, when: datetime) -> Call:
         call = s.get(Call, ref.call_id)
         if call is None:

@@ -1,0 +1,138 @@
+"""Events of calls on other nodes for this node's WebSocket subscribers.
+
+A subscriber to a call whose media is elsewhere is served from Redis: this node subscribes to the
+call's events channel (published by the owning node, see node.py) and feeds what arrives to the
+local hub, so the WebSocket route works unchanged. The backlog is read after the channel is
+subscribed: the owner first stores what it has published (its persister's flush) and sends its ring
+of recent events (partials included); the rest comes from PostgreSQL. Live and backlog overlap on
+purpose; the route skips seqs already sent, so there is no gap and no duplicate.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from typing import Any, Awaitable, Callable
+
+from callscribe.calls.events import CallEvent, EventBus
+from callscribe.cluster import wire
+from callscribe.cluster.node import ClusterNode, RemoteError, events_channel
+from callscribe.delivery.fanout import FanoutHub, Subscription
+from callscribe.store import Store
+
+log = logging.getLogger(__name__)
+
+
+class ClusterFanout(FanoutHub):
+    def __init__(self, bus: EventBus, node: ClusterNode, **kwargs: Any) -> None:
+        super().__init__(bus, **kwargs)
+        self.node = node
+        self._pubsub: Any = None
+        self._reader: asyncio.Task[None] | None = None
+        self._channels: dict[str, int] = {}  # call id -> local subscribers served from Redis
+        self._confirmed: dict[str, asyncio.Event] = {}
+        self._dropping: set[asyncio.Task[None]] = set()
+        node.handlers["recent"] = self._serve_recent
+        self.flush: Callable[[], Awaitable[None]] | None = None  # the persister's, set by the app
+
+    def start(self) -> None:
+        super().start()
+        self._pubsub = self.node.redis.pubsub()
+        self._reader = asyncio.create_task(self._read(), name="cluster-fanout")
+
+    def stop(self) -> None:
+        super().stop()
+        if self._reader is not None:
+            self._reader.cancel()
+
+    async def _read(self) -> None:
+        while True:
+            try:
+                if not self._pubsub.subscribed:
+                    await asyncio.sleep(0.1)
+                    continue
+                message = await self._pubsub.get_message(timeout=1.0)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("cluster: events channel failed: %s", exc)
+                await asyncio.sleep(1.0)
+                continue
+            if message is None:
+                continue
+            call_id = str(message.get("channel", "")).rpartition(":")[2]
+            if message.get("type") == "subscribe":
+                self._confirmed.setdefault(call_id, asyncio.Event()).set()
+            elif message.get("type") == "message":
+                try:
+                    self._on_event(wire.event_from(json.loads(message["data"])))
+                except Exception:
+                    log.exception("cluster: unreadable event on %s", message.get("channel"))
+
+    async def subscribe_with_backlog(self, store: Store, flush: Callable[[], Awaitable[None]], call_id: str,
+                                     since: int) -> tuple[Subscription, list[CallEvent]]:
+        owner = await self._owner_of(call_id)
+        if owner is None or owner == self.node.id:  # here, or nowhere live: the single-node path
+            from callscribe.delivery.fanout import local_subscribe_with_backlog
+
+            return await local_subscribe_with_backlog(self, store, flush, call_id, since)
+        sub = self.subscribe(call_id)
+        try:
+            await self._listen_to(call_id)
+            try:
+                recent = [wire.event_from(e) for e in await self.node.call(
+                    owner, "recent", {"call_id": call_id, "since": since}, timeout_s=30.0)]
+            except RemoteError:
+                recent = []  # the owner is gone: what it stored is all there is
+            stored = await store.db.read(store.calls.events_since, call_id, since)
+        except BaseException:
+            self.unsubscribe(sub)
+            raise
+        merged = {e.seq: e for e in stored}
+        for event in recent + self.recent(call_id, since):
+            merged.setdefault(event.seq, event)
+        return sub, [merged[seq] for seq in sorted(merged)]
+
+    async def _owner_of(self, call_id: str) -> str | None:
+        for (t, n, g, c, _live) in self.node.held_calls():
+            if c == call_id:
+                return self.node.id
+        return await self.node.owner_of_call(call_id)
+
+    async def _listen_to(self, call_id: str) -> None:
+        count = self._channels.get(call_id, 0)
+        self._channels[call_id] = count + 1
+        if count == 0:
+            event = self._confirmed.setdefault(call_id, asyncio.Event())
+            await self._pubsub.subscribe(events_channel(call_id))
+            async with asyncio.timeout(10):
+                await event.wait()
+
+    def unsubscribe(self, sub: Subscription) -> None:
+        super().unsubscribe(sub)
+        count = self._channels.get(sub.call_id)
+        if count is None:
+            return
+        if count > 1:
+            self._channels[sub.call_id] = count - 1
+            return
+        del self._channels[sub.call_id]
+        if self._pubsub is not None:
+            task = asyncio.get_running_loop().create_task(self._drop(sub.call_id))
+            self._dropping.add(task)
+            task.add_done_callback(self._dropping.discard)
+
+    async def _drop(self, call_id: str) -> None:
+        if self._channels.get(call_id):  # a new subscriber came meanwhile: keep listening
+            return
+        self._confirmed.pop(call_id, None)
+        try:
+            await self._pubsub.unsubscribe(events_channel(call_id))
+        except Exception as exc:
+            log.warning("cluster: could not leave the events of call %s: %s", call_id, exc)
+
+    async def _serve_recent(self, args: dict[str, Any]) -> Any:
+        if self.flush is not None:
+            await self.flush()  # everything published so far is in PostgreSQL before the peer reads it
+        return [wire.event_json(e) for e in self.recent(str(args["call_id"]), int(args.get("since") or 0))]

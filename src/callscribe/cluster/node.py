@@ -1,0 +1,295 @@
+"""One node of a cluster: its identity, heartbeat, the call directory, and request/reply to peers.
+
+Redis keys (all under `callscribe:`), every one with a TTL of CALLSCRIBE_CLUSTER_TTL_S that the
+heartbeat (every quarter of it) refreshes, so a dead node's entries are gone within the TTL:
+- `node:<id>`: {"id", "url", "ready", "draining", "full", "legs"}; `nodes` is the set of ids seen.
+- `call:<tenant,namespace,guid>` and `guid:<tenant,guid>`: {"node", "call_id", "url"} for every call
+  the node's registry holds (live, or ended and kept for a late stop).
+Channels: `rpc:<id>` takes requests {"id", "from", "op", "args"}; `reply:<id>` takes answers
+{"id", "ok"} or {"id", "error"}; `events:<call_id>` carries a call's events to other nodes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import secrets
+import socket
+import time
+import uuid
+from typing import TYPE_CHECKING, Any, Awaitable, Callable
+
+import redis.asyncio as aioredis
+
+from callscribe.calls.events import CallEvent, CallStateEvent, EventBus
+from callscribe.cluster import wire
+
+if TYPE_CHECKING:
+    from callscribe.config import Settings
+
+log = logging.getLogger(__name__)
+P = "callscribe:"
+Handler = Callable[[dict[str, Any]], Awaitable[Any]]
+
+
+def call_key(tenant: str, namespace: str, guid: str) -> str:
+    return P + "call:" + json.dumps([tenant, namespace, guid], separators=(",", ":"))
+
+
+def guid_key(tenant: str, guid: str) -> str:
+    return P + "guid:" + json.dumps([tenant, guid], separators=(",", ":"))
+
+
+def events_channel(call_id: str) -> str:
+    return P + "events:" + call_id
+
+
+class RemoteError(Exception):
+    """A peer did not answer (gone, or too slow)."""
+
+
+class ClusterNode:
+    def __init__(self, settings: "Settings") -> None:
+        assert settings.redis_url is not None
+        self.id = settings.node_id or f"{socket.gethostname()}-{secrets.token_hex(3)}"
+        self.url = settings.resolved_public_url
+        self.ttl_s = settings.cluster_ttl_s
+        self.max_legs = settings.node_max_legs
+        self.redis = aioredis.Redis.from_url(settings.redis_url, decode_responses=True, health_check_interval=30)
+        self.peers: dict[str, dict[str, Any]] = {}  # every live node's last heartbeat, this one included
+        self.handlers: dict[str, Handler] = {}
+        # What the heartbeat reports and refreshes; filled in by the app (see cluster.setup).
+        self.status: Callable[[], dict[str, Any]] = lambda: {}
+        self.held_calls: Callable[[], list[tuple[str, str, str, str, bool]]] = lambda: []
+        self.on_tick: list[Callable[[], Awaitable[None]]] = []
+        self._pending: dict[str, asyncio.Future[Any]] = {}
+        self._rpc_pubsub: Any = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self._serving: set[asyncio.Task[None]] = set()  # requests being carried out (kept referenced)
+        self._outgoing: asyncio.Queue[CallEvent] = asyncio.Queue(maxsize=10000)
+        self._unsubscribe: Callable[[], None] | None = None
+
+    # -- lifecycle -------------------------------------------------------------------------------
+
+    async def start(self, bus: EventBus) -> None:
+        try:
+            self._rpc_pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
+            await self._rpc_pubsub.subscribe(P + "rpc:" + self.id, P + "reply:" + self.id)
+            await self.beat()
+        except aioredis.RedisError as exc:
+            raise RuntimeError(f"CALLSCRIBE_REDIS_URL: cannot reach Redis ({type(exc).__name__}: {exc})") from None
+        self._unsubscribe = bus.subscribe(self._on_event)
+        self._tasks = [asyncio.create_task(self._listen(), name="cluster-rpc"),
+                       asyncio.create_task(self._heartbeat(), name="cluster-heartbeat"),
+                       asyncio.create_task(self._publish_events(), name="cluster-events")]
+        log.info("cluster: node %s (%s) joined; %d node(s) alive", self.id, self.url, len(self.peers))
+
+    async def stop(self) -> None:
+        if self._unsubscribe is not None:
+            self._unsubscribe()
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        try:
+            await self.redis.delete(P + "node:" + self.id)  # out of placement at once
+            if self._rpc_pubsub is not None:
+                await self._rpc_pubsub.aclose()
+        except Exception:
+            pass
+        await self.redis.aclose()
+
+    # -- heartbeat and directory --------------------------------------------------------------------
+
+    async def _heartbeat(self) -> None:
+        while True:
+            await asyncio.sleep(self.ttl_s / 4)
+            try:
+                await self.beat()
+                for tick in list(self.on_tick):
+                    await tick()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # Redis away: entries expire; keep trying
+                log.warning("cluster heartbeat failed: %s", exc)
+
+    async def beat(self) -> None:
+        """Refresh this node's entry and its calls' directory entries, and read the peers'."""
+        me = {"id": self.id, "url": self.url, "at": time.time(), **self.status()}
+        held = self.held_calls()
+        ended = [(t, n, g, c) for t, n, g, c, live in held if not live]
+        mine: list[bool] = []
+        if ended:  # an ended call keeps its entry only while no other node took its guid
+            values = await self.redis.mget([call_key(t, n, g) for t, n, g, _ in ended])
+            mine = [v is None or json.loads(v).get("node") == self.id for v in values]
+        ttl_ms = int(self.ttl_s * 1000)
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.set(P + "node:" + self.id, json.dumps(me), px=ttl_ms)
+            pipe.sadd(P + "nodes", self.id)
+            for t, n, g, c, live in held:
+                if live:
+                    self._put_call(pipe, t, n, g, c, ttl_ms)
+            for (t, n, g, c), ours in zip(ended, mine):
+                if ours:
+                    self._put_call(pipe, t, n, g, c, ttl_ms)
+            await pipe.execute()
+        await self._read_peers()
+
+    def _put_call(self, pipe: Any, tenant: str, namespace: str, guid: str, call_id: str, ttl_ms: int) -> None:
+        value = json.dumps({"node": self.id, "call_id": call_id, "url": self.url, "namespace": namespace})
+        pipe.set(call_key(tenant, namespace, guid), value, px=ttl_ms)
+        pipe.set(guid_key(tenant, guid), value, px=ttl_ms)
+        pipe.set(P + "callid:" + call_id, self.id, px=ttl_ms)
+
+    async def _read_peers(self) -> None:
+        ids = sorted(str(i) for i in await self.redis.smembers(P + "nodes"))
+        values = await self.redis.mget([P + "node:" + i for i in ids]) if ids else []
+        peers = {}
+        for node_id, value in zip(ids, values):
+            if value is None:
+                await self.redis.srem(P + "nodes", node_id)  # gone; it adds itself back if it returns
+            else:
+                peers[node_id] = json.loads(value)
+        self.peers = peers
+
+    async def register(self, tenant: str, namespace: str, guid: str, call_id: str) -> None:
+        """Put a call in the directory at once (its media just connected here)."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            self._put_call(pipe, tenant, namespace, guid, call_id, int(self.ttl_s * 1000))
+            await pipe.execute()
+
+    async def owner(self, tenant: str, namespace: str | None, guid: str) -> dict[str, Any] | None:
+        """The directory entry of a call ({"node", "call_id", "url", "namespace"}), any node's; None
+        also when Redis cannot be asked (this node then answers for its own calls only)."""
+        try:
+            value = await self.redis.get(call_key(tenant, namespace, guid) if namespace is not None
+                                         else guid_key(tenant, guid))
+        except aioredis.RedisError as exc:
+            log.warning("cluster: directory unreadable (%s); answering for this node's calls only", exc)
+            return None
+        return json.loads(value) if value else None
+
+    async def owner_of_call(self, call_id: str) -> str | None:
+        """The node that holds the call with this id, if any node does."""
+        try:
+            node_id = await self.redis.get(P + "callid:" + call_id)
+        except aioredis.RedisError as exc:
+            log.warning("cluster: directory unreadable (%s)", exc)
+            return None
+        return str(node_id) if node_id else None
+
+    async def entries(self, keys: list[tuple[str, str, str]]) -> list[dict[str, Any] | None]:
+        if not keys:
+            return []
+        values = await self.redis.mget([call_key(*k) for k in keys])
+        return [json.loads(v) if v else None for v in values]
+
+    # -- events out ----------------------------------------------------------------------------------
+
+    def _on_event(self, event: CallEvent) -> None:
+        try:
+            self._outgoing.put_nowait(event)
+        except asyncio.QueueFull:
+            log.warning("cluster: event queue full; seq %s of call %s not shared", event.seq, event.call.call_id)
+
+    async def _publish_events(self) -> None:
+        while True:
+            batch = [await self._outgoing.get()]
+            while not self._outgoing.empty() and len(batch) < 500:
+                batch.append(self._outgoing.get_nowait())
+            try:
+                async with self.redis.pipeline(transaction=False) as pipe:
+                    for event in batch:
+                        if isinstance(event, CallStateEvent) and event.state == "media-connected":
+                            ref = event.call
+                            self._put_call(pipe, ref.tenant, ref.namespace, ref.guid, ref.call_id,
+                                           int(self.ttl_s * 1000))
+                        pipe.publish(events_channel(event.call.call_id), json.dumps(wire.event_json(event)))
+                    await pipe.execute()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("cluster: could not share %d event(s): %s", len(batch), exc)
+
+    # -- request/reply ---------------------------------------------------------------------------------
+
+    async def call(self, node_id: str, op: str, args: dict[str, Any], timeout_s: float) -> Any:
+        """Run `op` on node `node_id` and return its answer; raises the registry error it raised, or
+        RemoteError when the node is gone or does not answer in `timeout_s`."""
+        request_id = uuid.uuid4().hex
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._pending[request_id] = future
+        try:
+            heard = await self.redis.publish(P + "rpc:" + node_id, json.dumps(
+                {"id": request_id, "from": self.id, "op": op, "args": args}))
+            if not heard:
+                raise RemoteError(f"node {node_id} is not listening")
+            async with asyncio.timeout(timeout_s):
+                answer = await future
+        except TimeoutError:
+            raise RemoteError(f"node {node_id} did not answer {op} in {timeout_s:.0f} s") from None
+        except aioredis.RedisError as exc:
+            raise RemoteError(f"Redis: {type(exc).__name__}: {exc}") from None
+        finally:
+            self._pending.pop(request_id, None)
+        if "error" in answer:
+            raise wire.error_from(answer["error"])
+        return answer.get("ok")
+
+    async def _listen(self) -> None:
+        while True:
+            try:
+                message = await self._rpc_pubsub.get_message(timeout=1.0)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("cluster: request channel failed: %s", exc)
+                await asyncio.sleep(1.0)
+                continue
+            if message is None or message.get("type") != "message":
+                continue
+            try:
+                data = json.loads(message["data"])
+            except ValueError:
+                continue
+            if message["channel"].endswith(":reply:" + self.id):
+                future = self._pending.get(data.get("id"))
+                if future is not None and not future.done():
+                    future.set_result(data)
+            else:
+                task = asyncio.create_task(self._serve(data))
+                self._serving.add(task)
+                task.add_done_callback(self._serving.discard)
+
+    async def _serve(self, request: dict[str, Any]) -> None:
+        handler = self.handlers.get(str(request.get("op")))
+        answer: dict[str, Any] = {"id": request.get("id")}
+        try:
+            if handler is None:
+                raise RemoteError(f"unknown operation {request.get('op')!r}")
+            answer["ok"] = await handler(request.get("args") or {})
+        except Exception as exc:
+            if type(exc).__name__ not in wire.ERRORS:
+                log.exception("cluster: %s for node %s failed", request.get("op"), request.get("from"))
+            answer = {"id": request.get("id"), "error": wire.error_json(exc)}
+        try:
+            await self.redis.publish(P + "reply:" + str(request.get("from")), json.dumps(answer))
+        except Exception as exc:
+            log.warning("cluster: could not answer node %s: %s", request.get("from"), exc)
+
+    # -- placement ---------------------------------------------------------------------------------------
+
+    def placement_url(self) -> str:
+        """The public URL of a node with headroom: this one when it has room, else the live, ready,
+        not draining node with the fewest legs; this one when none has room."""
+        me = {"id": self.id, "url": self.url, **self.status()}
+        if _open(me):
+            return self.url
+        others = [p for p in self.peers.values() if p.get("id") != self.id and _open(p)]
+        if not others:
+            return self.url
+        return str(min(others, key=lambda p: (p.get("legs", 0), p.get("id", ""))).get("url") or self.url)
+
+
+def _open(node: dict[str, Any]) -> bool:
+    return bool(node.get("ready")) and not node.get("draining") and not node.get("full")

@@ -1,0 +1,162 @@
+"""The call registry of a cluster node: a command for a call whose media is on another node is
+carried out there (request/reply over Redis), and answered here with the same legs, summaries and
+exceptions, so the control surfaces above need no change.
+
+A start for media that has arrived nowhere yet waits, up to the same `wait_s`, for it to arrive here
+or on any other node (the 400-203 wait works cluster-wide).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any, Sequence
+
+from callscribe.calls.leg import Leg, StreamParams
+from callscribe.calls.media import PulledSource
+from callscribe.calls.registry import CallNotFound, CallRegistry, NotReady
+from callscribe.cluster import wire
+from callscribe.cluster.node import ClusterNode, RemoteError
+from callscribe.store.repository import jsonable
+
+log = logging.getLogger(__name__)
+POLL_S = 0.1  # how often a waiting start looks at the directory
+STOP_TIMEOUT_S = 120.0  # a stop waits for its last finals on the owning node
+
+
+class ClusterRegistry(CallRegistry):
+    """A CallRegistry whose start, stop and views reach calls on other nodes of the cluster."""
+
+    node: ClusterNode
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # The call view a stop carried out elsewhere brought back, for the get_call that follows it.
+        self._remote_views: dict[tuple[str, str, str], dict[str, Any]] = {}
+
+    def attach(self, node: ClusterNode) -> None:
+        self.node = node
+        node.handlers.update({"start": self._serve_start, "stop": self._serve_stop, "get_call": self._serve_get_call,
+                              "list_calls": self._serve_list_calls})
+        node.held_calls = self.held
+
+    def held(self) -> list[tuple[str, str, str, str, bool]]:
+        """(tenant, namespace, guid, call_id, live) of every call this node holds."""
+        return [(t, n, g, c.ref.call_id, c.live) for (t, n, g), c in list(self._calls.items())]
+
+    def open_legs(self) -> int:
+        """Legs transcribing on this node now (its load, as the heartbeat reports it)."""
+        return sum(len(c.legs) for c in list(self._calls.values()))
+
+    def _here(self, key: tuple[str, str, str]) -> bool:
+        call = self._calls.get(key)
+        return call is not None and bool(call.live or call.ending)
+
+    async def _elsewhere(self, key: tuple[str, str, str]) -> str | None:
+        entry = await self.node.owner(*key)
+        if entry is None or entry.get("node") == self.node.id or entry.get("node") not in self.node.peers:
+            return None
+        return str(entry["node"])
+
+    async def start_streaming(self, tenant: str, namespace: str, guid: str, params: StreamParams, *,
+                              participants: Sequence[str] | None = None, wait_s: float = 0.0,
+                              source: PulledSource | None = None) -> dict[str, Leg]:
+        self.check_start(guid, params)
+        key = (tenant, namespace, guid)
+        deadline = time.monotonic() + wait_s
+        while True:
+            if self._here(key):
+                return await super().start_streaming(tenant, namespace, guid, params, participants=participants,
+                                                     source=source)
+            owner = await self._elsewhere(key)
+            if owner is not None:
+                remaining = max(deadline - time.monotonic(), 0.0)
+                try:
+                    answer = await self.node.call(owner, "start", {
+                        "key": list(key), "params": wire.params_json(params),
+                        "participants": None if participants is None else list(participants),
+                        "wait_s": remaining}, timeout_s=remaining + 60.0)
+                except RemoteError as exc:
+                    log.warning("start of %s on node %s: %s", guid, owner, exc)
+                    raise NotReady() from None
+                return wire.legs_from(answer)
+            remaining = deadline - time.monotonic()
+            if source is not None or remaining <= 0:  # a pull starts here; else nothing anywhere: 400-203
+                return await super().start_streaming(tenant, namespace, guid, params, participants=participants,
+                                                     source=source)
+            await self._wait_for_media(key, min(POLL_S, remaining))
+
+    async def stop_streaming(self, tenant: str, namespace: str, guid: str, *,
+                             participants: Sequence[str] | None = None) -> dict[str, Leg]:
+        key = (tenant, namespace, guid)
+        if key in self._calls:
+            return await super().stop_streaming(tenant, namespace, guid, participants=participants)
+        owner = await self._elsewhere(key)
+        if owner is None:
+            raise CallNotFound(guid)
+        try:
+            answer = await self.node.call(owner, "stop", {
+                "key": list(key), "participants": None if participants is None else list(participants)},
+                timeout_s=STOP_TIMEOUT_S)
+        except RemoteError as exc:
+            log.warning("stop of %s on node %s: %s", guid, owner, exc)
+            raise NotReady() from None
+        if answer.get("view") is not None:  # what get_call answers right after (ASAPP's stop reads it)
+            if len(self._remote_views) > 1000:  # surfaces that never read them back: keep it bounded
+                self._remote_views.clear()
+            self._remote_views[key] = answer["view"]
+        return wire.legs_from(answer["legs"])
+
+    def get_call(self, tenant: str, guid: str, namespace: str | None = None) -> dict[str, Any] | None:
+        view = super().get_call(tenant, guid, namespace)
+        if view is None and namespace is not None:
+            return self._remote_views.pop((tenant, namespace, guid), None)
+        return view
+
+    async def cluster_get_call(self, tenant: str, guid: str, namespace: str | None = None) -> dict[str, Any] | None:
+        """The live view of a call wherever its media is (the native API reads this)."""
+        view = super().get_call(tenant, guid, namespace)
+        if view is not None:
+            return view
+        entry = await self.node.owner(tenant, namespace, guid)
+        if entry is None or entry.get("node") in (None, self.node.id) or entry.get("node") not in self.node.peers:
+            return None
+        try:
+            answer = await self.node.call(str(entry["node"]), "get_call",
+                                          {"tenant": tenant, "guid": guid, "namespace": namespace}, timeout_s=10.0)
+        except (RemoteError, NotReady):
+            return None
+        return answer if isinstance(answer, dict) else None
+
+    async def cluster_list_calls(self, tenant: str) -> list[dict[str, Any]]:
+        """The tenant's live calls on every node (the native list and the dashboard read this); a
+        node that does not answer in a few seconds is left out."""
+        peers = [p for p in self.node.peers if p != self.node.id]
+        answers = await asyncio.gather(*(self.node.call(p, "list_calls", {"tenant": tenant}, timeout_s=5.0)
+                                         for p in peers), return_exceptions=True)
+        calls = list(super().list_calls(tenant))
+        for answer in answers:
+            if isinstance(answer, list):
+                calls.extend(c for c in answer if isinstance(c, dict))
+        return calls
+
+    # -- what other nodes ask of this one ----------------------------------------------------------------
+
+    async def _serve_start(self, args: dict[str, Any]) -> Any:
+        tenant, namespace, guid = args["key"]
+        legs = await CallRegistry.start_streaming(self, tenant, namespace, guid, wire.params_from(args["params"]),
+                                                  participants=args.get("participants"),
+                                                  wait_s=float(args.get("wait_s") or 0.0))
+        return wire.legs_json(legs)
+
+    async def _serve_stop(self, args: dict[str, Any]) -> Any:
+        tenant, namespace, guid = args["key"]
+        legs = await CallRegistry.stop_streaming(self, tenant, namespace, guid, participants=args.get("participants"))
+        return {"legs": wire.legs_json(legs), "view": jsonable(super().get_call(tenant, guid, namespace))}
+
+    async def _serve_get_call(self, args: dict[str, Any]) -> Any:
+        return jsonable(super().get_call(args["tenant"], args["guid"], args.get("namespace")))
+
+    async def _serve_list_calls(self, args: dict[str, Any]) -> Any:
+        return jsonable(super().list_calls(str(args["tenant"])))

@@ -1,0 +1,41 @@
+"""Stream-token first-use bindings shared by every node: a URL bound to one call on node A cannot be
+used for another call on node B. A key per token (its SHA-256) with the token's remaining life as
+TTL, set with NX: the first node to bind it wins, later uses compare with the stored binding.
+
+The check is one loopback round trip when a media socket starts its protocol; it is made with the
+blocking client because the adapters ask synchronously (a short timeout bounds it). When Redis
+cannot be reached the local binding decides, as on one node."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from typing import Hashable
+
+from callscribe.tokens import TokenUses
+
+log = logging.getLogger(__name__)
+PREFIX = "callscribe:token:"
+
+
+class ClusterTokenUses(TokenUses):
+    def __init__(self, redis_url: str) -> None:
+        super().__init__()
+        import redis
+
+        self._redis = redis.Redis.from_url(redis_url, socket_timeout=1.0, socket_connect_timeout=1.0)
+
+    def bind(self, token: str, binding: Hashable, ttl_s: float) -> bool:
+        key = PREFIX + hashlib.sha256(token.encode()).hexdigest()
+        value = json.dumps(binding, default=str)
+        try:
+            if self._redis.set(key, value, nx=True, px=max(int(ttl_s * 1000), 1)):
+                return True
+            stored = self._redis.get(key)
+        except Exception as exc:
+            log.warning("cluster: token binding not shared (%s); this node's decides", exc)
+            return super().bind(token, binding, ttl_s)
+        if stored is None:  # expired between the two commands
+            return True
+        return (stored.decode() if isinstance(stored, bytes) else str(stored)) == value

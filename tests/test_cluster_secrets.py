@@ -1,0 +1,87 @@
+"""Cluster mode, shared secrets: every node signs and accepts stream tokens, signs webhooks and
+accepts generated API keys with the values kept in Redis (or given in settings), never one node's
+data dir."""
+
+from __future__ import annotations
+
+import pytest
+
+from callscribe import tokens
+from callscribe.config import ConfigError, load_settings
+from callscribe.credentials import load_or_create_api_keys
+from callscribe.delivery.webhook import load_or_create_secret
+from cluster_helpers import redis_server, redis_url  # noqa: F401 (fixtures)
+
+PG = "postgresql+psycopg://u@127.0.0.1:1/db"  # never connected to here
+
+
+def node_settings(tmp_path, name, redis, **extra):
+    return load_settings(data_dir=tmp_path / name, redis_url=redis, database_url=PG, **extra)
+
+
+def test_a_token_issued_by_one_node_is_accepted_by_another(tmp_path, redis_url):
+    a, b = node_settings(tmp_path, "a", redis_url), node_settings(tmp_path, "b", redis_url)
+    tok = tokens.token_signer(a).issue("acme", "twilio-media", 60)
+    tokens._signers.clear()  # as if node B were another process
+    assert tokens.token_signer(b).verify(tok, "twilio-media")["tenant"] == "acme"
+    assert not (tmp_path / "a" / "token-secret").exists() and not (tmp_path / "b" / "token-secret").exists()
+    # A single node keeps its own secret in its data dir, as before, and does not accept the cluster's.
+    single = load_settings(data_dir=tmp_path / "single")
+    assert tokens.token_signer(single).verify(tok, "twilio-media") is None
+    assert (tmp_path / "single" / "token-secret").exists()
+
+
+def test_token_secret_setting_wins_over_redis(tmp_path, redis_url):
+    secret = "s" * 40
+    a = node_settings(tmp_path, "a", redis_url, token_secret=secret)
+    tok = tokens.token_signer(a).issue("acme", "p", 60)
+    tokens._signers.clear()
+    other = load_settings(data_dir=tmp_path / "x", token_secret=secret)  # same secret, no Redis at all
+    assert tokens.token_signer(other).verify(tok, "p") is not None
+    assert tokens.token_signer(node_settings(tmp_path, "b", redis_url)).verify(tok, "p") is None
+
+
+def test_webhook_secret_and_api_key_are_generated_once_for_every_node(tmp_path, redis_url):
+    a, b = node_settings(tmp_path, "a", redis_url), node_settings(tmp_path, "b", redis_url)
+    assert load_or_create_secret(a) == load_or_create_secret(b)
+    assert load_or_create_secret(a).startswith("whsec_")
+    assert load_or_create_api_keys(a) == load_or_create_api_keys(b)
+    assert not list((tmp_path / "a").glob("*")) if (tmp_path / "a").exists() else True
+
+
+def test_cluster_mode_needs_postgresql(tmp_path):
+    with pytest.raises(ConfigError, match="CALLSCRIBE_REDIS_URL"):
+        load_settings(data_dir=tmp_path, redis_url="redis://127.0.0.1:1/0")
+    with pytest.raises(ConfigError, match="CALLSCRIBE_REDIS_URL"):
+        load_settings(data_dir=tmp_path, redis_url="http://x", database_url=PG)
+    with pytest.raises(ConfigError, match="CALLSCRIBE_NODE_ID"):
+        load_settings(data_dir=tmp_path, node_id="a b")
+
+
+def test_a_stream_token_bound_on_one_node_is_bound_on_every_node(redis_url):
+    from callscribe.cluster.token_uses import ClusterTokenUses
+
+    a, b = ClusterTokenUses(redis_url), ClusterTokenUses(redis_url)
+    assert a.bind("tok-1", ("CA1", "customer"), 60)
+    assert not b.bind("tok-1", ("CA2", "customer"), 60)  # another call, on another node: refused
+    assert b.bind("tok-1", ("CA1", "customer"), 60)  # a reconnect of the same call: allowed
+    assert b.bind("tok-2", "CA3", 60) and not a.bind("tok-2", "CA4", 60)
+
+
+def test_a_single_node_never_loads_the_cluster_code(tmp_path):
+    import subprocess
+    import sys
+
+    code = ("import sys; from callscribe.config import load_settings; from callscribe.app import create_app; "
+            f"create_app(load_settings(data_dir={str(tmp_path)!r})); "
+            "print(sorted(m for m in sys.modules if m.startswith(('callscribe.cluster', 'redis'))))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         env={k: v for k, v in __import__("os").environ.items() if not k.startswith("CALLSCRIBE_")})
+    assert out.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_an_unreachable_redis_is_one_line_naming_the_setting():
+    from callscribe.cluster.secrets import shared_secret
+
+    with pytest.raises(ConfigError, match="^CALLSCRIBE_REDIS_URL: cannot reach Redis"):
+        shared_secret("redis://127.0.0.1:1/0", "token", lambda: "x")
