@@ -85,7 +85,25 @@ class Track:
                 "participant": self.participant.id if self.participant else None}
 
 
-class Leg:
+class ParticipantNames:
+    """The names surfaces read off a leg, wherever it runs (here, or on another node)."""
+
+    participant: Participant
+
+    @property
+    def id(self) -> str:
+        return self.participant.id
+
+    @property
+    def role(self) -> str:
+        return self.participant.role
+
+    @property
+    def external_id(self) -> str:
+        return self.participant.external_id
+
+
+class Leg(ParticipantNames):
     """One participant over one streaming interval."""
 
     def __init__(self, participant: Participant, params: StreamParams):
@@ -104,18 +122,6 @@ class Leg:
         self.partial_shown: int | None = None  # utterance whose partial subscribers may still show
         self.accepting = True  # audio goes to the pipeline only while True
         self.closed = False  # set once its last final is published; later engine events are dropped
-
-    @property
-    def id(self) -> str:
-        return self.participant.id
-
-    @property
-    def role(self) -> str:
-        return self.participant.role
-
-    @property
-    def external_id(self) -> str:
-        return self.participant.external_id
 
     @property
     def active(self) -> bool:

@@ -11,7 +11,7 @@ from typing import Any
 from callscribe.asr.types import Word
 from callscribe.calls import registry as reg
 from callscribe.calls.events import CallEvent, CallRef, CallStateEvent, StreamSummary, UtteranceEvent
-from callscribe.calls.leg import StreamParams
+from callscribe.calls.leg import ParticipantNames, StreamParams
 from callscribe.calls.media import Participant
 from callscribe.redact.policy import RedactionPolicy
 
@@ -53,25 +53,13 @@ def params_from(data: dict[str, Any]) -> StreamParams:
     )
 
 
-class RemoteLeg:
+class RemoteLeg(ParticipantNames):
     """A leg that lives on another node, as a start or stop answered for it: what surfaces read."""
 
     def __init__(self, participant: Participant, stream_id: str, summary: StreamSummary) -> None:
         self.participant = participant
         self.stream_id = stream_id
         self._summary = summary
-
-    @property
-    def id(self) -> str:
-        return self.participant.id
-
-    @property
-    def role(self) -> str:
-        return self.participant.role
-
-    @property
-    def external_id(self) -> str:
-        return self.participant.external_id
 
     def summary(self) -> StreamSummary:
         return self._summary
