@@ -49,7 +49,8 @@ from callscribe.api import listen_messages as msgs
 from callscribe.ingest.backchannel import Backchannel
 from callscribe.ingest.base import (JsonSender, AdapterError, Close, WebSocketAdapter, admit, close, deny, json_object,
                                     run_session)
-from callscribe.api.listen_audio import AudioDecoder, ContainerStream, split_tracks
+from callscribe.api.listen_audio import AudioDecoder, split_tracks
+from callscribe.audio.pcm_stream import PushedContainer
 from callscribe.api.listen_params import ListenOptions
 from callscribe.services import Services
 
@@ -113,7 +114,7 @@ class ListenSession(WebSocketAdapter):
         self.max_duration_s = services.settings.max_call_s
         self.drainers = services.drainers
         self.decoder = AudioDecoder(opts) if opts.encoding is not None else None
-        self.container: ContainerStream | None = None
+        self.container: PushedContainer | None = None
         self._pump: asyncio.Task[None] | None = None
         self.channels = [ChannelState() for _ in range(opts.tracks)]
         self.backchannels: list[Backchannel] = []
@@ -144,7 +145,7 @@ class ListenSession(WebSocketAdapter):
         self.backchannels = [Backchannel(self.bus, self._sender(c), finals_only=False) for c in range(self.opts.tracks)]
         await self._start([listen_wire.participant_id(c) for c in range(self.opts.tracks)])
         if self.decoder is None:
-            self.container = ContainerStream(self.opts)
+            self.container = PushedContainer(self.opts.tracks, name="listen-container")
             self._pump = asyncio.create_task(self._pump_container(), name="listen-container-pump")
         self.started = True
         self.drainers.add(self.drain)
@@ -244,7 +245,7 @@ class ListenSession(WebSocketAdapter):
                 await close(self.ws, Close.POLICY, f"DATA-0000: {item}")
                 return
             async with self._feed_lock:
-                await self._feed(item, self.container.rate)
+                await self._feed(item.T, self.container.rate)
 
     async def on_text(self, text: str) -> bool:
         try:

@@ -19,10 +19,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import threading
 import time
 import uuid
-from typing import Any, Callable, Coroutine
 
 import numpy as np
 from fastapi import APIRouter, WebSocket
@@ -30,7 +28,7 @@ from fastapi import APIRouter, WebSocket
 from callscribe.api.auth import authenticate, credentials_from_headers
 from callscribe.api.memories_wire import PATH_PREFIXES, PROVIDERS, SURFACE, envelope
 from callscribe.audio.codecs import ulaw_decode
-from callscribe.audio.pcm_stream import RATE, PushedBytes, pcm_chunks
+from callscribe.audio.pcm_stream import RATE, PushedContainer
 from callscribe.calls.events import UtteranceEvent
 from callscribe.calls.leg import StreamParams
 from callscribe.calls.media import MediaCall, MediaRefused, Participant, TrackSpec
@@ -50,53 +48,6 @@ RATES = range(8000, 48001)
 MAX_SESSION_S = 3 * 3600
 
 
-class ContainerDecoder:
-    """Decodes pushed container bytes in a thread and hands 16 kHz mono chunks to `deliver` on the loop."""
-
-    def __init__(self, deliver: Callable[[np.ndarray], Coroutine[Any, Any, None]]):
-        self.pipe = PushedBytes()
-        self.error: str | None = None
-        self.done = asyncio.Event()
-        self._deliver = deliver
-        self._loop = asyncio.get_running_loop()
-        threading.Thread(target=self._run, name="push-decoder", daemon=True).start()
-
-    def _run(self) -> None:
-        import av
-
-        try:
-            with av.open(self.pipe, options={"analyzeduration": "500000"}) as container:
-                if not container.streams.audio:
-                    raise ValueError("no audio stream")
-                for chunk in pcm_chunks(container, 1):
-                    asyncio.run_coroutine_threadsafe(self._deliver(chunk[0]), self._loop).result()
-        except (av.FFmpegError, OSError, ValueError) as exc:
-            self.error = str(getattr(exc, "strerror", None) or exc).split(": '")[0]
-        except RuntimeError:
-            pass  # the loop is closing
-        finally:
-            self.pipe.close()
-            try:
-                self._loop.call_soon_threadsafe(self.done.set)
-            except RuntimeError:
-                pass
-
-    def check(self) -> None:
-        if self.error is not None:
-            raise AdapterError(f"audio could not be decoded: {self.error}", Close.INVALID)
-
-    def write(self, data: bytes) -> None:
-        self.check()
-        if not self.pipe.write(data):
-            raise AdapterError("audio arrives faster than it can be decoded", Close.TRY_LATER)
-
-    async def finish(self) -> None:
-        """No more bytes: wait until everything written is decoded and delivered."""
-        self.pipe.close()
-        await self.done.wait()
-        self.check()
-
-
 class PushStream(WebSocketAdapter):
     """One connection: one speaker's audio in, its Turns out."""
 
@@ -108,7 +59,8 @@ class PushStream(WebSocketAdapter):
                  encoding: str = "pcm_s16le"):
         self.ws = ws
         self.encoding = encoding
-        self.decoder: ContainerDecoder | None = None
+        self.decoder: PushedContainer | None = None
+        self._pump: asyncio.Task[str | None] | None = None
         self.registry = registry
         self.bus = services.bus
         self.tenant = tenant
@@ -142,7 +94,8 @@ class PushStream(WebSocketAdapter):
             raise AdapterError(f"transcription cannot start: {type(exc).__name__}", Close.TRY_LATER) from None
         self.backchannel.stream_id = legs["speaker"].stream_id
         if self.encoding == "container":
-            self.decoder = ContainerDecoder(self._audio)
+            self.decoder = PushedContainer(1, name="push-decoder")
+            self._pump = asyncio.create_task(self._pump_container(), name="push-container-pump")
         self.started = True
         await self.send({"type": "Begin", "id": self.session_id, "expires_at": int(time.time() + MAX_SESSION_S)})
 
@@ -160,7 +113,10 @@ class PushStream(WebSocketAdapter):
         if time.monotonic() - self.opened > MAX_SESSION_S:
             raise AdapterError("session longer than 3 hours", Close.POLICY)
         if self.decoder is not None:
-            self.decoder.write(data)
+            if self._pump is not None and self._pump.done():
+                self._decoding_failed(self._pump.result())
+            if not self.decoder.write(data):
+                raise AdapterError("audio arrives faster than it can be decoded", Close.TRY_LATER)
         elif self.encoding == "pcm_mulaw":
             await self._audio(ulaw_decode(data), self.rate)
         else:
@@ -170,6 +126,19 @@ class PushStream(WebSocketAdapter):
             await self._audio(np.frombuffer(data[:usable], dtype="<i2").astype(np.int16), self.rate)
         return False
 
+    async def _pump_container(self) -> str | None:
+        """Feed what the decoder hands over; the error message when the audio does not decode."""
+        assert self.decoder is not None
+        while True:
+            item = await self.decoder.out.get()
+            if item is None or isinstance(item, str):
+                return item
+            await self._audio(item[0], self.decoder.rate)
+
+    def _decoding_failed(self, error: str | None) -> None:
+        if error is not None:
+            raise AdapterError(error, Close.INVALID)
+
     async def _audio(self, pcm: np.ndarray, rate: int = RATE) -> None:
         if len(pcm) and self.media is not None:
             self.audio_s += len(pcm) / rate
@@ -178,8 +147,9 @@ class PushStream(WebSocketAdapter):
     async def on_text(self, text: str) -> bool:
         msg = json_object(text)
         if msg.get("type") == "Terminate":
-            if self.decoder is not None:
-                await self.decoder.finish()
+            if self.decoder is not None and self._pump is not None:
+                self.decoder.finish()
+                self._decoding_failed(await self._pump)
             await self._finish()
             await self.send({"type": "Termination", "audio_duration_seconds": round(self.audio_s, 3),
                              "session_duration_seconds": round(time.monotonic() - self.opened, 3)})
@@ -198,7 +168,9 @@ class PushStream(WebSocketAdapter):
 
     async def end(self, reason: str) -> None:
         if self.decoder is not None:
-            self.decoder.pipe.close()  # the decoding thread ends with the bytes it has
+            self.decoder.finish()  # the decoding thread ends with the bytes it has
+        if self._pump is not None:
+            self._pump.cancel()
         try:
             if not self._ended and self.media is not None:
                 self._ended = True
