@@ -37,9 +37,11 @@ class Reaper:
         if not candidates:
             return
         entries = await self.node.entries([(c.tenant, c.namespace, c.guid) for c in candidates])
-        missing = [c.call_id for c, entry in zip(candidates, entries)
-                   if entry is None or entry.get("call_id") != c.call_id]
-        orphans = await self._missing_for_a_ttl(missing, now.timestamp())
+        missing: list[str] = []
+        present: list[str] = []
+        for c, entry in zip(candidates, entries):
+            (missing if entry is None or entry.get("call_id") != c.call_id else present).append(c.call_id)
+        orphans = await self.missing_for_a_ttl(missing, present)
         if not orphans:
             return
         events = await self.store.db.write(self.store.calls.interrupt_calls, orphans, now, REASON)
@@ -47,17 +49,24 @@ class Reaper:
             log.warning("call %s (%s): its node is gone; closed as interrupted", event.call.call_id, event.call.guid)
             await self.node.redis.publish(events_channel(event.call.call_id), json.dumps(wire.event_json(event)))
 
-    async def _missing_for_a_ttl(self, call_ids: list[str], now: float) -> list[str]:
-        """Those of `call_ids` first seen missing at least a TTL ago. A call is only orphaned when its
+    async def missing_for_a_ttl(self, missing: list[str], present: list[str]) -> list[str]:
+        """Those of `missing` first seen missing at least a TTL ago. A call is only orphaned when its
         entry stays away for a whole TTL: after a Redis restart (everything gone at once) every live
-        node puts its calls back within a quarter of it. The first sighting is kept in Redis (any
-        node may look next), with a TTL of its own."""
-        if not call_ids:
+        node puts its calls back within a quarter of it. The first sighting is a Redis key (any node
+        may look next) whose age is read from its own PTTL, so no two nodes' clocks are compared;
+        it is deleted once the entry is back (`present`), so two short absences never add up."""
+        if not missing and not present:
             return []
         ttl_ms = int(self.node.ttl_s * 4000)
         async with self.node.redis.pipeline(transaction=False) as pipe:
-            for call_id in call_ids:
-                pipe.set(MISSING + call_id, repr(now), nx=True, px=ttl_ms)
-            await pipe.execute()
-        seen = await self.node.redis.mget([MISSING + c for c in call_ids])
-        return [c for c, first in zip(call_ids, seen) if first is not None and now - float(first) >= self.node.ttl_s]
+            if present:
+                pipe.delete(*[MISSING + c for c in present])
+            for call_id in missing:
+                pipe.set(MISSING + call_id, "1", nx=True, px=ttl_ms)
+            for call_id in missing:
+                pipe.pttl(MISSING + call_id)
+            results = await pipe.execute()
+        pttls = results[len(results) - len(missing):] if missing else []
+        need_ms = int(self.node.ttl_s * 1000)
+        # age = ttl_ms - pttl; a key that has vanished in between (pttl < 0) is not yet a TTL old
+        return [c for c, left in zip(missing, pttls) if left >= 0 and ttl_ms - int(left) >= need_ms]
