@@ -11,10 +11,12 @@ from __future__ import annotations
 import json
 import logging
 from datetime import datetime, timedelta, timezone
+from typing import Callable, Sequence
 
 from callscribe.cluster import wire
 from callscribe.cluster.node import P, ClusterNode, events_channel
 from callscribe.store import Store
+from callscribe.store.db import Database
 
 log = logging.getLogger(__name__)
 REASON = "the node that held the call stopped"
@@ -23,9 +25,11 @@ MISSING = P + "missing:"
 
 
 class Reaper:
-    def __init__(self, node: ClusterNode, store: Store) -> None:
+    def __init__(self, node: ClusterNode, store: Store,
+                 on_interrupted: Sequence[Callable[[Database, list[str], datetime], object]] = ()) -> None:
         self.node = node
         self.store = store
+        self.on_interrupted = on_interrupted  # services.on_interrupted: what surfaces owe those calls
 
     async def tick(self) -> None:
         # One node looks per heartbeat period (a key with a TTL shorter than the period), not all.
@@ -48,6 +52,14 @@ class Reaper:
         for event in events:
             log.warning("call %s (%s): its node is gone; closed as interrupted", event.call.call_id, event.call.guid)
             await self.node.redis.publish(events_channel(event.call.call_id), json.dumps(wire.event_json(event)))
+        # As one node does at start for its own (delivery.service): e.g. a memories task's unsent
+        # segments and end callback. Only the calls this node closed, so each is settled once.
+        closed = [event.call.call_id for event in events]
+        for hook in self.on_interrupted if closed else ():
+            try:
+                await self.store.db.write(hook, self.store.db, closed, now)
+            except Exception:
+                log.exception("settling interrupted calls failed (%r)", hook)
 
     async def missing_for_a_ttl(self, missing: list[str], present: list[str]) -> list[str]:
         """Those of `missing` first seen missing at least a TTL ago. A call is only orphaned when its
