@@ -1,14 +1,18 @@
 """Webhook delivery shared by every node: each node's dispatcher claims due rows from the one
 PostgreSQL outbox (FOR UPDATE SKIP LOCKED, with a lease), so a row is sent by one node at a time,
 one leg's rows still in order, and rows of a node that died are sent by the others once their
-lease (if any) runs out. Rows stored by other nodes are found by polling every second."""
+lease (if any) runs out. Rows stored by other nodes are found by polling every second.
+
+A send is cut off at half the lease, and its outcome is recorded only while the row is still
+under this node's lease (fenced on the claimed next_attempt_at): after a lease ran out another
+node may have claimed and sent the row, and a late outcome here must not overwrite its."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import time
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from callscribe.delivery.outbox import WebhookDispatcher, _now
@@ -51,6 +55,18 @@ class ClaimingDispatcher(WebhookDispatcher):
             await super()._deliver(job)
         finally:
             self._claimed.pop(job.ordering_key, None)
+
+    def _lease(self, job: OutboxJob) -> datetime | None:
+        return job.next_attempt_at  # a claimed job's is its lease (claim_due)
+
+    async def _post(self, job: OutboxJob) -> tuple[int | None, str | None, float | None]:
+        limit_s = LEASE.total_seconds() / 2
+        try:
+            async with asyncio.timeout(limit_s):
+                return await super()._post(job)
+        except TimeoutError:
+            self.metrics.webhook_attempts.labels(outcome="network_error").inc()
+            return None, f"no answer within {limit_s:.0f} s", None
 
     async def _dispatch_due(self) -> float:
         room = self.concurrency - len(self._inflight)
