@@ -85,3 +85,17 @@ def test_an_outcome_is_recorded_only_under_the_lease_that_claimed_the_row(store)
         row = s.get(OutboxRow, slow.id)
         assert row.delivered_at is not None and row.dead_at is None and row.last_error is None
     assert not store.outbox.mark_failed(retaken.id, 2, later, "late", lease=retaken.next_attempt_at)  # delivered
+
+
+def test_a_stopping_node_hands_back_only_rows_still_under_its_lease(store):
+    now = datetime.now(timezone.utc)
+    add_rows(store, now)
+    lease = now + timedelta(seconds=60)
+    mine = store.outbox.claim_due(now, lease, 10)
+    later = lease + timedelta(seconds=1)
+    retaken = store.outbox.claim_due(later, later + timedelta(seconds=60), 1)  # once this node's lease ran out
+    assert len(mine) == 2 and [j.id for j in retaken] == [mine[0].id]
+    handed = store.outbox.make_due([j.id for j in mine], now, leases=[j.next_attempt_at for j in mine])
+    assert handed == 1  # the row still under this node's lease; the other node's claim is left alone
+    with store.db.sessions() as s:
+        assert s.get(OutboxRow, retaken[0].id).next_attempt_at == retaken[0].next_attempt_at

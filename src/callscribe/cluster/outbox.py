@@ -13,6 +13,7 @@ import asyncio
 import logging
 import time
 from datetime import datetime, timedelta
+from functools import partial
 from typing import Any
 
 from callscribe.delivery.outbox import WebhookDispatcher, _now
@@ -28,7 +29,7 @@ class ClaimingDispatcher(WebhookDispatcher):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.policy.poll_s = min(self.policy.poll_s, POLL_S)
-        self._claimed: dict[str, int] = {}  # ordering key -> row id being sent
+        self._claimed: dict[str, OutboxJob] = {}  # ordering key -> row being sent
 
     async def start(self) -> None:
         # Unlike one node, no resume_all at start: rows leased by other nodes are theirs to finish.
@@ -45,12 +46,13 @@ class ClaimingDispatcher(WebhookDispatcher):
         claimed = list(self._claimed.values())
         await super().stop()
         try:
-            await self.store.db.write(self.store.outbox.make_due, claimed, _now())
+            await self.store.db.write(partial(self.store.outbox.make_due, leases=[j.next_attempt_at for j in claimed]),
+                                      [j.id for j in claimed], _now())
         except Exception as exc:  # their lease runs out instead
             log.warning("webhook outbox: could not hand back %d row(s): %s", len(claimed), exc)
 
     async def _deliver(self, job: OutboxJob) -> None:
-        self._claimed[job.ordering_key] = job.id
+        self._claimed[job.ordering_key] = job
         try:
             await super()._deliver(job)
         finally:

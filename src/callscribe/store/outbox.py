@@ -78,13 +78,17 @@ class OutboxRepository:
                           .values(next_attempt_at=lease_until))
             return jobs
 
-    def make_due(self, row_ids: list[int], when: datetime) -> int:
-        """Hand back claimed rows still pending (a node stopping mid-send), due at `when`."""
+    def make_due(self, row_ids: list[int], when: datetime, *, leases: list[datetime] | None = None) -> int:
+        """Hand back claimed rows still pending (a node stopping mid-send), due at `when`; with
+        `leases` (one per row), only those still under the lease claimed."""
         if not row_ids:
             return 0
         with self.db.sessions.begin() as s:
-            return affected(s.execute(update(OutboxRow).where(OutboxRow.id.in_(row_ids), *_PENDING)
-                                      .values(next_attempt_at=when)))
+            if leases is None:
+                return affected(s.execute(update(OutboxRow).where(OutboxRow.id.in_(row_ids), *_PENDING)
+                                          .values(next_attempt_at=when)))
+            return sum(affected(s.execute(update(OutboxRow).where(OutboxRow.id == row_id, *_fence(lease))
+                                          .values(next_attempt_at=when))) for row_id, lease in zip(row_ids, leases))
 
     def pending_count(self) -> int:
         with self.db.sessions() as s:
