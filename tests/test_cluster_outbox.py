@@ -65,3 +65,37 @@ def test_a_stopping_node_hands_back_what_it_was_sending(store):
     assert store.outbox.make_due([j.id for j in claimed], now) == 2
     again = store.outbox.claim_due(now, now + timedelta(seconds=60), 10)
     assert sorted(j.msg_id for j in again) == sorted(j.msg_id for j in claimed)
+
+
+def test_an_outcome_is_recorded_only_under_the_lease_that_claimed_the_row(store):
+    """A node whose lease ran out mid-send (another node claimed and sent the row since) must not
+    overwrite the other's outcome; the row's claim is the fence."""
+    now = datetime.now(timezone.utc)
+    add_rows(store, now)
+    lease = now + timedelta(seconds=60)
+    slow = {j.msg_id: j for j in store.outbox.claim_due(now, lease, 10)}["call-1:agent-0"]
+    assert slow.next_attempt_at == lease  # a claimed job carries its lease
+    later = lease + timedelta(seconds=1)
+    retaken = {j.msg_id: j for j in store.outbox.claim_due(later, later + timedelta(seconds=60), 10)}["call-1:agent-0"]
+    assert not store.outbox.mark_failed(slow.id, 1, later + timedelta(seconds=5), "timeout", lease=slow.next_attempt_at)
+    assert not store.outbox.mark_dead(slow.id, 1, later, "refused", None, lease=slow.next_attempt_at)
+    assert not store.outbox.mark_delivered(slow.id, 1, later, lease=slow.next_attempt_at)
+    assert store.outbox.mark_delivered(retaken.id, 1, later, lease=retaken.next_attempt_at)
+    with store.db.sessions() as s:
+        row = s.get(OutboxRow, slow.id)
+        assert row.delivered_at is not None and row.dead_at is None and row.last_error is None
+    assert not store.outbox.mark_failed(retaken.id, 2, later, "late", lease=retaken.next_attempt_at)  # delivered
+
+
+def test_a_stopping_node_hands_back_only_rows_still_under_its_lease(store):
+    now = datetime.now(timezone.utc)
+    add_rows(store, now)
+    lease = now + timedelta(seconds=60)
+    mine = store.outbox.claim_due(now, lease, 10)
+    later = lease + timedelta(seconds=1)
+    retaken = store.outbox.claim_due(later, later + timedelta(seconds=60), 1)  # once this node's lease ran out
+    assert len(mine) == 2 and [j.id for j in retaken] == [mine[0].id]
+    handed = store.outbox.make_due([j.id for j in mine], now, leases=[j.next_attempt_at for j in mine])
+    assert handed == 1  # the row still under this node's lease; the other node's claim is left alone
+    with store.db.sessions() as s:
+        assert s.get(OutboxRow, retaken[0].id).next_attempt_at == retaken[0].next_attempt_at

@@ -85,3 +85,52 @@ def test_an_unreachable_redis_is_one_line_naming_the_setting():
 
     with pytest.raises(ConfigError, match="^CALLSCRIBE_REDIS_URL: cannot reach Redis"):
         shared_secret("redis://127.0.0.1:1/0", "token", lambda: "x")
+
+
+def test_a_stream_token_binding_is_shared_from_the_event_loop(redis_url):
+    import asyncio
+
+    from callscribe.cluster.token_uses import ClusterTokenUses
+
+    async def run() -> None:
+        a, b = ClusterTokenUses(redis_url), ClusterTokenUses(redis_url)
+        assert await a.bind_async("tok-async", ["g1", "customer"], 60)
+        assert await b.bind_async("tok-async", ["g1", "customer"], 60)  # the same binding again: allowed
+        assert not await b.bind_async("tok-async", ["g2", "customer"], 60)
+
+    asyncio.run(run())
+
+
+def test_an_unresponsive_redis_does_not_block_the_event_loop_during_a_bind():
+    """A Redis that accepts connections and never answers: the bind falls back to this node's
+    binding after its timeout, and the event loop goes on serving other work meanwhile."""
+    import asyncio
+    import socket
+
+    from callscribe.cluster.token_uses import ClusterTokenUses
+
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(8)  # accepted by the kernel, never read nor answered
+    try:
+        async def run() -> None:
+            uses = ClusterTokenUses(f"redis://127.0.0.1:{silent.getsockname()[1]}/0")
+            ticks = 0
+
+            async def ticker() -> None:
+                nonlocal ticks
+                while True:
+                    await asyncio.sleep(0.05)
+                    ticks += 1
+
+            task = asyncio.create_task(ticker())
+            try:
+                assert await uses.bind_async("tok-silent", "g1", 60)  # this node's binding decides
+            finally:
+                task.cancel()
+            assert ticks > 0
+            assert not await uses.bind_async("tok-silent", "g2", 60)
+
+        asyncio.run(run())
+    finally:
+        silent.close()

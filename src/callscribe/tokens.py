@@ -112,6 +112,10 @@ class TokenUses:
             self._uses[key] = (binding, now + ttl_s)
             return True
 
+    async def bind_async(self, token: str, binding: Hashable, ttl_s: float) -> bool:
+        """`bind` for the event loop: a cluster node asks Redis here without blocking the loop."""
+        return self.bind(token, binding, ttl_s)
+
 
 _signers: dict[str, TokenSigner] = {}
 _signers_lock = threading.Lock()

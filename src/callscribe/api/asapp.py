@@ -21,7 +21,8 @@ Error codes (ASAPP shape, fresh requestId each):
   then waits and reports the interval the hang-up closed);
 - 500-201: an amazonconnect pull failed for another reason (AWS unreachable or failing): retryable;
 - 401-01, 413-01, 429-01 (Retry-After): see api/limits.py;
-- 503-01: the speech model is not loaded, or the scheduler cannot take all of the call's legs. A start
+- 503-01: the speech model is not loaded, or the scheduler cannot take all of the call's legs (or, in
+  a cluster, the node holding the call did not answer a forwarded start or stop). A start
   is all or nothing: half a call transcribed is worse than a refusal the client can retry, so
   capacity is never reported as a per-leg 5002 here (the direct WebSocket, one leg per connection,
   uses 5002).
@@ -258,6 +259,8 @@ async def stop_streaming(request: Request) -> JSONResponse:
             raise ApiError(400, "400-203", "No call with this guid") from None
         except AlreadyStopped:
             raise ApiError(409, "409-201", "Transcription already stopped") from None
+        except NotReady:  # cluster: the node holding the call did not answer; as one node not ready
+            raise ApiError(503, "503-01", "Service Unavailable") from None
     status = OK
     error = _source_error(registry.get_call(key.tenant, guid, namespace))
     if error is not None:  # the legs this stop reports were closed by a Kinesis error

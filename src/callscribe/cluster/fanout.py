@@ -31,6 +31,7 @@ class ClusterFanout(FanoutHub):
         self._pubsub: Any = None
         self._reader: asyncio.Task[None] | None = None
         self._channels: dict[str, int] = {}  # call id -> local subscribers served from Redis
+        self._listeners: set[Subscription] = set()  # those subscribers
         self._confirmed: dict[str, asyncio.Event] = {}
         self._dropping: set[asyncio.Task[None]] = set()
         node.handlers["recent"] = self._serve_recent
@@ -72,19 +73,26 @@ class ClusterFanout(FanoutHub):
 
     async def subscribe_with_backlog(self, store: Store, flush: Callable[[], Awaitable[None]], call_id: str,
                                      since: int) -> tuple[Subscription, list[CallEvent]]:
-        owner = await self._owner_of(call_id)
-        if owner is None or owner == self.node.id:  # here, or nowhere live: the single-node path
+        if self._held_here(call_id):  # the single-node path
             from callscribe.delivery.fanout import local_subscribe_with_backlog
 
             return await local_subscribe_with_backlog(self, store, flush, call_id, since)
+        # Not held here: listen on Redis even when the directory names no owner (its entry may be
+        # late, or the call may come back on another node); the backlog comes from the owner, if
+        # any, and PostgreSQL.
         sub = self.subscribe(call_id)
         try:
-            await self._listen_to(call_id)
-            try:
-                recent = [wire.event_from(e) for e in await self.node.call(
-                    owner, "recent", {"call_id": call_id, "since": since}, timeout_s=30.0)]
-            except RemoteError:
-                recent = []  # the owner is gone: what it stored is all there is
+            await self._listen_to(sub)
+            owner = await self.node.owner_of_call(call_id)
+            recent: list[CallEvent] = []
+            if owner is not None and owner != self.node.id:
+                try:
+                    recent = [wire.event_from(e) for e in await self.node.call(
+                        owner, "recent", {"call_id": call_id, "since": since}, timeout_s=30.0)]
+                except RemoteError:
+                    pass  # the owner is gone: what it stored is all there is
+            else:
+                await flush()  # a call of this node that ended a moment ago: its events stored
             stored = await store.db.read(store.calls.events_since, call_id, since)
         except BaseException:
             self.unsubscribe(sub)
@@ -94,13 +102,12 @@ class ClusterFanout(FanoutHub):
             merged.setdefault(event.seq, event)
         return sub, [merged[seq] for seq in sorted(merged)]
 
-    async def _owner_of(self, call_id: str) -> str | None:
-        for (t, n, g, c, _live) in self.node.held_calls():
-            if c == call_id:
-                return self.node.id
-        return await self.node.owner_of_call(call_id)
+    def _held_here(self, call_id: str) -> bool:
+        return any(c == call_id for (_t, _n, _g, c, _live) in self.node.held_calls())
 
-    async def _listen_to(self, call_id: str) -> None:
+    async def _listen_to(self, sub: Subscription) -> None:
+        call_id = sub.call_id
+        self._listeners.add(sub)  # only these lower the count again (unsubscribe)
         count = self._channels.get(call_id, 0)
         self._channels[call_id] = count + 1
         if count == 0:
@@ -111,6 +118,9 @@ class ClusterFanout(FanoutHub):
 
     def unsubscribe(self, sub: Subscription) -> None:
         super().unsubscribe(sub)
+        if sub not in self._listeners:  # a local-path subscriber: no Redis listener of its own
+            return
+        self._listeners.discard(sub)
         count = self._channels.get(sub.call_id)
         if count is None:
             return

@@ -82,6 +82,7 @@ class ClusterNode:
         self._unsubscribe = bus.subscribe(self._on_event)
         self._tasks = [asyncio.create_task(self._listen(), name="cluster-rpc"),
                        asyncio.create_task(self._heartbeat(), name="cluster-heartbeat"),
+                       asyncio.create_task(self._ticks(), name="cluster-ticks"),
                        asyncio.create_task(self._publish_events(), name="cluster-events")]
         log.info("cluster: node %s (%s) joined; %d node(s) alive", self.id, self.url, len(self.peers))
 
@@ -105,13 +106,26 @@ class ClusterNode:
         while True:
             await asyncio.sleep(self.ttl_s / 4)
             try:
-                await self.beat()
-                for tick in list(self.on_tick):
-                    await tick()
+                # Bounded, so one stuck beat cannot keep this node's entries from the next ones.
+                async with asyncio.timeout(self.ttl_s / 4):
+                    await self.beat()
             except asyncio.CancelledError:
                 raise
-            except Exception as exc:  # Redis away: entries expire; keep trying
-                log.warning("cluster heartbeat failed: %s", exc)
+            except Exception as exc:  # Redis away (or too slow): entries expire; keep trying
+                log.warning("cluster heartbeat failed: %s", exc or type(exc).__name__)
+
+    async def _ticks(self) -> None:
+        """The periodic work beside the heartbeat (the reaper), in a task of its own: it waits on the
+        database, and a slow database must not stop this node's heartbeat (others would reap its calls)."""
+        while True:
+            await asyncio.sleep(self.ttl_s / 4)
+            for tick in list(self.on_tick):
+                try:
+                    await tick()
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:
+                    log.warning("cluster periodic task failed: %s", exc or type(exc).__name__)
 
     async def beat(self) -> None:
         """Refresh this node's entry and its calls' directory entries, and read the peers'."""

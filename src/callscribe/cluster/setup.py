@@ -66,7 +66,7 @@ async def join(services: "Services", app: Any = None) -> None:
     node.status = lambda: status(services)
     if isinstance(services.fanout, ClusterFanout) and services.persister is not None:
         services.fanout.flush = services.persister.flush
-    node.on_tick.append(Reaper(node, services.get_store()).tick)
+    node.on_tick.append(Reaper(node, services.get_store(), services.on_interrupted).tick)
     urls.set_placement(services.settings, node.placement_url)
     # At SIGTERM, tell the others at once that this node is draining (placement, /readyz).
     services.drainers.add(node.beat)

@@ -2,8 +2,9 @@
 used for another call on node B. A key per token (its SHA-256) with the token's remaining life as
 TTL, set with NX: the first node to bind it wins, later uses compare with the stored binding.
 
-The check is one loopback round trip when a media socket starts its protocol; it is made with the
-blocking client because the adapters ask synchronously (a short timeout bounds it). When Redis
+The check is one loopback round trip when a media socket starts its protocol, made with the asyncio
+client (`bind_async`, what the adapters call) so an unresponsive Redis never blocks the event loop;
+a one-second timeout bounds it. `bind` (blocking client) stays for synchronous callers. When Redis
 cannot be reached the local binding decides, as on one node."""
 
 from __future__ import annotations
@@ -24,11 +25,13 @@ class ClusterTokenUses(TokenUses):
         super().__init__()
         import redis
 
+        import redis.asyncio as aioredis
+
         self._redis = redis.Redis.from_url(redis_url, socket_timeout=1.0, socket_connect_timeout=1.0)
+        self._aredis = aioredis.Redis.from_url(redis_url, socket_timeout=1.0, socket_connect_timeout=1.0)
 
     def bind(self, token: str, binding: Hashable, ttl_s: float) -> bool:
-        key = PREFIX + hashlib.sha256(token.encode()).hexdigest()
-        value = json.dumps(binding, default=str)
+        key, value = _key(token), json.dumps(binding, default=str)
         try:
             if self._redis.set(key, value, nx=True, px=max(int(ttl_s * 1000), 1)):
                 return True
@@ -36,6 +39,25 @@ class ClusterTokenUses(TokenUses):
         except Exception as exc:
             log.warning("cluster: token binding not shared (%s); this node's decides", exc)
             return super().bind(token, binding, ttl_s)
-        if stored is None:  # expired between the two commands
-            return True
-        return (stored.decode() if isinstance(stored, bytes) else str(stored)) == value
+        return _same(stored, value)
+
+    async def bind_async(self, token: str, binding: Hashable, ttl_s: float) -> bool:
+        key, value = _key(token), json.dumps(binding, default=str)
+        try:
+            if await self._aredis.set(key, value, nx=True, px=max(int(ttl_s * 1000), 1)):
+                return True
+            stored = await self._aredis.get(key)
+        except Exception as exc:
+            log.warning("cluster: token binding not shared (%s); this node's decides", exc or type(exc).__name__)
+            return super().bind(token, binding, ttl_s)
+        return _same(stored, value)
+
+
+def _key(token: str) -> str:
+    return PREFIX + hashlib.sha256(token.encode()).hexdigest()
+
+
+def _same(stored: object, value: str) -> bool:
+    if stored is None:  # expired between the two commands
+        return True
+    return (stored.decode() if isinstance(stored, bytes) else str(stored)) == value

@@ -24,6 +24,7 @@ import random
 import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
+from functools import partial
 
 import httpx
 
@@ -153,21 +154,23 @@ class WebhookDispatcher:
         try:
             status, error, retry_after = await self._post(job)
             if error is None:
-                await self.store.db.write(self.store.outbox.mark_delivered, job.id, attempts, _now())
+                await self.store.db.write(partial(self.store.outbox.mark_delivered, lease=self._lease(job)),
+                                          job.id, attempts, _now())
                 return
             now = _now()
             reason = "refused" if refused(status) else "budget" if self.policy.exhausted(job, attempts, now) else None
             if reason is not None:
                 log.error("webhook %s is a dead letter after %d attempt(s) (%s: %s); later rows of %s go on",
                           job.msg_id, attempts, reason, error, job.ordering_key)
-                await self.store.db.write(self.store.outbox.mark_dead, job.id, attempts, now, error, call_id_of(job))
+                await self.store.db.write(partial(self.store.outbox.mark_dead, lease=self._lease(job)),
+                                          job.id, attempts, now, error, call_id_of(job))
                 self.metrics.webhook_dead_letters.labels(reason=reason).inc()
                 return
             delay = self.policy.delay(attempts)
             if retry_after is not None:
                 delay = max(delay, min(retry_after, self.policy.cap_s * 10))
             log.warning("webhook %s attempt %d failed (%s); next try in %.1f s", job.msg_id, attempts, error, delay)
-            await self.store.db.write(self.store.outbox.mark_failed, job.id, attempts,
+            await self.store.db.write(partial(self.store.outbox.mark_failed, lease=self._lease(job)), job.id, attempts,
                                       now + timedelta(seconds=delay), error)
         except asyncio.CancelledError:
             raise
@@ -178,6 +181,10 @@ class WebhookDispatcher:
             self._finished += 1
             self._finished_at[job.ordering_key] = self._finished
             self.wake()
+
+    def _lease(self, job: OutboxJob) -> datetime | None:
+        """The claim an outcome is recorded under (cluster: the lease); None on one node."""
+        return None
 
     async def _post(self, job: OutboxJob) -> tuple[int | None, str | None, float | None]:
         """(status, None, None) on a 2xx, else (status or None, what went wrong, Retry-After seconds)."""

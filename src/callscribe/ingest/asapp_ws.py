@@ -123,7 +123,7 @@ class DirectStream(WebSocketAdapter):
         role, external_id, params = wire.parse_start(msg)
         if self.registry.draining:
             raise refused(5001, "service shutting down")
-        if not self.token_uses.bind(self.token, (self.guid, role), urls.URL_TTL_S + IDLE_TIMEOUT_S):
+        if not await self.token_uses.bind_async(self.token, (self.guid, role), urls.URL_TTL_S + IDLE_TIMEOUT_S):
             raise refused(1008, "invalid or expired access token: it was used for another speaker")
         try:
             self.registry.check_language(params.language)

@@ -219,7 +219,7 @@ class TwilioStream(WebSocketAdapter):
         tenant: str | None,
         source: str,
         resolve_tenant: TenantResolver | None = None,
-        bind: Callable[[str], bool] | None = None,
+        bind: Callable[[str], Awaitable[bool]] | None = None,
     ):
         from callscribe.audio.codecs import ulaw_decode
 
@@ -305,7 +305,7 @@ class TwilioStream(WebSocketAdapter):
             tenant = await self._resolve_tenant(params) if self._resolve_tenant is not None else None
             if tenant is None:
                 raise AdapterError("stream URL token missing, invalid or expired", Close.POLICY)
-        if self._bind is not None and not self._bind(guid):
+        if self._bind is not None and not await self._bind(guid):
             raise AdapterError("stream token already used for another call", Close.POLICY)
         metadata = {
             "streamSid": start.stream_sid,

@@ -62,9 +62,9 @@ async def twilio_media(websocket: WebSocket) -> None:
             used.append(params["token"])
         return tenant
 
-    def bind(guid: str) -> bool:
+    async def bind(guid: str) -> bool:
         """A stream token serves the call of its first use only (a leaked URL claims nothing else)."""
-        return not used or services.token_uses.bind(used[0], guid, twilio_auth.TOKEN_TTL_S + IDLE_TIMEOUT_S)
+        return not used or await services.token_uses.bind_async(used[0], guid, twilio_auth.TOKEN_TTL_S + IDLE_TIMEOUT_S)
 
     await websocket.accept()
     stream = TwilioStream(services.registry, tenant=tenant, source=source, resolve_tenant=tenant_from_parameters,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import delete, func, select, update
 
@@ -69,20 +70,25 @@ class OutboxRepository:
                              .where(OutboxRow.id.in_(oldest), *_PENDING, OutboxRow.next_attempt_at <= now)
                              .order_by(OutboxRow.next_attempt_at, OutboxRow.id).limit(limit)
                              .with_for_update(skip_locked=True)).all()
-            jobs = [OutboxJob(r.id, r.msg_id, r.ordering_key, r.payload, r.attempts, r.next_attempt_at,
+            # next_attempt_at of a claimed job is its lease: mark_* are fenced on it (`lease=`).
+            jobs = [OutboxJob(r.id, r.msg_id, r.ordering_key, r.payload, r.attempts, lease_until,
                               r.created_at) for r in rows]
             if rows:
                 s.execute(update(OutboxRow).where(OutboxRow.id.in_([r.id for r in rows]))
                           .values(next_attempt_at=lease_until))
             return jobs
 
-    def make_due(self, row_ids: list[int], when: datetime) -> int:
-        """Hand back claimed rows still pending (a node stopping mid-send), due at `when`."""
+    def make_due(self, row_ids: list[int], when: datetime, *, leases: list[datetime] | None = None) -> int:
+        """Hand back claimed rows still pending (a node stopping mid-send), due at `when`; with
+        `leases` (one per row), only those still under the lease claimed."""
         if not row_ids:
             return 0
         with self.db.sessions.begin() as s:
-            return affected(s.execute(update(OutboxRow).where(OutboxRow.id.in_(row_ids), *_PENDING)
-                                      .values(next_attempt_at=when)))
+            if leases is None:
+                return affected(s.execute(update(OutboxRow).where(OutboxRow.id.in_(row_ids), *_PENDING)
+                                          .values(next_attempt_at=when)))
+            return sum(affected(s.execute(update(OutboxRow).where(OutboxRow.id == row_id, *_fence(lease))
+                                          .values(next_attempt_at=when))) for row_id, lease in zip(row_ids, leases))
 
     def pending_count(self) -> int:
         with self.db.sessions() as s:
@@ -92,11 +98,13 @@ class OutboxRepository:
         with self.db.sessions() as s:
             return s.scalar(select(func.count()).select_from(OutboxRow).where(OutboxRow.dead_at.is_not(None))) or 0
 
-    def mark_dead(self, row_id: int, attempts: int, when: datetime, error: str, call_id: str | None) -> None:
-        """The row will not be sent again unless replayed; the next row of its key becomes the head."""
+    def mark_dead(self, row_id: int, attempts: int, when: datetime, error: str, call_id: str | None, *,
+                  lease: datetime | None = None) -> bool:
+        """The row will not be sent again unless replayed; the next row of its key becomes the head.
+        With `lease` (cluster: the claim's lease), only while the row is still under that lease."""
         with self.db.sessions.begin() as s:
-            s.execute(update(OutboxRow).where(OutboxRow.id == row_id)
-                      .values(attempts=attempts, dead_at=when, last_error=error[:2000], call_id=call_id))
+            return affected(s.execute(update(OutboxRow).where(OutboxRow.id == row_id, *_fence(lease))
+                      .values(attempts=attempts, dead_at=when, last_error=error[:2000], call_id=call_id))) == 1
 
     def dead_letters(self, tenant: str, limit: int = 100, before_id: int | None = None) -> list[DeadLetter]:
         """The tenant's dead letters, newest first (`before_id` pages on)."""
@@ -123,15 +131,16 @@ class OutboxRepository:
                              .values(dead_at=None, attempts=0, next_attempt_at=when, created_at=when,
                                      last_error=None))) == 1
 
-    def mark_delivered(self, row_id: int, attempts: int, when: datetime) -> None:
+    def mark_delivered(self, row_id: int, attempts: int, when: datetime, *, lease: datetime | None = None) -> bool:
         with self.db.sessions.begin() as s:
-            s.execute(update(OutboxRow).where(OutboxRow.id == row_id)
-                      .values(delivered_at=when, attempts=attempts, last_error=None))
+            return affected(s.execute(update(OutboxRow).where(OutboxRow.id == row_id, *_fence(lease))
+                                      .values(delivered_at=when, attempts=attempts, last_error=None))) == 1
 
-    def mark_failed(self, row_id: int, attempts: int, next_attempt_at: datetime, error: str) -> None:
+    def mark_failed(self, row_id: int, attempts: int, next_attempt_at: datetime, error: str, *,
+                    lease: datetime | None = None) -> bool:
         with self.db.sessions.begin() as s:
-            s.execute(update(OutboxRow).where(OutboxRow.id == row_id)
-                      .values(attempts=attempts, next_attempt_at=next_attempt_at, last_error=error[:2000]))
+            return affected(s.execute(update(OutboxRow).where(OutboxRow.id == row_id, *_fence(lease))
+                      .values(attempts=attempts, next_attempt_at=next_attempt_at, last_error=error[:2000]))) == 1
 
     def resume_all(self, when: datetime) -> int:
         """Make every pending row due now (at start: a restart is a good moment to try again)."""
@@ -144,3 +153,9 @@ class OutboxRepository:
         with self.db.sessions.begin() as s:
             return affected(s.execute(delete(OutboxRow).where(OutboxRow.delivered_at.is_not(None),
                                                      OutboxRow.delivered_at < before)))
+
+
+def _fence(lease: datetime | None) -> list[Any]:
+    """The row is still under the lease this dispatcher claimed (no other node took it after it ran
+    out: that node's claim set another next_attempt_at), and still pending."""
+    return [] if lease is None else [OutboxRow.next_attempt_at == lease, *_PENDING]
