@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 from types import SimpleNamespace
 
-from callscribe.api import chime_book
+from callscribe.api import chime_book, chime_file
 from callscribe.api.chime_book import MeetingBook
 from callscribe.calls.events import EventBus
 
@@ -70,15 +70,15 @@ def test_changes_are_written_once_together_and_read_back(tmp_path):
     async def go() -> tuple[int, MeetingBook]:
         book = MeetingBook(tmp_path, services())
         writes: list[int] = []
-        real = book._write
-        book._write = lambda payload: (writes.append(len(payload["meetings"])), real(payload))[1]  # type: ignore[method-assign]
+        real = book.file.write
+        book.file.write = lambda payload: (writes.append(len(payload["meetings"])), real(payload))[1]  # type: ignore[method-assign]
         made = [book.create_meeting("acme", {**REQ, "ClientRequestToken": f"t-{i}"}) for i in range(30)]
         for m in made[:5]:
             book.add_attendee(m, "user", None)
         await book.flush()
         assert writes == [30]
         book.add_attendee(made[0], "user", None)  # the same user again: nothing changed, nothing written
-        assert not book._dirty
+        assert not book.file.dirty
         await book.close()
         return len(writes), book
 
@@ -86,14 +86,14 @@ def test_changes_are_written_once_together_and_read_back(tmp_path):
     assert count == 1
     again = MeetingBook(tmp_path, services())
     assert len(again._meetings) == 30 and sum(len(m.attendees) for m in again._meetings.values()) == 5
-    assert oct((tmp_path / chime_book.FILE).stat().st_mode & 0o777) == "0o600"
+    assert oct((tmp_path / chime_file.FILE).stat().st_mode & 0o777) == "0o600"
 
 
 def test_a_file_that_cannot_be_parsed_is_kept_aside_not_overwritten(tmp_path, caplog):
-    path = tmp_path / chime_book.FILE
+    path = tmp_path / chime_file.FILE
     path.write_text('{"meetings": [{"meeting_id": "trunc')
     book = MeetingBook(tmp_path, services())
-    kept = list(tmp_path.glob(f"{chime_book.FILE}.corrupt-*"))
+    kept = list(tmp_path.glob(f"{chime_file.FILE}.corrupt-*"))
     assert len(kept) == 1 and kept[0].read_text() == '{"meetings": [{"meeting_id": "trunc'
     assert any(r.levelname == "ERROR" and "corrupt" in r.getMessage() for r in caplog.records)
     book.create_meeting("acme", REQ)  # the next save writes a new file beside the kept one

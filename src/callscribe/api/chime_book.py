@@ -32,9 +32,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import json
 import logging
-import os
 import secrets
 import time
 import uuid
@@ -42,6 +40,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Awaitable, Callable
 
+from callscribe.api.chime_file import MeetingsFile
 from callscribe.api.chime_settings import MeetingTranscription, parse_configuration
 from callscribe.api.chime_wire import (LIFECYCLE_NAMESPACE, LIFECYCLE_STATE, NAMESPACE, ROLE, SURFACE,
                                        lifecycle_data)
@@ -56,16 +55,14 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-FILE = "chime-meetings.json"
 MAX_MEETINGS_PER_TENANT = 1000
 DEFAULT_MAX_ATTENDEES = 250
 SENDS_AUDIO = ("SendReceive", "Send")
 DEFAULT_CAPABILITIES = {"Audio": "SendReceive", "Video": "SendReceive", "Content": "SendReceive"}
 
 Kick = Callable[[str], Awaitable[None]]  # closes one live connection, saying why
-SAVE_DELAY_S = 0.2  # changes within this long share one write of the file
-CLOSE_DEADLINE_S = 6.0
-TICK_S = 3.0  # how often expiry and rejoins are looked at (less with a short idle setting)  # DeleteMeeting/DeleteAttendee wait this long in all for connections to close
+CLOSE_DEADLINE_S = 6.0  # DeleteMeeting/DeleteAttendee wait this long in all for connections to close
+TICK_S = 3.0  # how often expiry and rejoins are looked at (less with a short idle setting)
 
 
 class LimitExceeded(Exception):
@@ -110,9 +107,17 @@ class Meeting:
         return parse_configuration(self.transcription) if self.transcription is not None else None
 
 
+def _parse(raw: dict[str, Any]) -> list[Meeting]:
+    meetings = []
+    for item in raw.get("meetings", []):
+        attendees = {a["attendee_id"]: Attendee(**a) for a in item.pop("attendees", [])}
+        meetings.append(Meeting(**item, attendees=attendees))
+    return meetings
+
+
 class MeetingBook:
     def __init__(self, data_dir: Path, services: "Services") -> None:
-        self.path = Path(data_dir) / FILE
+        self.file = MeetingsFile(data_dir, self._snapshot)
         self.services = services
         self._meetings: dict[tuple[str, str], Meeting] = {}
         self._tokens: dict[str, tuple[str, str, str]] = {}  # sha256(token) -> (tenant, meeting, attendee)
@@ -121,91 +126,31 @@ class MeetingBook:
         # epoch ms at which each attendee's track timeline began, for the JS SDK's epoch times
         self.origins: dict[tuple[str, str], dict[str, float]] = {}
         self._tasks: set[asyncio.Future[None]] = set()
-        self._dirty = False
-        self._saving: asyncio.Task[None] | None = None
-        self._write_lock = asyncio.Lock()
         # since when (epoch s) each meeting has had no media; None while it has
         self._idle_since: dict[tuple[str, str], float | None] = {}
         self._started_at = time.time()  # meetings loaded at start-up count as idle from here
         self._ticker: asyncio.Task[None] | None = None
         self._load()
 
-    # -- persistence ------------------------------------------------------------------------------
+    # -- persistence (api/chime_file.py) ----------------------------------------------------------------
 
     def _load(self) -> None:
-        try:
-            text = self.path.read_text()
-        except FileNotFoundError:
-            return
-        # Any other OSError propagates: starting empty would overwrite the meetings at the next save.
-        try:
-            raw = json.loads(text)
-            meetings = []
-            for item in raw.get("meetings", []):
-                attendees = {a["attendee_id"]: Attendee(**a) for a in item.pop("attendees", [])}
-                meetings.append(Meeting(**item, attendees=attendees))
-        except (ValueError, TypeError, KeyError, AttributeError):
-            aside = self.path.with_name(f"{self.path.name}.corrupt-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}")
-            os.replace(self.path, aside)
-            log.exception("%s cannot be parsed: it is kept as %s and the server starts with NO meetings; "
-                          "restore it by hand if it can be repaired", self.path, aside)
-            return
+        meetings = self.file.load(_parse) or []
         for m in meetings:
             self._meetings[(m.tenant, m.meeting_id)] = m
             for a in m.attendees.values():
                 self._tokens[_digest(a.join_token)] = (m.tenant, m.meeting_id, a.attendee_id)
 
     def save(self) -> None:
-        """Note a change: one write follows shortly (SAVE_DELAY_S), however many changes come before
-        it, in a thread (off the event loop). Without a running loop, written at once."""
-        self._dirty = True
-        try:
-            asyncio.get_running_loop()
-        except RuntimeError:
-            self._write(self._snapshot())
-            self._dirty = False
-            return
-        if self._saving is None or self._saving.done():
-            self._saving = asyncio.create_task(self._save_later(), name="chime-meetings-save")
-
-    async def _save_later(self) -> None:
-        await asyncio.sleep(SAVE_DELAY_S)
-        await self.flush()
+        self.file.changed()
 
     async def flush(self) -> None:
-        """Write the pending changes now (and wait for it)."""
-        async with self._write_lock:
-            while self._dirty:
-                self._dirty = False
-                payload = self._snapshot()  # on the loop: the meetings do not change under it
-                try:
-                    await asyncio.to_thread(self._write, payload)
-                except OSError:
-                    self._dirty = True
-                    log.exception("writing %s failed; retried at the next change", self.path)
-                    return
+        await self.file.flush()
 
     def _snapshot(self) -> dict[str, Any]:
         return {"version": 1, "meetings": [
             {**{k: v for k, v in asdict(m).items() if k != "attendees"}, "attendees": [asdict(a) for a in m.attendees.values()]}
             for m in self._meetings.values()]}
-
-    def _write(self, payload: dict[str, Any]) -> None:
-        """Temp file, fsync, rename, fsync of the directory: after a crash the file is the old or
-        the new one, whole."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_name(f"{self.path.name}.{os.getpid()}.tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as fh:
-            json.dump(payload, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, self.path)
-        dir_fd = os.open(self.path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
 
     def begin(self) -> None:
         """At start-up (the bus and registry exist): watch media, and tell meetings whose transcription
@@ -508,6 +453,4 @@ class MeetingBook:
             self._ticker.cancel()
         for task in list(self._tasks):
             task.cancel()
-        await self.flush()
-        if self._saving is not None:
-            self._saving.cancel()
+        await self.file.close()
