@@ -42,27 +42,18 @@ class CallEvents:
 
     def receiver(self, leg: Leg) -> Callable[[TranscriptEvent], None]:
         """The engine's on_event for one leg (called from a worker thread)."""
-        loop = self._loop
-
-        def on_event(event: TranscriptEvent) -> None:
-            try:
-                loop.call_soon_threadsafe(self._queue.put_nowait, (leg, event))
-            except RuntimeError:
-                pass  # the loop is closing
-
-        return on_event
+        return lambda event: self._hop(leg, event)
 
     def settled_receiver(self, leg: Leg) -> Callable[[int], None]:
         """The engine's on_settled for one leg (called from the front-end thread)."""
-        loop = self._loop
+        return lambda ms: self._hop(leg, ms)
 
-        def on_settled(ms: int) -> None:
-            try:
-                loop.call_soon_threadsafe(self._queue.put_nowait, (leg, ms))
-            except RuntimeError:
-                pass  # the loop is closing
-
-        return on_settled
+    def _hop(self, leg: Leg, item: TranscriptEvent | int) -> None:
+        """Onto the loop, in the order the engine gave them: results and settled marks share one queue."""
+        try:
+            self._loop.call_soon_threadsafe(self._queue.put_nowait, (leg, item))
+        except RuntimeError:
+            pass  # the loop is closing
 
     async def drain(self) -> None:
         """Return once every engine result that has arrived so far is published."""
