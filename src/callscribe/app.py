@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, AsyncIterator
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 
-from callscribe import __version__, logsafe
+from callscribe import __version__, heap, logsafe
 from callscribe.api import asapp as asapp_api
 from callscribe.api import asapp_wire
 from callscribe.api import asapp_ws_url as asapp_ws_url_api
@@ -120,10 +120,12 @@ def create_app(settings: Settings, *, engine: "SpeechEngine | None" = None) -> F
             await cluster_setup.join(services, app)
         chime_meetings.begin()
         loader = asyncio.create_task(load())
+        trimmer = asyncio.create_task(heap.trim_every())
         try:
             yield
         finally:
             loader.cancel()
+            trimmer.cancel()
             await chime_meetings.close()
             await sip.stop()
             if settings.cluster:

@@ -15,8 +15,11 @@ from callscribe.config import ConfigError, load_settings
 def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
+    from callscribe import heap
     from callscribe.app import create_app
     from callscribe.server import DrainingServer
+
+    heap.limit_arenas()  # before any worker thread exists (see heap.py)
 
     # Owner-only for every file the server makes (database, recordings, secrets), also where a
     # library picks the mode.
