@@ -68,3 +68,24 @@ def test_speech_after_the_speculative_cut_makes_a_longer_final():
     final = [c for c in cuts if c.kind == "final"]
     assert len(final) == 1 and len(spec) == 2
     assert len(spec[0].audio) < len(final[0].audio) and np.array_equal(spec[1].audio, final[0].audio)
+
+
+def test_a_lone_word_and_a_pause_stay_with_what_follows_under_a_short_endpoint():
+    # "Great," (0.3 s), a 0.4 s pause, then a sentence: at endpoint 300 ms the word used to end alone
+    # and be dropped (or decoded into a loop); it waits for the short hold and joins the sentence.
+    probs = [0.0] * 10 + [0.9] * 10 + [0.0] * 13 + [0.9] * 60 + [0.0] * 30
+    finals = [c for c in run(probs, endpoint_silence_ms=300, partials=False) if c.kind == "final"]
+    assert len(finals) == 1
+    assert finals[0].start_sample <= 10 * FRAME < 93 * FRAME < finals[0].start_sample + len(finals[0].audio)
+
+
+def test_a_long_clause_still_ends_at_a_short_endpoint():
+    probs = [0.9] * 40 + [0.0] * 13 + [0.9] * 40 + [0.0] * 30  # 1.3 s of speech, then a 0.4 s pause
+    finals = [c for c in run(probs, endpoint_silence_ms=300, partials=False) if c.kind == "final"]
+    assert len(finals) == 2
+
+
+def test_a_lone_word_followed_by_silence_still_gets_its_final():
+    probs = [0.0] * 10 + [0.9] * 10 + [0.0] * 40  # "Yes." and nothing after it
+    finals = [c for c in run(probs, endpoint_silence_ms=300, partials=False) if c.kind == "final"]
+    assert len(finals) == 1 and 0.55 < finals[0].trailing_silence_s < 0.7
