@@ -23,7 +23,8 @@ def event(call_id: str, seq: int) -> CallStateEvent:
 
 
 def test_events_of_a_call_not_held_here_come_from_redis_even_before_its_directory_entry(tmp_path, redis_url):
-    settings = load_settings(data_dir=tmp_path, redis_url=redis_url, database_url=PG, node_id="watcher")
+    settings = load_settings(data_dir=tmp_path, redis_url=redis_url, database_url=PG, node_id="watcher",
+                             public_url="http://127.0.0.1:1")
 
     async def run() -> None:
         store = Store(f"sqlite:///{tmp_path / 'calls.db'}")

@@ -16,7 +16,8 @@ PG = "postgresql+psycopg://u@127.0.0.1:1/db"  # never connected to here
 
 
 def node_settings(tmp_path, name, redis, **extra):
-    return load_settings(data_dir=tmp_path / name, redis_url=redis, database_url=PG, **extra)
+    return load_settings(data_dir=tmp_path / name, redis_url=redis, database_url=PG,
+                         public_url="http://127.0.0.1:1", **extra)
 
 
 def test_a_token_issued_by_one_node_is_accepted_by_another(tmp_path, redis_url):
@@ -56,6 +57,26 @@ def test_cluster_mode_needs_postgresql(tmp_path):
         load_settings(data_dir=tmp_path, redis_url="http://x", database_url=PG)
     with pytest.raises(ConfigError, match="CALLSCRIBE_NODE_ID"):
         load_settings(data_dir=tmp_path, node_id="a b")
+
+
+def test_a_cluster_node_does_not_start_without_its_public_url(tmp_path, monkeypatch, capsys):
+    """Placement hands out CALLSCRIBE_PUBLIC_URL; one guessed from host and port would point clients
+    and the other nodes at an address they cannot reach, so `serve` refuses (status 2, one line,
+    naming the setting, quoting no secret)."""
+    from callscribe.cli import main
+
+    for name in [k for k in __import__("os").environ if k.startswith("CALLSCRIBE_")]:
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("CALLSCRIBE_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("CALLSCRIBE_REDIS_URL", "redis://:redis-pw-123@127.0.0.1:1/0")
+    monkeypatch.setenv("CALLSCRIBE_DATABASE_URL", "postgresql+psycopg://u:pg-pw-456@127.0.0.1:1/db")
+    monkeypatch.setenv("CALLSCRIBE_PORT", "1")
+    assert main(["serve"]) == 2
+    err = capsys.readouterr().err
+    assert "CALLSCRIBE_PUBLIC_URL" in err and len(err.strip().splitlines()) == 1
+    assert "redis-pw-123" not in err and "pg-pw-456" not in err
+    monkeypatch.setenv("CALLSCRIBE_PUBLIC_URL", "https://calls.example.com/n1")
+    assert load_settings().resolved_public_url == "https://calls.example.com/n1"
 
 
 def test_a_stream_token_bound_on_one_node_is_bound_on_every_node(redis_url):
