@@ -155,3 +155,46 @@ def test_an_unresponsive_redis_does_not_block_the_event_loop_during_a_bind():
         asyncio.run(run())
     finally:
         silent.close()
+
+
+def test_generated_secrets_are_put_back_by_the_running_nodes_after_redis_lost_them(tmp_path, redis_url, caplog):
+    """Redis restarts empty while node A runs: A's heartbeat puts the secrets it uses back (SET NX),
+    so a node starting afterwards takes A's instead of making new ones; a node that finds another
+    value than its own says so in an error log naming the setting (never the values)."""
+    import asyncio
+    import logging
+
+    import redis
+
+    from callscribe.cluster.node import ClusterNode
+    from callscribe.cluster.secrets import PREFIX
+
+    a = node_settings(tmp_path, "a", redis_url)
+    webhook, keys = load_or_create_secret(a), load_or_create_api_keys(a)
+    tok = tokens.token_signer(a).issue("acme", "p", 60)
+    admin = redis.Redis.from_url(redis_url)
+
+    async def run() -> None:
+        node = ClusterNode(a)
+        try:
+            admin.flushdb()  # as a Redis restarted without persistence
+            await node.beat()
+            tokens._signers.clear()  # node B, another process, starts now
+            b = node_settings(tmp_path, "b", redis_url)
+            assert load_or_create_secret(b) == webhook
+            assert load_or_create_api_keys(b) == keys
+            assert tokens.token_signer(b).verify(tok, "p") is not None
+
+            other = "whsec_" + "A" * 43 + "="
+            admin.set(PREFIX + "webhook", other)  # a split made before A's beat came
+            with caplog.at_level(logging.ERROR, logger="callscribe.cluster.node"):
+                await node.beat()
+            errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+            assert len(errors) == 1 and "CALLSCRIBE_WEBHOOK_SECRET" in errors[0]
+            assert webhook not in errors[0] and other not in errors[0]
+            assert admin.get(PREFIX + "webhook").decode() == other  # NX: A does not overwrite it
+        finally:
+            await node.redis.aclose()
+            admin.close()
+
+    asyncio.run(run())
