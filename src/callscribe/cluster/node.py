@@ -90,8 +90,16 @@ class ClusterNode:
         log.info("cluster: node %s (%s) joined; %d node(s) alive", self.id, self.url, len(self.peers))
 
     async def stop(self) -> None:
+        """Leave the cluster (after the registry closed this node's calls, see cluster.setup.leave):
+        share the last events, stop the heartbeat, drop this node's entry, close the client."""
         if self._unsubscribe is not None:
             self._unsubscribe()
+        if self._tasks:  # the calls just closed here: their last events reach the other nodes first
+            try:
+                async with asyncio.timeout(10.0):
+                    await self._outgoing.join()
+            except TimeoutError:
+                log.warning("cluster: %d event(s) not shared before leaving", self._outgoing.qsize())
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -248,6 +256,9 @@ class ClusterNode:
                 raise
             except Exception as exc:
                 log.warning("cluster: could not share %d event(s): %s", len(batch), exc)
+            finally:
+                for _ in batch:  # stop() waits for these
+                    self._outgoing.task_done()
 
     # -- request/reply ---------------------------------------------------------------------------------
 
