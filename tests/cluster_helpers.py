@@ -110,7 +110,7 @@ class Node:
         self.data.mkdir(parents=True, exist_ok=True)
         self.env = {k: v for k, v in os.environ.items() if not k.startswith("CALLSCRIBE_")}
         self.env.update({"CALLSCRIBE_DATA_DIR": str(self.data), "CALLSCRIBE_SIP_PORT": "0",
-                         "CALLSCRIBE_HOST": "127.0.0.1", "CALLSCRIBE_PORT": str(self.port),
+                         "CALLSCRIBE_HOST": "127.0.0.1", "CALLSCRIBE_PORT": str(self.port), "CALLSCRIBE_PUBLIC_URL": self.url,
                          "CALLSCRIBE_REDIS_URL": redis_url, "CALLSCRIBE_DATABASE_URL": pg_url,
                          "CALLSCRIBE_NODE_ID": name, "CALLSCRIBE_CLUSTER_TTL_S": "4",
                          "CALLSCRIBE_API_KEYS": f"{KEY[0]}:{KEY[1]}:acme", "CALLSCRIBE_ASR_WORKERS": "1",

@@ -23,7 +23,8 @@ def event(call_id: str, seq: int) -> CallStateEvent:
 
 
 def test_events_of_a_call_not_held_here_come_from_redis_even_before_its_directory_entry(tmp_path, redis_url):
-    settings = load_settings(data_dir=tmp_path, redis_url=redis_url, database_url=PG, node_id="watcher")
+    settings = load_settings(data_dir=tmp_path, redis_url=redis_url, database_url=PG, node_id="watcher",
+                             public_url="http://127.0.0.1:1")
 
     async def run() -> None:
         store = Store(f"sqlite:///{tmp_path / 'calls.db'}")
@@ -58,6 +59,75 @@ def test_events_of_a_call_not_held_here_come_from_redis_even_before_its_director
             assert [e.seq for e in await asyncio.wait_for(remote.next_batch(), 10)] == [1]
             hub.unsubscribe(remote)
             hub.unsubscribe(late)
+        finally:
+            hub.stop()
+            await node.redis.aclose()
+            store.close()
+
+    asyncio.run(run())
+
+
+def test_events_lost_on_redis_are_noticed_and_the_subscriber_told_to_reconnect(tmp_path, redis_url):
+    """Pub/sub drops what is published while a subscriber is away: a jump in a call's seqs, or the
+    client's reconnect to Redis, cuts that call's Redis-served subscribers after what they got
+    (the route then closes saying `reconnect with since=N`)."""
+    import pytest
+    import redis
+
+    from callscribe.delivery.fanout import SubscriberOverflow
+
+    settings = load_settings(data_dir=tmp_path, redis_url=redis_url, database_url=PG, node_id="watcher",
+                             public_url="http://127.0.0.1:1")
+
+    async def drained(sub) -> list[int]:
+        """Seqs delivered until the subscription is cut (hang guard only)."""
+        seqs: list[int] = []
+        with pytest.raises(SubscriberOverflow):
+            while True:
+                seqs += [e.seq for e in await asyncio.wait_for(sub.next_batch(), 30)]
+        return seqs
+
+    async def run() -> None:
+        store = Store(f"sqlite:///{tmp_path / 'calls.db'}")
+        await store.start()
+        node = ClusterNode(settings)
+        hub = ClusterFanout(EventBus(), node)
+        hub.start()
+
+        async def flush() -> None:
+            pass
+
+        async def published(call_id: str, seq: int) -> None:
+            await node.redis.publish(events_channel(call_id), json.dumps(wire.event_json(event(call_id, seq))))
+
+        try:
+            # A jump: 3 never arrived.
+            jump, _ = await hub.subscribe_with_backlog(store, flush, "c-jump", 0)
+            for seq in (1, 2, 4, 5):
+                await published("c-jump", seq)
+            assert await drained(jump) == [1, 2]
+            assert jump.reason == "events 3 to 3 lost"
+
+            # A reconnect: the subscription connection is killed; redis-py connects and subscribes
+            # again, and whatever was published meanwhile is gone.
+            dropped, _ = await hub.subscribe_with_backlog(store, flush, "c-drop", 0)
+            await published("c-drop", 1)
+            assert [e.seq for e in await asyncio.wait_for(dropped.next_batch(), 30)] == [1]
+            admin = redis.Redis.from_url(redis_url)
+            try:
+                assert admin.client_kill_filter(_type="pubsub") >= 1
+            finally:
+                admin.close()
+            assert await drained(dropped) == []
+            assert "lost" in dropped.reason
+
+            # A new subscriber after the reconnect is served as usual.
+            again, _ = await hub.subscribe_with_backlog(store, flush, "c-drop", 1)
+            hub.unsubscribe(dropped)
+            await published("c-drop", 2)
+            assert [e.seq for e in await asyncio.wait_for(again.next_batch(), 30)] == [2]
+            hub.unsubscribe(again)
+            hub.unsubscribe(jump)
         finally:
             hub.stop()
             await node.redis.aclose()

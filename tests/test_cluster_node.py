@@ -14,7 +14,7 @@ PG = "postgresql+psycopg://u@127.0.0.1:1/db"  # never connected to here
 
 def test_a_stuck_periodic_task_does_not_stop_the_heartbeat(tmp_path, redis_url):
     settings = load_settings(data_dir=tmp_path, redis_url=redis_url, database_url=PG,
-                             node_id="beats", cluster_ttl_s=2)
+                             node_id="beats", cluster_ttl_s=2, public_url="http://127.0.0.1:1")
 
     async def run() -> None:
         node = ClusterNode(settings)

@@ -46,7 +46,8 @@ def test_a_reaped_call_gets_the_interrupted_hooks(tmp_path, redis_url):
     from callscribe.store import Store
 
     settings = load_settings(data_dir=tmp_path, redis_url=redis_url, node_id="survivor", cluster_ttl_s=2,
-                             database_url="postgresql+psycopg://u@127.0.0.1:1/db")  # never connected to
+                             database_url="postgresql+psycopg://u@127.0.0.1:1/db",  # never connected to
+                             public_url="http://127.0.0.1:1")
     settled: list[tuple[list[str], datetime]] = []
 
     def hook(db, call_ids, when):  # runs on the store's writer thread, like memories_wire.recover

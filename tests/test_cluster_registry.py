@@ -19,7 +19,8 @@ PG = "postgresql+psycopg://u@127.0.0.1:1/db"  # never connected to here
 
 
 def test_a_stop_forwarded_to_a_silent_node_is_not_ready(tmp_path, redis_url):
-    settings = load_settings(data_dir=tmp_path, redis_url=redis_url, database_url=PG, node_id="asker")
+    settings = load_settings(data_dir=tmp_path, redis_url=redis_url, database_url=PG, node_id="asker",
+                             public_url="http://127.0.0.1:1")
 
     async def run() -> None:
         node = ClusterNode(settings)

@@ -16,7 +16,8 @@ PG = "postgresql+psycopg://u@127.0.0.1:1/db"  # never connected to here
 
 
 def node_settings(tmp_path, name, redis, **extra):
-    return load_settings(data_dir=tmp_path / name, redis_url=redis, database_url=PG, **extra)
+    return load_settings(data_dir=tmp_path / name, redis_url=redis, database_url=PG,
+                         public_url="http://127.0.0.1:1", **extra)
 
 
 def test_a_token_issued_by_one_node_is_accepted_by_another(tmp_path, redis_url):
@@ -56,6 +57,26 @@ def test_cluster_mode_needs_postgresql(tmp_path):
         load_settings(data_dir=tmp_path, redis_url="http://x", database_url=PG)
     with pytest.raises(ConfigError, match="CALLSCRIBE_NODE_ID"):
         load_settings(data_dir=tmp_path, node_id="a b")
+
+
+def test_a_cluster_node_does_not_start_without_its_public_url(tmp_path, monkeypatch, capsys):
+    """Placement hands out CALLSCRIBE_PUBLIC_URL; one guessed from host and port would point clients
+    and the other nodes at an address they cannot reach, so `serve` refuses (status 2, one line,
+    naming the setting, quoting no secret)."""
+    from callscribe.cli import main
+
+    for name in [k for k in __import__("os").environ if k.startswith("CALLSCRIBE_")]:
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("CALLSCRIBE_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("CALLSCRIBE_REDIS_URL", "redis://:redis-pw-123@127.0.0.1:1/0")
+    monkeypatch.setenv("CALLSCRIBE_DATABASE_URL", "postgresql+psycopg://u:pg-pw-456@127.0.0.1:1/db")
+    monkeypatch.setenv("CALLSCRIBE_PORT", "1")
+    assert main(["serve"]) == 2
+    err = capsys.readouterr().err
+    assert "CALLSCRIBE_PUBLIC_URL" in err and len(err.strip().splitlines()) == 1
+    assert "redis-pw-123" not in err and "pg-pw-456" not in err
+    monkeypatch.setenv("CALLSCRIBE_PUBLIC_URL", "https://calls.example.com/n1")
+    assert load_settings().resolved_public_url == "https://calls.example.com/n1"
 
 
 def test_a_stream_token_bound_on_one_node_is_bound_on_every_node(redis_url):
@@ -134,3 +155,46 @@ def test_an_unresponsive_redis_does_not_block_the_event_loop_during_a_bind():
         asyncio.run(run())
     finally:
         silent.close()
+
+
+def test_generated_secrets_are_put_back_by_the_running_nodes_after_redis_lost_them(tmp_path, redis_url, caplog):
+    """Redis restarts empty while node A runs: A's heartbeat puts the secrets it uses back (SET NX),
+    so a node starting afterwards takes A's instead of making new ones; a node that finds another
+    value than its own says so in an error log naming the setting (never the values)."""
+    import asyncio
+    import logging
+
+    import redis
+
+    from callscribe.cluster.node import ClusterNode
+    from callscribe.cluster.secrets import PREFIX
+
+    a = node_settings(tmp_path, "a", redis_url)
+    webhook, keys = load_or_create_secret(a), load_or_create_api_keys(a)
+    tok = tokens.token_signer(a).issue("acme", "p", 60)
+    admin = redis.Redis.from_url(redis_url)
+
+    async def run() -> None:
+        node = ClusterNode(a)
+        try:
+            admin.flushdb()  # as a Redis restarted without persistence
+            await node.beat()
+            tokens._signers.clear()  # node B, another process, starts now
+            b = node_settings(tmp_path, "b", redis_url)
+            assert load_or_create_secret(b) == webhook
+            assert load_or_create_api_keys(b) == keys
+            assert tokens.token_signer(b).verify(tok, "p") is not None
+
+            other = "whsec_" + "A" * 43 + "="
+            admin.set(PREFIX + "webhook", other)  # a split made before A's beat came
+            with caplog.at_level(logging.ERROR, logger="callscribe.cluster.node"):
+                await node.beat()
+            errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+            assert len(errors) == 1 and "CALLSCRIBE_WEBHOOK_SECRET" in errors[0]
+            assert webhook not in errors[0] and other not in errors[0]
+            assert admin.get(PREFIX + "webhook").decode() == other  # NX: A does not overwrite it
+        finally:
+            await node.redis.aclose()
+            admin.close()
+
+    asyncio.run(run())

@@ -128,9 +128,10 @@ def create_app(settings: Settings, *, engine: "SpeechEngine | None" = None) -> F
             trimmer.cancel()
             await chime_meetings.close()
             await sip.stop()
-            if settings.cluster:
-                await cluster_setup.leave(services)
+            services.registry.draining = True  # no new legs or media while the calls close
             await services.registry.close()  # ends calls while the scheduler can still drain their finals
+            if settings.cluster:  # only now: while the calls closed, the heartbeat still named this node
+                await cluster_setup.leave(services)
             if services.scheduler is not None:
                 await loop.run_in_executor(None, services.scheduler.stop)
             await stop_delivery(services)  # last: it stores what the parts above published on the way out

@@ -263,6 +263,11 @@ class Settings(BaseSettings):
             raise ValueError("must start with redis://, rediss:// or unix://")
         if not str(info.data.get("database_url") or "").startswith(("postgresql", "postgres:")):
             raise ValueError("cluster mode needs a PostgreSQL CALLSCRIBE_DATABASE_URL shared by every node")
+        # The address placement hands out for this node: one made up from host and port would send
+        # clients and the other nodes where they cannot reach it. (Absent: public_url failed itself.)
+        if "public_url" in info.data and not info.data["public_url"]:
+            raise ValueError("cluster mode needs CALLSCRIBE_PUBLIC_URL, the address by which clients and the "
+                             "other nodes reach this node (e.g. https://calls.example.com/n1)")
         return value
 
     @field_validator("node_id")

@@ -240,7 +240,7 @@ async def call_events(ws: WebSocket, guid: str) -> None:
                 return
             backlog = next_batch.result()
     except SubscriberOverflow:
-        await ws.close(1013, f"too slow; reconnect with since={last}")
+        await ws.close(1013, f"{sub.reason}; reconnect with since={last}")
     except asyncio.TimeoutError:
         await ws.close(1013, f"send timed out; reconnect with since={last}")
     except (WebSocketDisconnect, RuntimeError):

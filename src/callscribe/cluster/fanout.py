@@ -6,6 +6,12 @@ local hub, so the WebSocket route works unchanged. The backlog is read after the
 subscribed: the owner first stores what it has published (its persister's flush) and sends its ring
 of recent events (partials included); the rest comes from PostgreSQL. Live and backlog overlap on
 purpose; the route skips seqs already sent, so there is no gap and no duplicate.
+
+Pub/sub is at most once: what is published while this node's subscription is down (Redis restarted,
+the connection dropped) is lost for it. Such a gap is noticed (a call's seqs are consecutive, so a
+jump shows one; a channel confirmed subscribed again means a reconnect) and the Redis-served
+subscribers of that call are cut after what they got, told to reconnect with since= their last seq:
+the backlog of the new subscription fills the gap from the owner and PostgreSQL.
 """
 
 from __future__ import annotations
@@ -33,6 +39,7 @@ class ClusterFanout(FanoutHub):
         self._channels: dict[str, int] = {}  # call id -> local subscribers served from Redis
         self._listeners: set[Subscription] = set()  # those subscribers
         self._confirmed: dict[str, asyncio.Event] = {}
+        self._last_seq: dict[str, int] = {}  # call id -> highest seq received from Redis
         self._dropping: set[asyncio.Task[None]] = set()
         node.handlers["recent"] = self._serve_recent
         self.flush: Callable[[], Awaitable[None]] | None = None  # the persister's, set by the app
@@ -58,18 +65,40 @@ class ClusterFanout(FanoutHub):
                 raise
             except Exception as exc:
                 log.warning("cluster: events channel failed: %s", exc)
+                for call_id in list(self._channels):  # what is published until it is back is lost
+                    self._gap(call_id, "events lost (Redis connection dropped)")
+                    if call_id in self._confirmed:  # new subscribers wait for the subscription again
+                        self._confirmed[call_id].clear()
                 await asyncio.sleep(1.0)
                 continue
             if message is None:
                 continue
             call_id = str(message.get("channel", "")).rpartition(":")[2]
             if message.get("type") == "subscribe":
-                self._confirmed.setdefault(call_id, asyncio.Event()).set()
+                confirmed = self._confirmed.setdefault(call_id, asyncio.Event())
+                if confirmed.is_set():  # subscribed again by the client's reconnect: a gap behind it
+                    self._gap(call_id, "events lost (Redis reconnected)")
+                confirmed.set()
             elif message.get("type") == "message":
                 try:
-                    self._on_event(wire.event_from(json.loads(message["data"])))
+                    event = wire.event_from(json.loads(message["data"]))
                 except Exception:
                     log.exception("cluster: unreadable event on %s", message.get("channel"))
+                    continue
+                last = self._last_seq.get(call_id)
+                if last is not None and event.seq > last + 1:
+                    self._gap(call_id, f"events {last + 1} to {event.seq - 1} lost")
+                self._last_seq[call_id] = max(event.seq, last or 0)
+                self._on_event(event)
+
+    def _gap(self, call_id: str, reason: str) -> None:
+        """Cut the Redis-served subscribers of a call after what they got (see the module doc)."""
+        self._last_seq.pop(call_id, None)
+        cut = [sub for sub in list(self._subs.get(call_id, ())) if sub in self._listeners]
+        for sub in cut:
+            sub.cut(reason)
+        if cut:
+            log.warning("cluster: call %s: %s; %d events subscriber(s) told to reconnect", call_id, reason, len(cut))
 
     async def subscribe_with_backlog(self, store: Store, flush: Callable[[], Awaitable[None]], call_id: str,
                                      since: int) -> tuple[Subscription, list[CallEvent]]:
@@ -111,10 +140,13 @@ class ClusterFanout(FanoutHub):
         count = self._channels.get(call_id, 0)
         self._channels[call_id] = count + 1
         if count == 0:
-            event = self._confirmed.setdefault(call_id, asyncio.Event())
+            # A fresh flag: a confirmation arriving for a flag already set means a reconnect.
+            event = self._confirmed[call_id] = asyncio.Event()
             await self._pubsub.subscribe(events_channel(call_id))
-            async with asyncio.timeout(10):
-                await event.wait()
+        else:
+            event = self._confirmed.setdefault(call_id, asyncio.Event())
+        async with asyncio.timeout(10):  # the channel live (again, after a dropped connection)
+            await event.wait()
 
     def unsubscribe(self, sub: Subscription) -> None:
         super().unsubscribe(sub)
@@ -137,6 +169,7 @@ class ClusterFanout(FanoutHub):
         if self._channels.get(call_id):  # a new subscriber came meanwhile: keep listening
             return
         self._confirmed.pop(call_id, None)
+        self._last_seq.pop(call_id, None)
         try:
             await self._pubsub.unsubscribe(events_channel(call_id))
         except Exception as exc:

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any, Awaitable, Callable
 import redis.asyncio as aioredis
 
 from callscribe.calls.events import CallEvent, CallStateEvent, EventBus
+from callscribe.cluster import secrets as shared_secrets
 from callscribe.cluster import wire
 
 if TYPE_CHECKING:
@@ -56,6 +57,7 @@ class ClusterNode:
         self.url = settings.resolved_public_url
         self.ttl_s = settings.cluster_ttl_s
         self.max_legs = settings.node_max_legs
+        self.redis_url = settings.redis_url
         self.redis = aioredis.Redis.from_url(settings.redis_url, decode_responses=True, health_check_interval=30)
         self.peers: dict[str, dict[str, Any]] = {}  # every live node's last heartbeat, this one included
         self.handlers: dict[str, Handler] = {}
@@ -69,6 +71,7 @@ class ClusterNode:
         self._serving: set[asyncio.Task[None]] = set()  # requests being carried out (kept referenced)
         self._outgoing: asyncio.Queue[CallEvent] = asyncio.Queue(maxsize=10000)
         self._unsubscribe: Callable[[], None] | None = None
+        self._split_secrets: set[str] = set()  # generated secrets whose Redis value is not this node's
 
     # -- lifecycle -------------------------------------------------------------------------------
 
@@ -87,8 +90,16 @@ class ClusterNode:
         log.info("cluster: node %s (%s) joined; %d node(s) alive", self.id, self.url, len(self.peers))
 
     async def stop(self) -> None:
+        """Leave the cluster (after the registry closed this node's calls, see cluster.setup.leave):
+        share the last events, stop the heartbeat, drop this node's entry, close the client."""
         if self._unsubscribe is not None:
             self._unsubscribe()
+        if self._tasks:  # the calls just closed here: their last events reach the other nodes first
+            try:
+                async with asyncio.timeout(10.0):
+                    await self._outgoing.join()
+            except TimeoutError:
+                log.warning("cluster: %d event(s) not shared before leaving", self._outgoing.qsize())
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -128,7 +139,8 @@ class ClusterNode:
                     log.warning("cluster periodic task failed: %s", exc or type(exc).__name__)
 
     async def beat(self) -> None:
-        """Refresh this node's entry and its calls' directory entries, and read the peers'."""
+        """Refresh this node's entry and its calls' directory entries and the generated secrets it
+        uses (put back if Redis lost them, see secrets.py), and read the peers'."""
         me = {"id": self.id, "url": self.url, "at": time.time(), **self.status()}
         held = self.held_calls()
         ended = [(t, n, g, c) for t, n, g, c, live in held if not live]
@@ -137,6 +149,7 @@ class ClusterNode:
             values = await self.redis.mget([call_key(t, n, g) for t, n, g, _ in ended])
             mine = [v is None or json.loads(v).get("node") == self.id for v in values]
         ttl_ms = int(self.ttl_s * 1000)
+        held_secrets = sorted(shared_secrets.held(self.redis_url).items())
         async with self.redis.pipeline(transaction=False) as pipe:
             pipe.set(P + "node:" + self.id, json.dumps(me), px=ttl_ms)
             pipe.sadd(P + "nodes", self.id)
@@ -146,8 +159,27 @@ class ClusterNode:
             for (t, n, g, c), ours in zip(ended, mine):
                 if ours:
                     self._put_call(pipe, t, n, g, c, ttl_ms)
-            await pipe.execute()
+            for name, value in held_secrets:
+                pipe.set(shared_secrets.PREFIX + name, value, nx=True)
+                pipe.get(shared_secrets.PREFIX + name)
+            results = await pipe.execute()
+        if held_secrets:
+            gets = results[len(results) - 2 * len(held_secrets) + 1::2]  # each SET NX is followed by its GET
+            self._check_secrets(held_secrets, gets)
         await self._read_peers()
+
+    def _check_secrets(self, held: list[tuple[str, str]], stored: list[Any]) -> None:
+        """Log (once per split, naming the setting, never the values) a generated secret whose
+        Redis value differs from this node's: Redis lost it and another node made a new one."""
+        for (name, value), now in zip(held, stored):
+            if now == value:
+                self._split_secrets.discard(name)
+            elif name not in self._split_secrets:
+                self._split_secrets.add(name)
+                log.error("cluster: the shared %s secret in Redis is not the one this node uses (Redis lost it and "
+                          "another node generated a new one): what one signs the other refuses. Set %s to the "
+                          "same value on every node and restart them", name,
+                          shared_secrets.SETTING.get(name, "it"))
 
     def _put_call(self, pipe: Any, tenant: str, namespace: str, guid: str, call_id: str, ttl_ms: int) -> None:
         value = json.dumps({"node": self.id, "call_id": call_id, "url": self.url, "namespace": namespace})
@@ -224,6 +256,9 @@ class ClusterNode:
                 raise
             except Exception as exc:
                 log.warning("cluster: could not share %d event(s): %s", len(batch), exc)
+            finally:
+                for _ in batch:  # stop() waits for these
+                    self._outgoing.task_done()
 
     # -- request/reply ---------------------------------------------------------------------------------
 

@@ -79,11 +79,17 @@ async def join(services: "Services", app: Any = None) -> None:
 
 
 async def leave(services: "Services") -> None:
+    """The last step of a node's shutdown, once its registry has closed its calls (until then the
+    heartbeat names this node as theirs, so no other node takes them for lost): out of placement and
+    the cluster, then the Redis clients closed."""
     from callscribe import urls
+    from callscribe.cluster.token_uses import ClusterTokenUses
 
     if services.cluster is not None:
         urls.set_placement(services.settings, None)
         await services.cluster.stop()
+    if isinstance(services.token_uses, ClusterTokenUses):
+        await services.token_uses.aclose()
 
 
 def readiness(services: "Services") -> str | None:

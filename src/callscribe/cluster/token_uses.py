@@ -52,6 +52,11 @@ class ClusterTokenUses(TokenUses):
             return super().bind(token, binding, ttl_s)
         return _same(stored, value)
 
+    async def aclose(self) -> None:
+        """Close both Redis clients (at shutdown, once no media socket can bind a token any more)."""
+        self._redis.close()
+        await self._aredis.aclose()
+
 
 def _key(token: str) -> str:
     return PREFIX + hashlib.sha256(token.encode()).hexdigest()

@@ -36,6 +36,14 @@ class Subscription:
         self._maxsize = maxsize
         self._ready = asyncio.Event()
         self.overflowed = False
+        self.reason = "too slow"  # why it ended early: what the consumer tells its client
+
+    def cut(self, reason: str) -> None:
+        """End the subscription after the events buffered so far (a gap in what comes next: the
+        client must reconnect with since= its last seq)."""
+        if not self.overflowed:
+            self.overflowed, self.reason = True, reason
+        self._ready.set()
 
     def push(self, event: CallEvent) -> None:
         if self.overflowed:
