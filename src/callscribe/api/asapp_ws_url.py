@@ -2,7 +2,8 @@
 
 Answers {"streamingUrl": "ws(s)://<public url>/autotranscribe/v1/stream?token=..."}, the token bound
 to the caller's tenant and to the `externalId` of the body (connections with the same externalId are
-the legs of one call), valid for five minutes.
+the legs of one call), valid for five minutes. In a cluster the URL of an externalId names the node
+of that call (callscribe.cluster.placement), so the legs asked for on different nodes meet.
 """
 
 from __future__ import annotations
@@ -29,4 +30,4 @@ async def streaming_url(request: Request) -> dict[str, str]:
         external_id = body.get("externalId")
         if external_id is not None and not valid_id(external_id, MAX_GUID):
             raise ApiError(400, "400-01", f"externalId must be a string of 1 to {MAX_GUID} printable characters")
-    return {"streamingUrl": asapp_stream_url(settings, key.tenant, external_id)}
+    return {"streamingUrl": await asapp_stream_url(settings, key.tenant, external_id)}

@@ -195,12 +195,16 @@ class CallRegistry:
         UnsupportedLanguage (a cluster node checks the same before it asks the others)."""
         if self.draining:
             raise ShuttingDown()
+        self.check_identity(guid, params)
+        self.check_language(params.language)
+
+    def check_identity(self, guid: str, params: StreamParams) -> None:
+        """BadIdentity for ids that cannot be kept: the same answer on any node of a cluster."""
         problem = identity_problem(guid, list(params.participants.values())) or next(
             (f"external ids must be at most {MAX_EXTERNAL_ID} printable characters"
              for v in params.external_ids.values() if v and not valid_id(v, MAX_EXTERNAL_ID)), None)
         if problem:
             raise BadIdentity(problem)
-        self.check_language(params.language)
 
     async def _wait_for_media(self, key: Key, wait_s: float) -> Call | None:
         def ready() -> bool:

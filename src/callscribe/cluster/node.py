@@ -3,8 +3,9 @@
 Redis keys (all under `callscribe:`), every one with a TTL of CALLSCRIBE_CLUSTER_TTL_S that the
 heartbeat (every quarter of it) refreshes, so a dead node's entries are gone within the TTL:
 - `node:<id>`: {"id", "url", "ready", "draining", "full", "legs"}; `nodes` is the set of ids seen.
-- `call:<tenant,namespace,guid>` and `guid:<tenant,guid>`: {"node", "call_id", "url"} for every call
-  the node's registry holds (live, or ended and kept for a late stop).
+- `call:<tenant,namespace,guid>` and `guid:<tenant,guid>`: {"node", "call_id", "url", "namespace",
+  "live"} for every call the node's registry holds: live (media connected or ending), or ended and
+  kept for a late stop ("live": false; a start does not wait on that node for it).
 Channels: `rpc:<id>` takes requests {"id", "from", "op", "args"}; `reply:<id>` takes answers
 {"id", "ok"} or {"id", "error"}; `events:<call_id>` carries a call's events to other nodes.
 """
@@ -102,7 +103,10 @@ class ClusterNode:
                 log.warning("cluster: %d event(s) not shared before leaving", self._outgoing.qsize())
         for task in self._tasks:
             task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        # Bounded: a cancel that lands inside a redis-py command can be swallowed there.
+        _, stuck = await asyncio.wait(self._tasks, timeout=5.0)
+        if stuck:
+            log.warning("cluster: %s did not stop", ", ".join(sorted(t.get_name() for t in stuck)))
         try:
             await self.redis.delete(P + "node:" + self.id)  # out of placement at once
             if self._rpc_pubsub is not None:
@@ -158,7 +162,7 @@ class ClusterNode:
                     self._put_call(pipe, t, n, g, c, ttl_ms)
             for (t, n, g, c), ours in zip(ended, mine):
                 if ours:
-                    self._put_call(pipe, t, n, g, c, ttl_ms)
+                    self._put_call(pipe, t, n, g, c, ttl_ms, live=False)
             for name, value in held_secrets:
                 pipe.set(shared_secrets.PREFIX + name, value, nx=True)
                 pipe.get(shared_secrets.PREFIX + name)
@@ -181,8 +185,10 @@ class ClusterNode:
                           "same value on every node and restart them", name,
                           shared_secrets.SETTING.get(name, "it"))
 
-    def _put_call(self, pipe: Any, tenant: str, namespace: str, guid: str, call_id: str, ttl_ms: int) -> None:
-        value = json.dumps({"node": self.id, "call_id": call_id, "url": self.url, "namespace": namespace})
+    def _put_call(self, pipe: Any, tenant: str, namespace: str, guid: str, call_id: str, ttl_ms: int,
+                  live: bool = True) -> None:
+        value = json.dumps({"node": self.id, "call_id": call_id, "url": self.url, "namespace": namespace,
+                            "live": live})
         pipe.set(call_key(tenant, namespace, guid), value, px=ttl_ms)
         pipe.set(guid_key(tenant, guid), value, px=ttl_ms)
         pipe.set(P + "callid:" + call_id, self.id, px=ttl_ms)
@@ -205,7 +211,7 @@ class ClusterNode:
             await pipe.execute()
 
     async def owner(self, tenant: str, namespace: str | None, guid: str) -> dict[str, Any] | None:
-        """The directory entry of a call ({"node", "call_id", "url", "namespace"}), any node's; None
+        """The directory entry of a call ({"node", "call_id", "url", "namespace", "live"}), any node's; None
         also when Redis cannot be asked (this node then answers for its own calls only)."""
         try:
             value = await self.redis.get(call_key(tenant, namespace, guid) if namespace is not None
@@ -259,6 +265,9 @@ class ClusterNode:
             finally:
                 for _ in batch:  # stop() waits for these
                     self._outgoing.task_done()
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():  # redis-py swallowed the cancel mid-command
+                raise asyncio.CancelledError
 
     # -- request/reply ---------------------------------------------------------------------------------
 

@@ -2,8 +2,11 @@
 carried out there (request/reply over Redis), and answered here with the same legs, summaries and
 exceptions, so the control surfaces above need no change.
 
-A start for media that has arrived nowhere yet waits, up to the same `wait_s`, for it to arrive here
-or on any other node (the 400-203 wait works cluster-wide).
+A start is routed before this node's own refusals: a call whose media is live on another node is
+started there even while this node is draining or loading its model (that node answers with its
+own refusals). A start for media that has arrived nowhere yet, or whose call has ended (wherever),
+waits, up to the same `wait_s`, for it to arrive here or on any other node (the 400-203 wait works
+cluster-wide), as one node waits for an ended call's media to come back.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from callscribe.store.repository import jsonable
 
 log = logging.getLogger(__name__)
 POLL_S = 0.1  # how often a waiting start looks at the directory
+START_TIMEOUT_S = 60.0  # a forwarded start opens legs on a call already live there
 STOP_TIMEOUT_S = 120.0  # a stop waits for its last finals on the owning node
 
 
@@ -42,8 +46,9 @@ class ClusterRegistry(CallRegistry):
         node.held_calls = self.held
 
     def held(self) -> list[tuple[str, str, str, str, bool]]:
-        """(tenant, namespace, guid, call_id, live) of every call this node holds."""
-        return [(t, n, g, c.ref.call_id, c.live) for (t, n, g), c in list(self._calls.items())]
+        """(tenant, namespace, guid, call_id, live) of every call this node holds; live while its
+        media is connected or ending (a start for it is answered here)."""
+        return [(t, n, g, c.ref.call_id, bool(c.live or c.ending)) for (t, n, g), c in list(self._calls.items())]
 
     def open_legs(self) -> int:
         """Legs transcribing on this node now (its load, as the heartbeat reports it)."""
@@ -53,38 +58,52 @@ class ClusterRegistry(CallRegistry):
         call = self._calls.get(key)
         return call is not None and bool(call.live or call.ending)
 
-    async def _elsewhere(self, key: tuple[str, str, str]) -> str | None:
+    async def _elsewhere(self, key: tuple[str, str, str], live: bool = False) -> str | None:
+        """The other live node the directory names for this call (with `live`, only while the
+        call's media is live or ending there)."""
         entry = await self.node.owner(*key)
         if entry is None or entry.get("node") == self.node.id or entry.get("node") not in self.node.peers:
+            return None
+        if live and not entry.get("live", True):
             return None
         return str(entry["node"])
 
     async def start_streaming(self, tenant: str, namespace: str, guid: str, params: StreamParams, *,
                               participants: Sequence[str] | None = None, wait_s: float = 0.0,
                               source: PulledSource | None = None) -> dict[str, Leg]:
-        self.check_start(guid, params)
+        # What every node answers alike comes first; draining and model readiness are this node's
+        # own, so they are checked (by super) only for a call whose media is here or starts here.
+        self.check_identity(guid, params)
+        try:
+            self.check_language(params.language)
+        except NotReady:
+            pass  # loading here: the node holding the call answers for its own model
         key = (tenant, namespace, guid)
         deadline = time.monotonic() + wait_s
         while True:
             if self._here(key):
                 return await super().start_streaming(tenant, namespace, guid, params, participants=participants,
                                                      source=source)
-            owner = await self._elsewhere(key)
+            remaining = deadline - time.monotonic()
+            owner = await self._elsewhere(key, live=True)
             if owner is not None:
-                remaining = max(deadline - time.monotonic(), 0.0)
                 try:
                     answer = await self.node.call(owner, "start", {
                         "key": list(key), "params": wire.params_json(params),
-                        "participants": None if participants is None else list(participants),
-                        "wait_s": remaining}, timeout_s=remaining + 60.0)
+                        "participants": None if participants is None else list(participants)},
+                        timeout_s=START_TIMEOUT_S)
+                    return wire.legs_from(answer)
+                except wire.NotHere:  # its media ended there meanwhile: look again, as below
+                    pass
                 except RemoteError as exc:
                     log.warning("start of %s on node %s: %s", guid, owner, exc)
                     raise NotReady() from None
-                return wire.legs_from(answer)
-            remaining = deadline - time.monotonic()
-            if source is not None or remaining <= 0:  # a pull starts here; else nothing anywhere: 400-203
+            if source is not None or (remaining <= 0 and key in self._calls):
+                # A pull starts here; an ended call held here is answered as one node answers it.
                 return await super().start_streaming(tenant, namespace, guid, params, participants=participants,
                                                      source=source)
+            if remaining <= 0:  # no live media anywhere: 400-203
+                raise CallNotFound(guid)
             await self._wait_for_media(key, min(POLL_S, remaining))
 
     async def stop_streaming(self, tenant: str, namespace: str, guid: str, *,
@@ -145,9 +164,12 @@ class ClusterRegistry(CallRegistry):
 
     async def _serve_start(self, args: dict[str, Any]) -> Any:
         tenant, namespace, guid = args["key"]
+        if not self._here((tenant, namespace, guid)):
+            # Ended (or gone) here: the asking node waits for the media wherever it comes back, not
+            # this node alone.
+            raise wire.NotHere(guid)
         legs = await CallRegistry.start_streaming(self, tenant, namespace, guid, wire.params_from(args["params"]),
-                                                  participants=args.get("participants"),
-                                                  wait_s=float(args.get("wait_s") or 0.0))
+                                                  participants=args.get("participants"))
         return wire.legs_json(legs)
 
     async def _serve_stop(self, args: dict[str, Any]) -> Any:

@@ -57,6 +57,7 @@ async def join(services: "Services", app: Any = None) -> None:
     """Once storage, delivery and the registry exist: attach them to the node and start it."""
     from callscribe import urls
     from callscribe.cluster.fanout import ClusterFanout
+    from callscribe.cluster.placement import CallPlacement
     from callscribe.cluster.reaper import Reaper
     from callscribe.cluster.registry import ClusterRegistry
 
@@ -67,7 +68,8 @@ async def join(services: "Services", app: Any = None) -> None:
     if isinstance(services.fanout, ClusterFanout) and services.persister is not None:
         services.fanout.flush = services.persister.flush
     node.on_tick.append(Reaper(node, services.get_store(), services.on_interrupted).tick)
-    urls.set_placement(services.settings, node.placement_url)
+    # Stream URLs of a known call name the node of that call (cluster.placement), others headroom.
+    urls.set_placement(services.settings, node.placement_url, CallPlacement(node, urls.URL_TTL_S).url_for)
     # At SIGTERM, tell the others at once that this node is draining (placement, /readyz).
     services.drainers.add(node.beat)
     if app is not None:  # the 409-202 guard holds across nodes

@@ -15,10 +15,16 @@ from callscribe.calls.leg import ParticipantNames, StreamParams
 from callscribe.calls.media import Participant
 from callscribe.redact.policy import RedactionPolicy
 
+
+class NotHere(Exception):
+    """A forwarded start reached a node whose call has no live media (any more): the asking node
+    goes on looking for the media across the cluster, as one node waits for it."""
+
+
 # Errors a remote command may raise, by name; anything else becomes a NotReady (503 on every surface).
 ERRORS: dict[str, type[Exception]] = {cls.__name__: cls for cls in (
     reg.CallNotFound, reg.AlreadyStarted, reg.AlreadyStopped, reg.MediaEnding, reg.NoCapacity, reg.NotReady,
-    reg.UnsupportedLanguage, reg.BadIdentity, reg.ShuttingDown, reg.SourceFailed)}
+    reg.UnsupportedLanguage, reg.BadIdentity, reg.ShuttingDown, reg.SourceFailed, NotHere)}
 
 
 def params_json(params: StreamParams) -> dict[str, Any]:

@@ -43,7 +43,7 @@ from callscribe.tokens import token_signer
 log = logging.getLogger(__name__)
 router = APIRouter(tags=["ASAPP direct WebSocket"])
 
-NAMESPACE = "autotranscribe"
+NAMESPACE = urls.ASAPP_STREAM_NAMESPACE  # "autotranscribe"
 IDLE_TIMEOUT_S = 60.0  # module-level so tests can shorten it
 MAX_STREAM_S = 3 * 3600.0
 
