@@ -51,6 +51,38 @@ class RemoteError(Exception):
     """A peer did not answer (gone, or too slow)."""
 
 
+class NotListening(RemoteError):
+    """No node took the request: the peer has left (or is not subscribed)."""
+
+
+# KEYS: a call's directory keys (call, guid); ARGV[1] this node's id, ARGV[2] the entry, ARGV[3] the
+# TTL: each key written only while it is missing or this node's, in one step, so an ended call's
+# entry never replaces the one another node just wrote for the guid.
+_PUT_IF_MINE = """
+for _, key in ipairs(KEYS) do
+  local v = redis.call('get', key)
+  local ok = not v
+  if v then
+    local decoded, entry = pcall(cjson.decode, v)
+    ok = decoded and type(entry) == 'table' and entry['node'] == ARGV[1]
+  end
+  if ok then redis.call('set', key, ARGV[2], 'px', ARGV[3]) end
+end
+return 1
+"""
+# The same keys removed, each only while it is this node's (ARGV[1]).
+_DELETE_IF_MINE = """
+for _, key in ipairs(KEYS) do
+  local v = redis.call('get', key)
+  if v then
+    local decoded, entry = pcall(cjson.decode, v)
+    if decoded and type(entry) == 'table' and entry['node'] == ARGV[1] then redis.call('del', key) end
+  end
+end
+return 1
+"""
+
+
 class ClusterNode:
     def __init__(self, settings: "Settings") -> None:
         assert settings.redis_url is not None
@@ -73,6 +105,7 @@ class ClusterNode:
         self._outgoing: asyncio.Queue[CallEvent] = asyncio.Queue(maxsize=10000)
         self._unsubscribe: Callable[[], None] | None = None
         self._split_secrets: set[str] = set()  # generated secrets whose Redis value is not this node's
+        self._beating = asyncio.Lock()
 
     # -- lifecycle -------------------------------------------------------------------------------
 
@@ -145,24 +178,20 @@ class ClusterNode:
     async def beat(self) -> None:
         """Refresh this node's entry and its calls' directory entries and the generated secrets it
         uses (put back if Redis lost them, see secrets.py), and read the peers'."""
+        async with self._beating:  # forget() waits for it
+            await self._beat()
+
+    async def _beat(self) -> None:
         me = {"id": self.id, "url": self.url, "at": time.time(), **self.status()}
         held = self.held_calls()
-        ended = [(t, n, g, c) for t, n, g, c, live in held if not live]
-        mine: list[bool] = []
-        if ended:  # an ended call keeps its entry only while no other node took its guid
-            values = await self.redis.mget([call_key(t, n, g) for t, n, g, _ in ended])
-            mine = [v is None or json.loads(v).get("node") == self.id for v in values]
         ttl_ms = int(self.ttl_s * 1000)
         held_secrets = sorted(shared_secrets.held(self.redis_url).items())
         async with self.redis.pipeline(transaction=False) as pipe:
             pipe.set(P + "node:" + self.id, json.dumps(me), px=ttl_ms)
             pipe.sadd(P + "nodes", self.id)
             for t, n, g, c, live in held:
-                if live:
-                    self._put_call(pipe, t, n, g, c, ttl_ms)
-            for (t, n, g, c), ours in zip(ended, mine):
-                if ours:
-                    self._put_call(pipe, t, n, g, c, ttl_ms, live=False)
+                # an ended call keeps its entry only while no other node took its guid
+                self._put_call(pipe, t, n, g, c, ttl_ms, live=live)
             for name, value in held_secrets:
                 pipe.set(shared_secrets.PREFIX + name, value, nx=True)
                 pipe.get(shared_secrets.PREFIX + name)
@@ -189,9 +218,25 @@ class ClusterNode:
                   live: bool = True) -> None:
         value = json.dumps({"node": self.id, "call_id": call_id, "url": self.url, "namespace": namespace,
                             "live": live})
-        pipe.set(call_key(tenant, namespace, guid), value, px=ttl_ms)
-        pipe.set(guid_key(tenant, guid), value, px=ttl_ms)
+        if live:  # the media is here: this node's entry, whoever's was there
+            pipe.set(call_key(tenant, namespace, guid), value, px=ttl_ms)
+            pipe.set(guid_key(tenant, guid), value, px=ttl_ms)
+        else:
+            pipe.eval(_PUT_IF_MINE, 2, call_key(tenant, namespace, guid), guid_key(tenant, guid), self.id, value, ttl_ms)
         pipe.set(P + "callid:" + call_id, self.id, px=ttl_ms)
+
+    async def forget(self, calls: list[tuple[str, str, str, str]]) -> None:
+        """Take these calls' entries (tenant, namespace, guid, call_id) out of the directory, where
+        they are still this node's: the registry closed them (shutdown), so no start or stop waits
+        on this node for them. After the beat in progress, if any, so that it cannot put them back."""
+        if not calls:
+            return
+        async with self._beating:
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for t, n, g, c in calls:
+                    pipe.eval(_DELETE_IF_MINE, 2, call_key(t, n, g), guid_key(t, g), self.id)
+                    pipe.delete(P + "callid:" + c)
+                await pipe.execute()
 
     async def _read_peers(self) -> None:
         ids = sorted(str(i) for i in await self.redis.smembers(P + "nodes"))
@@ -281,7 +326,7 @@ class ClusterNode:
             heard = await self.redis.publish(P + "rpc:" + node_id, json.dumps(
                 {"id": request_id, "from": self.id, "op": op, "args": args}))
             if not heard:
-                raise RemoteError(f"node {node_id} is not listening")
+                raise NotListening(f"node {node_id} is not listening")
             async with asyncio.timeout(timeout_s):
                 answer = await future
         except TimeoutError:

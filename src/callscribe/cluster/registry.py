@@ -20,7 +20,7 @@ from callscribe.calls.leg import Leg, StreamParams
 from callscribe.calls.media import PulledSource
 from callscribe.calls.registry import CallNotFound, CallRegistry, NotReady
 from callscribe.cluster import wire
-from callscribe.cluster.node import ClusterNode, RemoteError
+from callscribe.cluster.node import ClusterNode, NotListening, RemoteError
 from callscribe.store.repository import jsonable
 
 log = logging.getLogger(__name__)
@@ -49,6 +49,20 @@ class ClusterRegistry(CallRegistry):
         """(tenant, namespace, guid, call_id, live) of every call this node holds; live while its
         media is connected or ending (a start for it is answered here)."""
         return [(t, n, g, c.ref.call_id, bool(c.live or c.ending)) for (t, n, g), c in list(self._calls.items())]
+
+    async def close(self) -> None:
+        """End this node's calls, then take their directory entries out at once (not a TTL later):
+        a start for one of them then waits for its media anywhere, and a stop finds no owner."""
+        closing = [(t, n, g, c.ref.call_id) for (t, n, g), c in list(self._calls.items())]
+        try:
+            await super().close()
+        finally:
+            if closing and getattr(self, "node", None) is not None:
+                try:
+                    async with asyncio.timeout(5.0):
+                        await self.node.forget(closing)
+                except Exception as exc:  # Redis away: the entries expire with their TTL
+                    log.warning("cluster: directory entries of closed calls not removed: %s", exc or type(exc).__name__)
 
     def open_legs(self) -> int:
         """Legs transcribing on this node now (its load, as the heartbeat reports it)."""
@@ -93,7 +107,7 @@ class ClusterRegistry(CallRegistry):
                         "participants": None if participants is None else list(participants)},
                         timeout_s=START_TIMEOUT_S)
                     return wire.legs_from(answer)
-                except wire.NotHere:  # its media ended there meanwhile: look again, as below
+                except (wire.NotHere, NotListening):  # its media ended there, or it left: look again, as below
                     pass
                 except RemoteError as exc:
                     log.warning("start of %s on node %s: %s", guid, owner, exc)
