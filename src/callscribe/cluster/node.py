@@ -5,7 +5,8 @@ heartbeat (every quarter of it) refreshes, so a dead node's entries are gone wit
 - `node:<id>`: {"id", "url", "ready", "draining", "full", "legs"}; `nodes` is the set of ids seen.
 - `call:<tenant,namespace,guid>` and `guid:<tenant,guid>`: {"node", "call_id", "url", "namespace",
   "live"} for every call the node's registry holds: live (media connected or ending), or ended and
-  kept for a late stop ("live": false; a start does not wait on that node for it).
+  kept for a late stop ("live": false; a start does not wait on that node for it; written only
+  while the key is missing or still this node's). A closing registry takes its calls' entries out.
 Channels: `rpc:<id>` takes requests {"id", "from", "op", "args"}; `reply:<id>` takes answers
 {"id", "ok"} or {"id", "error"}; `events:<call_id>` carries a call's events to other nodes.
 """
