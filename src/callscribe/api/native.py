@@ -227,11 +227,14 @@ async def call_events(ws: WebSocket, guid: str) -> None:
     try:
         while True:
             for event in backlog:
-                if event.seq <= last:
-                    continue  # already sent (backlog and live overlap on purpose)
+                ending = isinstance(event, CallStateEvent) and event.state in ("media-ended", "media-interrupted")
+                # Already sent (backlog and live overlap on purpose), except the end: a call closed for
+                # its lost node is marked above the stored seqs only, which partials sent live may pass.
+                if event.seq <= last and not ending:
+                    continue
                 await asyncio.wait_for(ws.send_json(event_json(event)), _SEND_TIMEOUT_S)
-                last = event.seq
-                if isinstance(event, CallStateEvent) and event.state in ("media-ended", "media-interrupted"):
+                last = max(last, event.seq)
+                if ending:
                     return await ws.close(1000, "call ended")
             next_batch = asyncio.create_task(sub.next_batch())
             done, _ = await asyncio.wait({next_batch, watcher}, return_when=asyncio.FIRST_COMPLETED)

@@ -345,6 +345,14 @@ class CallRepository:
                 CallStateEvent(ref, r.seq, r.state, dict(r.data or {}), r.created_at)
                 for r in s.scalars(select(CallEventRow).where(CallEventRow.call_id == call_id,
                                                               CallEventRow.seq > since))]
+            if call.ended_at is not None and not any(e.state in _ENDINGS for e in events):
+                # Its end whatever its seq: a node's loss is marked above the stored seqs only, at or
+                # below partials the subscriber may have had live (`since`).
+                end = s.scalars(select(CallEventRow).where(CallEventRow.call_id == call_id,
+                                                           CallEventRow.state.in_(_ENDINGS))
+                                .order_by(CallEventRow.seq.desc()).limit(1)).first()
+                if end is not None:
+                    events.append(CallStateEvent(ref, end.seq, end.state, dict(end.data or {}), end.created_at))
             for u in s.scalars(select(Utterance).where(Utterance.call_id == call_id, Utterance.seq > since)):
                 events.append(UtteranceEvent(
                     ref, u.seq, "final", u.role, u.external_id, u.stream_id, u.utterance_no, u.start_ms, u.end_ms,
@@ -367,6 +375,9 @@ class CallRepository:
 # their names in the native API, which are the registry's: connected | streaming | ended.
 _LIFECYCLE = {"media-connected": "connected", "streaming-started": "streaming", "streaming-stopped": "connected",
               "media-ended": "ended", "media-interrupted": "interrupted"}
+
+
+_ENDINGS = ("media-ended", "media-interrupted")
 
 
 def _storable(*values: str) -> bool:
