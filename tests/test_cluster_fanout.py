@@ -134,3 +134,47 @@ def test_events_lost_on_redis_are_noticed_and_the_subscriber_told_to_reconnect(t
             store.close()
 
     asyncio.run(run())
+
+
+def test_a_subscriber_arriving_while_redis_is_away_is_told_to_reconnect_later(tmp_path):
+    """While Redis is down a new subscriber cannot be served from it: EventsUnavailable (the route
+    closes 1013 saying `reconnect with since=N`), whether its call's channel was being listened to
+    already (waiting for it to be confirmed again) or not (the subscribe itself fails)."""
+    import pytest
+
+    from callscribe.delivery.fanout import EventsUnavailable, SubscriberOverflow
+    from cluster_helpers import RedisProcess
+
+    server = RedisProcess().start()  # the test's own: it is stopped
+    settings = load_settings(data_dir=tmp_path, redis_url=server.url, database_url=PG, node_id="watcher",
+                             public_url="http://127.0.0.1:1")
+
+    async def run() -> None:
+        store = Store(f"sqlite:///{tmp_path / 'calls.db'}")
+        await store.start()
+        node = ClusterNode(settings)
+        hub = ClusterFanout(EventBus(), node)
+        hub.start()
+
+        async def flush() -> None:
+            pass
+
+        try:
+            first, _ = await hub.subscribe_with_backlog(store, flush, "c-on", 0)
+            server.stop()
+            with pytest.raises(SubscriberOverflow):  # cut once the reader sees the drop
+                await asyncio.wait_for(first.next_batch(), 60)
+            with pytest.raises(EventsUnavailable):
+                await hub.subscribe_with_backlog(store, flush, "c-on", 3)
+            with pytest.raises(EventsUnavailable):
+                await hub.subscribe_with_backlog(store, flush, "c-new", 0)
+            hub.unsubscribe(first)
+        finally:
+            hub.stop()
+            await node.redis.aclose()
+            store.close()
+
+    try:
+        asyncio.run(run())
+    finally:
+        server.close()

@@ -31,7 +31,7 @@ from starlette.websockets import WebSocketState
 from callscribe.api.auth import authenticate, credentials_from_headers
 from callscribe.api.errors import ApiError
 from callscribe.calls.events import CallEvent, CallStateEvent, StreamSummary
-from callscribe.delivery.fanout import SubscriberOverflow, subscribe_with_backlog
+from callscribe.delivery.fanout import EventsUnavailable, SubscriberOverflow, subscribe_with_backlog
 from callscribe.services import Services
 from callscribe.store.repository import CallDetail, CallRecord, IntervalRecord, iso, jsonable
 
@@ -221,7 +221,10 @@ async def call_events(ws: WebSocket, guid: str) -> None:
         return await ws.close(4404, "no such call")
 
     hub = services.fanout
-    sub, backlog = await subscribe_with_backlog(hub, services.store, services.persister.flush, call_id, since)
+    try:
+        sub, backlog = await subscribe_with_backlog(hub, services.store, services.persister.flush, call_id, since)
+    except EventsUnavailable as exc:
+        return await ws.close(1013, f"{exc}; reconnect with since={since}")
     watcher = asyncio.create_task(_wait_disconnect(ws))
     last = since
     try:

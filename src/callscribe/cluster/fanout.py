@@ -21,10 +21,12 @@ import json
 import logging
 from typing import Any, Awaitable, Callable
 
+import redis.asyncio as aioredis
+
 from callscribe.calls.events import CallEvent, EventBus
 from callscribe.cluster import wire
 from callscribe.cluster.node import ClusterNode, RemoteError, events_channel
-from callscribe.delivery.fanout import FanoutHub, Subscription
+from callscribe.delivery.fanout import EventsUnavailable, FanoutHub, Subscription
 from callscribe.store import Store
 
 log = logging.getLogger(__name__)
@@ -111,7 +113,10 @@ class ClusterFanout(FanoutHub):
         # any, and PostgreSQL.
         sub = self.subscribe(call_id)
         try:
-            await self._listen_to(sub)
+            try:
+                await self._listen_to(sub)
+            except (TimeoutError, aioredis.RedisError) as exc:  # Redis away: the client comes back later
+                raise EventsUnavailable(f"events unavailable ({type(exc).__name__})") from None
             owner = await self.node.owner_of_call(call_id)
             recent: list[CallEvent] = []
             if owner is not None and owner != self.node.id:
