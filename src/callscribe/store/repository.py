@@ -191,6 +191,15 @@ class CallRepository:
                           .values(stopped_at=when))
             return [c.call_id for c in calls]
 
+    def ended_among(self, call_ids: Sequence[str]) -> set[str]:
+        """Those of these calls that have ended (cluster mode: a node relaying a call's events from
+        Redis looks for an end whose event it never got)."""
+        if not call_ids:
+            return set()
+        with self.db.sessions() as s:
+            return set(s.scalars(select(Call.call_id).where(Call.call_id.in_(list(call_ids)),
+                                                           Call.ended_at.is_not(None))))
+
     def open_calls(self, created_before: datetime) -> list[CallRef]:
         """Calls not ended that began before `created_before` (cluster mode: the survivors look
         for those whose node is gone)."""
