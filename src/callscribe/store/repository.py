@@ -354,7 +354,8 @@ class CallRepository:
                 CallStateEvent(ref, r.seq, r.state, dict(r.data or {}), r.created_at)
                 for r in s.scalars(select(CallEventRow).where(CallEventRow.call_id == call_id,
                                                               CallEventRow.seq > since))]
-            if call.ended_at is not None and not any(isinstance(e, CallStateEvent) and e.state in _ENDINGS for e in events):
+            ends = [e for e in events if isinstance(e, CallStateEvent) and e.state in _ENDINGS]
+            if call.ended_at is not None and not ends:
                 # Its end whatever its seq: a node's loss is marked above the stored seqs only, at or
                 # below partials the subscriber may have had live (`since`).
                 end = s.scalars(select(CallEventRow).where(CallEventRow.call_id == call_id,
