@@ -12,7 +12,7 @@ from callscribe.cluster.fanout import ClusterFanout
 from callscribe.cluster.node import ClusterNode, events_channel
 from callscribe.config import load_settings
 from callscribe.store import Store
-from cluster_helpers import redis_server, redis_url  # noqa: F401 (fixtures)
+from cluster_helpers import pg_url, redis_server, redis_url  # noqa: F401 (fixtures)
 
 PG = "postgresql+psycopg://u@127.0.0.1:1/db"  # never connected to here
 
@@ -128,6 +128,106 @@ def test_events_lost_on_redis_are_noticed_and_the_subscriber_told_to_reconnect(t
             assert [e.seq for e in await asyncio.wait_for(again.next_batch(), 30)] == [2]
             hub.unsubscribe(again)
             hub.unsubscribe(jump)
+        finally:
+            hub.stop()
+            await node.redis.aclose()
+            store.close()
+
+    asyncio.run(run())
+
+
+def test_a_subscriber_arriving_while_redis_is_away_is_told_to_reconnect_later(tmp_path):
+    """While Redis is down a new subscriber cannot be served from it: EventsUnavailable (the route
+    closes 1013 saying `reconnect with since=N`), whether its call's channel was being listened to
+    already (waiting for it to be confirmed again) or not (the subscribe itself fails)."""
+    import pytest
+
+    from callscribe.delivery.fanout import EventsUnavailable, SubscriberOverflow
+    from cluster_helpers import RedisProcess
+
+    server = RedisProcess().start()  # the test's own: it is stopped
+    settings = load_settings(data_dir=tmp_path, redis_url=server.url, database_url=PG, node_id="watcher",
+                             public_url="http://127.0.0.1:1")
+
+    async def run() -> None:
+        store = Store(f"sqlite:///{tmp_path / 'calls.db'}")
+        await store.start()
+        node = ClusterNode(settings)
+        hub = ClusterFanout(EventBus(), node)
+        hub.start()
+
+        async def flush() -> None:
+            pass
+
+        try:
+            first, _ = await hub.subscribe_with_backlog(store, flush, "c-on", 0)
+            server.stop()
+            with pytest.raises(SubscriberOverflow):  # cut once the reader sees the drop
+                await asyncio.wait_for(first.next_batch(), 60)
+            with pytest.raises(EventsUnavailable):
+                await hub.subscribe_with_backlog(store, flush, "c-on", 3)
+            with pytest.raises(EventsUnavailable):
+                await hub.subscribe_with_backlog(store, flush, "c-new", 0)
+            hub.unsubscribe(first)
+        finally:
+            hub.stop()
+            await node.redis.aclose()
+            store.close()
+
+    try:
+        asyncio.run(run())
+    finally:
+        server.close()
+
+
+def test_a_relayed_call_whose_end_never_came_from_redis_is_cut_once_it_is_stored_ended(tmp_path, redis_url, pg_url):
+    """The owner's last events (its end) lost on the way to Redis show no jump: the relaying node
+    finds the call ended in PostgreSQL (at two checks in a row) and tells its subscribers to
+    reconnect, whose backlog then ends with the end stored."""
+    import pytest
+
+    from callscribe.delivery.fanout import SubscriberOverflow
+
+    settings = load_settings(data_dir=tmp_path, redis_url=redis_url, database_url=PG, node_id="watcher",
+                             public_url="http://127.0.0.1:1")
+
+    async def run() -> None:
+        store = Store(pg_url)
+        await store.start()
+        node = ClusterNode(settings)
+        hub = ClusterFanout(EventBus(), node)
+        hub.start()
+
+        async def flush() -> None:
+            pass
+
+        connected = event("c-quiet", 1)
+        ended = CallStateEvent(connected.call, 2, "media-ended", {"reason": "hangup"}, datetime.now(timezone.utc))
+        heard = event("c-heard", 1)
+        heard_end = CallStateEvent(heard.call, 2, "media-ended", {}, datetime.now(timezone.utc))
+        try:
+            await store.db.write(store.calls.save_events, [(connected, None), (heard, None)])
+            quiet, _ = await hub.subscribe_with_backlog(store, flush, "c-quiet", 0)
+            loud, _ = await hub.subscribe_with_backlog(store, flush, "c-heard", 0)
+            for e in (connected, heard, heard_end):
+                await node.redis.publish(events_channel(e.call.call_id), json.dumps(wire.event_json(e)))
+            assert [e.seq for e in await asyncio.wait_for(quiet.next_batch(), 30)] == [1]
+            got = []
+            while len(got) < 2:
+                got += [e.seq for e in await asyncio.wait_for(loud.next_batch(), 30)]
+            # Both stored ended; only c-quiet's end was never published (the owner's publish failed).
+            await store.db.write(store.calls.save_events, [(ended, None), (heard_end, None)])
+            await hub.check_ends()  # first seen ended: its end may still be on its way
+            assert not quiet.overflowed
+            await hub.check_ends()
+            with pytest.raises(SubscriberOverflow):
+                await asyncio.wait_for(quiet.next_batch(), 30)
+            assert "ended" in quiet.reason and not loud.overflowed
+            hub.unsubscribe(quiet)
+            again, backlog = await hub.subscribe_with_backlog(store, flush, "c-quiet", 1)
+            assert [(e.seq, getattr(e, "state", None)) for e in backlog] == [(2, "media-ended")]
+            hub.unsubscribe(again)
+            hub.unsubscribe(loud)
         finally:
             hub.stop()
             await node.redis.aclose()

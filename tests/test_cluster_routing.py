@@ -163,3 +163,29 @@ async def test_urls_of_one_call_name_one_node_whichever_node_issues_them(tmp_pat
         nodes["b"].full = True
         await beat(nodes)
         assert await places["c"].url_for("acme", "twilio", "held") == nodes["b"].url
+
+
+async def test_a_stop_or_view_on_a_node_with_an_ended_copy_reaches_the_node_holding_the_call_live(
+        tmp_path, redis_url, redactor):
+    async with peers(tmp_path, redis_url, "a", "b", "c") as nodes:
+        a, b, c = nodes["a"], nodes["b"], nodes["c"]
+        first = await a.registry.media_connected(tenant="acme", namespace="twilio", guid="CA-back", tracks=TWILIO,
+                                                 source="test")
+        await in_directory(a, "CA-back")
+        await first.end("hangup")  # A keeps its ended copy (for a late stop)
+        await c.registry.media_connected(tenant="acme", namespace="twilio", guid="CA-back", tracks=TWILIO,
+                                         source="test")
+        await in_directory(c, "CA-back")
+        await b.registry.start_streaming("acme", "twilio", "CA-back", params(), wait_s=5.0)
+        assert c.registry.get_call("acme", "CA-back")["streaming"]
+
+        # A's view is C's live call, not its ended copy.
+        seen = await a.registry.cluster_get_call("acme", "CA-back", "twilio")
+        assert seen is not None and seen["call_id"] == c.registry.get_call("acme", "CA-back")["call_id"]
+        assert seen["streaming"]
+
+        # A stop sent to A stops the legs on C (and the view read after it is C's).
+        legs = await a.registry.stop_streaming("acme", "twilio", "CA-back")
+        assert set(legs) == {"customer", "agent"}
+        assert not c.registry.get_call("acme", "CA-back")["streaming"]
+        assert a.registry.get_call("acme", "CA-back", "twilio")["call_id"] == seen["call_id"]

@@ -68,3 +68,39 @@ def test_a_node_closes_its_calls_then_leaves_the_cluster_then_closes_its_redis_c
     assert ended[0] < left[0]  # the call's end reached the other nodes while this node was in the cluster
     beats = [i for i, c in enumerate(commands) if c.startswith("SET callscribe:node:leaving")]
     assert all(i < left[0] for i in beats)  # and no heartbeat puts it back afterwards
+
+
+def test_a_call_that_fails_to_close_does_not_keep_the_node_in_the_cluster(tmp_path, redis_url, pg_url):
+    """An exception out of registry.close() still lets the node leave (its entry dropped, its Redis
+    clients closed) and stop storing and sending; the exception is not hidden."""
+    import pytest
+
+    settings = load_settings(data_dir=tmp_path, redis_url=redis_url, database_url=pg_url, node_id="broken",
+                             public_url="http://127.0.0.1:1", sip_port=0, api_keys="ka:sa:acme")
+    app = create_app(settings, engine=_StubEngine())
+    admin = redis.Redis.from_url(redis_url, decode_responses=True)
+
+    async def run() -> None:
+        services = app.state.services
+        with pytest.raises(RuntimeError, match="discard failed"):
+            async with app.router.lifespan_context(app):
+                await services.registry.media_connected(tenant="acme", namespace="twilio", guid="g-1",
+                                                        tracks=["customer"], source="test")
+                call = services.registry.find("acme", "g-1")
+                discard = call.discard
+
+                def broken() -> None:
+                    discard()
+                    raise RuntimeError("discard failed")
+
+                call.discard = broken
+                assert admin.exists("callscribe:node:broken")
+        assert not admin.exists("callscribe:node:broken")  # left the cluster at once, not after a TTL
+        others = [c for c in admin.client_list() if c.get("cmd") not in ("client|list",)]
+        assert others == [], others  # every Redis client the node opened is closed
+        assert services.persister._task is None or services.persister._task.done()
+
+    try:
+        asyncio.run(run())
+    finally:
+        admin.close()

@@ -6,6 +6,7 @@ import io
 import json
 import threading
 import wave
+from datetime import datetime, timezone
 
 import httpx
 import pytest
@@ -173,3 +174,34 @@ def test_events_socket_accepts_header_credentials(start_app, call_script):
     with connect(f"{app.ws_url}/v1/calls/CA-hdr/events", additional_headers=ACME) as ws:
         got, code, _ = receive_until_closed(ws)
     assert [e["state"] for e in got] == ["media-connected", "media-ended"] and code == 1000
+
+
+def test_a_call_closed_for_its_lost_node_ends_open_sockets_and_reconnects_whatever_its_seq(
+        start_app, call_script, pg_server):
+    """The interrupted marker of a call whose node was lost (cluster/reaper.py) is numbered above the
+    stored seqs only: partials are not stored, so subscribers may have had live seqs at or above it.
+    It still reaches an open socket, and a reconnect with since= the last seq had, and closes them."""
+    import pg
+
+    with pg.fresh_database(pg_server) as url:
+        app = start_app(database_url=url)
+        c = call_script("CA-lost")
+        app.publish(c.state("media-connected"), c.started(), c.utterance("customer", "hel", kind="partial"),
+                    c.utterance("customer", "hello", kind="partial"))
+        with connect(events_url(app, "CA-lost", since=0)) as ws:
+            assert [json.loads(ws.recv(timeout=30))["seq"] for _ in range(4)] == [1, 2, 3, 4]
+            app.flush()
+            store = app.services.get_store()
+            [marker] = app.run(store.db.write(store.calls.interrupt_calls, [c.ref.call_id],
+                                              datetime.now(timezone.utc), "the node that held the call stopped"))
+            assert marker.seq == 3  # the stored last seq (2) + 1: below what the socket got live
+
+            async def relayed() -> None:  # as the reaper's publish on Redis reaches a node's hub (not its bus:
+                app.services.fanout._on_event(marker)  # the row is stored already)
+
+            app.run(relayed())
+            got, code, reason = receive_until_closed(ws)
+        assert [(e["seq"], e["state"]) for e in got] == [(3, "media-interrupted")] and code == 1000
+        with connect(events_url(app, "CA-lost", since=4)) as again:
+            got, code, _ = receive_until_closed(again)
+        assert [(e["seq"], e["state"]) for e in got] == [(3, "media-interrupted")] and code == 1000

@@ -129,12 +129,14 @@ def create_app(settings: Settings, *, engine: "SpeechEngine | None" = None) -> F
             await chime_meetings.close()
             await sip.stop()
             services.registry.draining = True  # no new legs or media while the calls close
-            await services.registry.close()  # ends calls while the scheduler can still drain their finals
-            if settings.cluster:  # only now: while the calls closed, the heartbeat still named this node
-                await cluster_setup.leave(services)
-            if services.scheduler is not None:
-                await loop.run_in_executor(None, services.scheduler.stop)
-            await stop_delivery(services)  # last: it stores what the parts above published on the way out
+            try:
+                await services.registry.close()  # ends calls while the scheduler can still drain their finals
+            finally:  # a call that failed to close must not keep the rest of shutdown from running
+                if settings.cluster:  # only now: while the calls closed, the heartbeat still named this node
+                    await cluster_setup.leave(services)
+                if services.scheduler is not None:
+                    await loop.run_in_executor(None, services.scheduler.stop)
+                await stop_delivery(services)  # last: it stores what the parts above published on the way out
 
     app = FastAPI(title="callscribe", version=__version__, lifespan=lifespan, docs_url="/docs", redoc_url=None)
     app.state.services = services

@@ -31,7 +31,7 @@ from starlette.websockets import WebSocketState
 from callscribe.api.auth import authenticate, credentials_from_headers
 from callscribe.api.errors import ApiError
 from callscribe.calls.events import CallEvent, CallStateEvent, StreamSummary
-from callscribe.delivery.fanout import SubscriberOverflow, subscribe_with_backlog
+from callscribe.delivery.fanout import EventsUnavailable, SubscriberOverflow, subscribe_with_backlog
 from callscribe.services import Services
 from callscribe.store.repository import CallDetail, CallRecord, IntervalRecord, iso, jsonable
 
@@ -221,17 +221,23 @@ async def call_events(ws: WebSocket, guid: str) -> None:
         return await ws.close(4404, "no such call")
 
     hub = services.fanout
-    sub, backlog = await subscribe_with_backlog(hub, services.store, services.persister.flush, call_id, since)
+    try:
+        sub, backlog = await subscribe_with_backlog(hub, services.store, services.persister.flush, call_id, since)
+    except EventsUnavailable as exc:
+        return await ws.close(1013, f"{exc}; reconnect with since={since}")
     watcher = asyncio.create_task(_wait_disconnect(ws))
     last = since
     try:
         while True:
             for event in backlog:
-                if event.seq <= last:
-                    continue  # already sent (backlog and live overlap on purpose)
+                ending = isinstance(event, CallStateEvent) and event.state in ("media-ended", "media-interrupted")
+                # Already sent (backlog and live overlap on purpose), except the end: a call closed for
+                # its lost node is marked above the stored seqs only, which partials sent live may pass.
+                if event.seq <= last and not ending:
+                    continue
                 await asyncio.wait_for(ws.send_json(event_json(event)), _SEND_TIMEOUT_S)
-                last = event.seq
-                if isinstance(event, CallStateEvent) and event.state in ("media-ended", "media-interrupted"):
+                last = max(last, event.seq)
+                if ending:
                     return await ws.close(1000, "call ended")
             next_batch = asyncio.create_task(sub.next_batch())
             done, _ = await asyncio.wait({next_batch, watcher}, return_when=asyncio.FIRST_COMPLETED)

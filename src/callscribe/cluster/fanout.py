@@ -12,6 +12,10 @@ the connection dropped) is lost for it. Such a gap is noticed (a call's seqs are
 jump shows one; a channel confirmed subscribed again means a reconnect) and the Redis-served
 subscribers of that call are cut after what they got, told to reconnect with since= their last seq:
 the backlog of the new subscription fills the gap from the owner and PostgreSQL.
+
+A gap at the very end shows no jump (no event comes after it): at each cluster tick this node asks
+PostgreSQL which of the calls it relays have ended; one found ended at two ticks in a row whose end
+never came from Redis has its subscribers cut the same way (their reconnect reads the end stored).
 """
 
 from __future__ import annotations
@@ -21,13 +25,16 @@ import json
 import logging
 from typing import Any, Awaitable, Callable
 
-from callscribe.calls.events import CallEvent, EventBus
+import redis.asyncio as aioredis
+
+from callscribe.calls.events import CallEvent, CallStateEvent, EventBus
 from callscribe.cluster import wire
 from callscribe.cluster.node import ClusterNode, RemoteError, events_channel
-from callscribe.delivery.fanout import FanoutHub, Subscription
+from callscribe.delivery.fanout import EventsUnavailable, FanoutHub, Subscription
 from callscribe.store import Store
 
 log = logging.getLogger(__name__)
+ENDINGS = ("media-ended", "media-interrupted")
 
 
 class ClusterFanout(FanoutHub):
@@ -42,6 +49,10 @@ class ClusterFanout(FanoutHub):
         self._last_seq: dict[str, int] = {}  # call id -> highest seq received from Redis
         self._dropping: set[asyncio.Task[None]] = set()
         node.handlers["recent"] = self._serve_recent
+        node.on_tick.append(self.check_ends)
+        self._store: Store | None = None  # the one subscribers read their backlog from
+        self._ends_heard: set[str] = set()  # relayed calls whose end came from Redis
+        self._ended_once: set[str] = set()  # relayed calls found ended in PostgreSQL at the last tick
         self.flush: Callable[[], Awaitable[None]] | None = None  # the persister's, set by the app
 
     def start(self) -> None:
@@ -85,6 +96,8 @@ class ClusterFanout(FanoutHub):
                 except Exception:
                     log.exception("cluster: unreadable event on %s", message.get("channel"))
                     continue
+                if isinstance(event, CallStateEvent) and event.state in ENDINGS:
+                    self._ends_heard.add(call_id)
                 last = self._last_seq.get(call_id)
                 if last is not None and event.seq > last + 1:
                     self._gap(call_id, f"events {last + 1} to {event.seq - 1} lost")
@@ -100,8 +113,23 @@ class ClusterFanout(FanoutHub):
         if cut:
             log.warning("cluster: call %s: %s; %d events subscriber(s) told to reconnect", call_id, reason, len(cut))
 
+    async def check_ends(self) -> None:
+        """Cut the subscribers of a relayed call that ended without its end reaching this node (the
+        owner's publish failed, or its queue was full): see the module doc."""
+        store = self._store
+        relayed = [c for c in self._channels if c not in self._ends_heard]
+        if store is None or not relayed:
+            self._ended_once.clear()
+            return
+        ended = await store.db.read(store.calls.ended_among, relayed)
+        for call_id in ended & self._ended_once:
+            if call_id in self._channels and call_id not in self._ends_heard:
+                self._gap(call_id, "the call ended; its last events were lost")
+        self._ended_once = set(ended)
+
     async def subscribe_with_backlog(self, store: Store, flush: Callable[[], Awaitable[None]], call_id: str,
                                      since: int) -> tuple[Subscription, list[CallEvent]]:
+        self._store = store
         if self._held_here(call_id):  # the single-node path
             from callscribe.delivery.fanout import local_subscribe_with_backlog
 
@@ -111,7 +139,10 @@ class ClusterFanout(FanoutHub):
         # any, and PostgreSQL.
         sub = self.subscribe(call_id)
         try:
-            await self._listen_to(sub)
+            try:
+                await self._listen_to(sub)
+            except (TimeoutError, aioredis.RedisError) as exc:  # Redis away: the client comes back later
+                raise EventsUnavailable(f"events unavailable ({type(exc).__name__})") from None
             owner = await self.node.owner_of_call(call_id)
             recent: list[CallEvent] = []
             if owner is not None and owner != self.node.id:
@@ -170,6 +201,7 @@ class ClusterFanout(FanoutHub):
             return
         self._confirmed.pop(call_id, None)
         self._last_seq.pop(call_id, None)
+        self._ends_heard.discard(call_id)
         try:
             await self._pubsub.unsubscribe(events_channel(call_id))
         except Exception as exc:

@@ -34,6 +34,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 P = "callscribe:"
 Handler = Callable[[dict[str, Any]], Awaitable[Any]]
+SERVE_GRACE_S = 30.0  # at leave, how long the requests being served may take to answer
+LEAVE_STEP_S = 3.0  # each Redis step of leaving (a Redis that does not answer must not hang the exit)
 
 
 def call_key(tenant: str, namespace: str, guid: str) -> str:
@@ -107,6 +109,7 @@ class ClusterNode:
         self._unsubscribe: Callable[[], None] | None = None
         self._split_secrets: set[str] = set()  # generated secrets whose Redis value is not this node's
         self._beating = asyncio.Lock()
+        self._stopping = False  # set by stop(): the loops end, so no beat puts the node back after it left
 
     # -- lifecycle -------------------------------------------------------------------------------
 
@@ -126,7 +129,16 @@ class ClusterNode:
 
     async def stop(self) -> None:
         """Leave the cluster (after the registry closed this node's calls, see cluster.setup.leave):
-        share the last events, stop the heartbeat, drop this node's entry, close the client."""
+        answer the requests being served, share the last events, stop the heartbeat, drop this
+        node's entry, close the client. Every step is bounded: a Redis that does not answer (this
+        client has no socket timeout) must not hold up the process's exit."""
+        # The requests being served first (e.g. a forwarded stop collecting its finals: the asking node
+        # waits for its reply), while this node still beats and listens.
+        deadline = time.monotonic() + SERVE_GRACE_S
+        while self._serving and time.monotonic() < deadline:
+            await asyncio.wait(set(self._serving), timeout=deadline - time.monotonic())
+        if self._serving:
+            log.warning("cluster: %d request(s) still being served when leaving", len(self._serving))
         if self._unsubscribe is not None:
             self._unsubscribe()
         if self._tasks:  # the calls just closed here: their last events reach the other nodes first
@@ -135,25 +147,26 @@ class ClusterNode:
                     await self._outgoing.join()
             except TimeoutError:
                 log.warning("cluster: %d event(s) not shared before leaving", self._outgoing.qsize())
+        self._stopping = True  # the loops end, even those whose cancel redis-py swallows: no beat after the DEL
         for task in self._tasks:
             task.cancel()
-        # Bounded: a cancel that lands inside a redis-py command can be swallowed there.
-        _, stuck = await asyncio.wait(self._tasks, timeout=5.0)
+        # Bounded: a cancel that lands inside a redis-py command can be swallowed there (the loops
+        # then end at their next look at _stopping).
+        _, stuck = await asyncio.wait(self._tasks, timeout=5.0) if self._tasks else (set(), set())
         if stuck:
             log.warning("cluster: %s did not stop", ", ".join(sorted(t.get_name() for t in stuck)))
-        try:
-            await self.redis.delete(P + "node:" + self.id)  # out of placement at once
-            if self._rpc_pubsub is not None:
-                await self._rpc_pubsub.aclose()
-        except Exception:
-            pass
-        await self.redis.aclose()
+        await _bounded("leave the cluster", self.redis.delete(P + "node:" + self.id))  # out of placement at once
+        if self._rpc_pubsub is not None:
+            await _bounded("close the request channel", self._rpc_pubsub.aclose())
+        await _bounded("close the Redis client", self.redis.aclose())
 
     # -- heartbeat and directory --------------------------------------------------------------------
 
     async def _heartbeat(self) -> None:
-        while True:
+        while not self._stopping:
             await asyncio.sleep(self.ttl_s / 4)
+            if self._stopping:
+                return
             try:
                 # Bounded, so one stuck beat cannot keep this node's entries from the next ones.
                 async with asyncio.timeout(self.ttl_s / 4):
@@ -166,9 +179,9 @@ class ClusterNode:
     async def _ticks(self) -> None:
         """The periodic work beside the heartbeat (the reaper), in a task of its own: it waits on the
         database, and a slow database must not stop this node's heartbeat (others would reap its calls)."""
-        while True:
+        while not self._stopping:
             await asyncio.sleep(self.ttl_s / 4)
-            for tick in list(self.on_tick):
+            for tick in list(self.on_tick) if not self._stopping else []:
                 try:
                     await tick()
                 except asyncio.CancelledError:
@@ -341,7 +354,7 @@ class ClusterNode:
         return answer.get("ok")
 
     async def _listen(self) -> None:
-        while True:
+        while not self._stopping:  # it serves while stop() waits for the requests being served
             try:
                 message = await self._rpc_pubsub.get_message(timeout=1.0)
             except asyncio.CancelledError:
@@ -393,6 +406,15 @@ class ClusterNode:
         if not others:
             return self.url
         return str(min(others, key=lambda p: (p.get("legs", 0), p.get("id", ""))).get("url") or self.url)
+
+
+async def _bounded(what: str, step: Awaitable[Any]) -> None:
+    """One step of leaving, given LEAVE_STEP_S; a failure or a Redis that does not answer is logged."""
+    try:
+        async with asyncio.timeout(LEAVE_STEP_S):
+            await step
+    except Exception as exc:
+        log.warning("cluster: could not %s: %s", what, exc or type(exc).__name__)
 
 
 def _open(node: dict[str, Any]) -> bool:

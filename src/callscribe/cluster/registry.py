@@ -123,10 +123,14 @@ class ClusterRegistry(CallRegistry):
     async def stop_streaming(self, tenant: str, namespace: str, guid: str, *,
                              participants: Sequence[str] | None = None) -> dict[str, Leg]:
         key = (tenant, namespace, guid)
-        if key in self._calls:
+        if self._here(key):
             return await super().stop_streaming(tenant, namespace, guid, participants=participants)
-        owner = await self._elsewhere(key)
+        # An ended copy here answers only while no other node holds the call live (its media came
+        # back there, and a start may have opened legs on it).
+        owner = await self._elsewhere(key, live=key in self._calls)
         if owner is None:
+            if key in self._calls:
+                return await super().stop_streaming(tenant, namespace, guid, participants=participants)
             raise CallNotFound(guid)
         try:
             answer = await self.node.call(owner, "stop", {
@@ -143,24 +147,30 @@ class ClusterRegistry(CallRegistry):
 
     def get_call(self, tenant: str, guid: str, namespace: str | None = None) -> dict[str, Any] | None:
         view = super().get_call(tenant, guid, namespace)
-        if view is None and namespace is not None:
-            return self._remote_views.pop((tenant, namespace, guid), None)
+        if namespace is not None and (view is None or not self._here((tenant, namespace, guid))):
+            # A stop carried out elsewhere: its view, not an ended copy held here.
+            remote = self._remote_views.pop((tenant, namespace, guid), None)
+            if remote is not None:
+                return remote
         return view
 
     async def cluster_get_call(self, tenant: str, guid: str, namespace: str | None = None) -> dict[str, Any] | None:
         """The live view of a call wherever its media is (the native API reads this)."""
-        view = super().get_call(tenant, guid, namespace)
-        if view is not None:
-            return view
+        call = self.find(tenant, guid, namespace)
+        if call is not None and (call.live or call.ending):
+            return call.snapshot()
+        view = call.snapshot() if call is not None else None  # ended here: the answer unless live elsewhere
         entry = await self.node.owner(tenant, namespace, guid)
         if entry is None or entry.get("node") in (None, self.node.id) or entry.get("node") not in self.node.peers:
-            return None
+            return view
+        if view is not None and not entry.get("live", True):
+            return view
         try:
             answer = await self.node.call(str(entry["node"]), "get_call",
                                           {"tenant": tenant, "guid": guid, "namespace": namespace}, timeout_s=10.0)
         except (RemoteError, NotReady):
-            return None
-        return answer if isinstance(answer, dict) else None
+            return view
+        return answer if isinstance(answer, dict) else view
 
     async def cluster_list_calls(self, tenant: str) -> list[dict[str, Any]]:
         """The tenant's live calls on every node (the native list and the dashboard read this); a

@@ -29,6 +29,11 @@ class SubscriberOverflow(Exception):
     """The subscriber fell more than QUEUE_SIZE events behind."""
 
 
+class EventsUnavailable(Exception):
+    """The call's events cannot be followed now (a cluster node's Redis is away): the client
+    reconnects with `since=` its last seq."""
+
+
 class Subscription:
     def __init__(self, call_id: str, maxsize: int) -> None:
         self.call_id = call_id

@@ -191,6 +191,15 @@ class CallRepository:
                           .values(stopped_at=when))
             return [c.call_id for c in calls]
 
+    def ended_among(self, call_ids: Sequence[str]) -> set[str]:
+        """Those of these calls that have ended (cluster mode: a node relaying a call's events from
+        Redis looks for an end whose event it never got)."""
+        if not call_ids:
+            return set()
+        with self.db.sessions() as s:
+            return set(s.scalars(select(Call.call_id).where(Call.call_id.in_(list(call_ids)),
+                                                           Call.ended_at.is_not(None))))
+
     def open_calls(self, created_before: datetime) -> list[CallRef]:
         """Calls not ended that began before `created_before` (cluster mode: the survivors look
         for those whose node is gone)."""
@@ -345,6 +354,15 @@ class CallRepository:
                 CallStateEvent(ref, r.seq, r.state, dict(r.data or {}), r.created_at)
                 for r in s.scalars(select(CallEventRow).where(CallEventRow.call_id == call_id,
                                                               CallEventRow.seq > since))]
+            ends = [e for e in events if isinstance(e, CallStateEvent) and e.state in _ENDINGS]
+            if call.ended_at is not None and not ends:
+                # Its end whatever its seq: a node's loss is marked above the stored seqs only, at or
+                # below partials the subscriber may have had live (`since`).
+                end = s.scalars(select(CallEventRow).where(CallEventRow.call_id == call_id,
+                                                           CallEventRow.state.in_(_ENDINGS))
+                                .order_by(CallEventRow.seq.desc()).limit(1)).first()
+                if end is not None:
+                    events.append(CallStateEvent(ref, end.seq, end.state, dict(end.data or {}), end.created_at))
             for u in s.scalars(select(Utterance).where(Utterance.call_id == call_id, Utterance.seq > since)):
                 events.append(UtteranceEvent(
                     ref, u.seq, "final", u.role, u.external_id, u.stream_id, u.utterance_no, u.start_ms, u.end_ms,
@@ -367,6 +385,9 @@ class CallRepository:
 # their names in the native API, which are the registry's: connected | streaming | ended.
 _LIFECYCLE = {"media-connected": "connected", "streaming-started": "streaming", "streaming-stopped": "connected",
               "media-ended": "ended", "media-interrupted": "interrupted"}
+
+
+_ENDINGS = ("media-ended", "media-interrupted")
 
 
 def _storable(*values: str) -> bool:
