@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+from collections.abc import AsyncIterator
 from datetime import datetime, timezone
 
 from callscribe.calls.events import CallRef, CallStateEvent, EventBus
@@ -22,30 +24,41 @@ def event(call_id: str, seq: int) -> CallStateEvent:
                           datetime.now(timezone.utc))
 
 
-def test_events_of_a_call_not_held_here_come_from_redis_even_before_its_directory_entry(tmp_path, redis_url):
+async def flush() -> None:
+    pass
+
+
+async def published(node: ClusterNode, call_id: str, seq: int) -> None:  # as the owning node publishes
+    await node.redis.publish(events_channel(call_id), json.dumps(wire.event_json(event(call_id, seq))))
+
+
+@contextlib.asynccontextmanager
+async def relay(tmp_path, redis_url: str, store_url: str | None = None) -> AsyncIterator[tuple[ClusterFanout, ClusterNode, Store]]:
+    """A node that relays calls held elsewhere: its fan-out hub, the node and a store."""
     settings = load_settings(data_dir=tmp_path, redis_url=redis_url, database_url=PG, node_id="watcher",
                              public_url="http://127.0.0.1:1")
+    store = Store(store_url or f"sqlite:///{tmp_path / 'calls.db'}")
+    await store.start()
+    node = ClusterNode(settings)
+    hub = ClusterFanout(EventBus(), node)
+    hub.start()
+    try:
+        yield hub, node, store
+    finally:
+        hub.stop()
+        await node.redis.aclose()
+        store.close()
 
+
+def test_events_of_a_call_not_held_here_come_from_redis_even_before_its_directory_entry(tmp_path, redis_url):
     async def run() -> None:
-        store = Store(f"sqlite:///{tmp_path / 'calls.db'}")
-        await store.start()
-        node = ClusterNode(settings)
-        hub = ClusterFanout(EventBus(), node)
-        hub.start()
-        held: list[tuple[str, str, str, str, bool]] = []
-        node.held_calls = lambda: held
-
-        async def flush() -> None:
-            pass
-
-        async def published(call_id: str, seq: int) -> None:  # as the owning node publishes
-            await node.redis.publish(events_channel(call_id), json.dumps(wire.event_json(event(call_id, seq))))
-
-        try:
+        async with relay(tmp_path, redis_url) as (hub, node, store):
+            held: list[tuple[str, str, str, str, bool]] = []
+            node.held_calls = lambda: held
             # No directory entry for c-late yet (its node has not registered it): still live events.
             late, backlog = await hub.subscribe_with_backlog(store, flush, "c-late", 0)
             assert backlog == []
-            await published("c-late", 1)
+            await published(node, "c-late", 1)
             assert [e.seq for e in await asyncio.wait_for(late.next_batch(), 10)] == [1]
 
             # A call held here is served locally; that subscriber leaving must not end the Redis
@@ -55,14 +68,10 @@ def test_events_of_a_call_not_held_here_come_from_redis_even_before_its_director
             local, _ = await hub.subscribe_with_backlog(store, flush, "c-both", 0)
             hub.unsubscribe(local)
             await asyncio.sleep(0.2)  # an unsubscribe from Redis, had one been started, is done by now
-            await published("c-both", 1)
+            await published(node, "c-both", 1)
             assert [e.seq for e in await asyncio.wait_for(remote.next_batch(), 10)] == [1]
             hub.unsubscribe(remote)
             hub.unsubscribe(late)
-        finally:
-            hub.stop()
-            await node.redis.aclose()
-            store.close()
 
     asyncio.run(run())
 
@@ -76,9 +85,6 @@ def test_events_lost_on_redis_are_noticed_and_the_subscriber_told_to_reconnect(t
 
     from callscribe.delivery.fanout import SubscriberOverflow
 
-    settings = load_settings(data_dir=tmp_path, redis_url=redis_url, database_url=PG, node_id="watcher",
-                             public_url="http://127.0.0.1:1")
-
     async def drained(sub) -> list[int]:
         """Seqs delivered until the subscription is cut (hang guard only)."""
         seqs: list[int] = []
@@ -88,30 +94,18 @@ def test_events_lost_on_redis_are_noticed_and_the_subscriber_told_to_reconnect(t
         return seqs
 
     async def run() -> None:
-        store = Store(f"sqlite:///{tmp_path / 'calls.db'}")
-        await store.start()
-        node = ClusterNode(settings)
-        hub = ClusterFanout(EventBus(), node)
-        hub.start()
-
-        async def flush() -> None:
-            pass
-
-        async def published(call_id: str, seq: int) -> None:
-            await node.redis.publish(events_channel(call_id), json.dumps(wire.event_json(event(call_id, seq))))
-
-        try:
+        async with relay(tmp_path, redis_url) as (hub, node, store):
             # A jump: 3 never arrived.
             jump, _ = await hub.subscribe_with_backlog(store, flush, "c-jump", 0)
             for seq in (1, 2, 4, 5):
-                await published("c-jump", seq)
+                await published(node, "c-jump", seq)
             assert await drained(jump) == [1, 2]
             assert jump.reason == "events 3 to 3 lost"
 
             # A reconnect: the subscription connection is killed; redis-py connects and subscribes
             # again, and whatever was published meanwhile is gone.
             dropped, _ = await hub.subscribe_with_backlog(store, flush, "c-drop", 0)
-            await published("c-drop", 1)
+            await published(node, "c-drop", 1)
             assert [e.seq for e in await asyncio.wait_for(dropped.next_batch(), 30)] == [1]
             admin = redis.Redis.from_url(redis_url)
             try:
@@ -124,14 +118,10 @@ def test_events_lost_on_redis_are_noticed_and_the_subscriber_told_to_reconnect(t
             # A new subscriber after the reconnect is served as usual.
             again, _ = await hub.subscribe_with_backlog(store, flush, "c-drop", 1)
             hub.unsubscribe(dropped)
-            await published("c-drop", 2)
+            await published(node, "c-drop", 2)
             assert [e.seq for e in await asyncio.wait_for(again.next_batch(), 30)] == [2]
             hub.unsubscribe(again)
             hub.unsubscribe(jump)
-        finally:
-            hub.stop()
-            await node.redis.aclose()
-            store.close()
 
     asyncio.run(run())
 
@@ -146,20 +136,8 @@ def test_a_subscriber_arriving_while_redis_is_away_is_told_to_reconnect_later(tm
     from cluster_helpers import RedisProcess
 
     server = RedisProcess().start()  # the test's own: it is stopped
-    settings = load_settings(data_dir=tmp_path, redis_url=server.url, database_url=PG, node_id="watcher",
-                             public_url="http://127.0.0.1:1")
-
     async def run() -> None:
-        store = Store(f"sqlite:///{tmp_path / 'calls.db'}")
-        await store.start()
-        node = ClusterNode(settings)
-        hub = ClusterFanout(EventBus(), node)
-        hub.start()
-
-        async def flush() -> None:
-            pass
-
-        try:
+        async with relay(tmp_path, server.url) as (hub, node, store):
             first, _ = await hub.subscribe_with_backlog(store, flush, "c-on", 0)
             server.stop()
             with pytest.raises(SubscriberOverflow):  # cut once the reader sees the drop
@@ -169,10 +147,6 @@ def test_a_subscriber_arriving_while_redis_is_away_is_told_to_reconnect_later(tm
             with pytest.raises(EventsUnavailable):
                 await hub.subscribe_with_backlog(store, flush, "c-new", 0)
             hub.unsubscribe(first)
-        finally:
-            hub.stop()
-            await node.redis.aclose()
-            store.close()
 
     try:
         asyncio.run(run())
@@ -188,24 +162,12 @@ def test_a_relayed_call_whose_end_never_came_from_redis_is_cut_once_it_is_stored
 
     from callscribe.delivery.fanout import SubscriberOverflow
 
-    settings = load_settings(data_dir=tmp_path, redis_url=redis_url, database_url=PG, node_id="watcher",
-                             public_url="http://127.0.0.1:1")
-
     async def run() -> None:
-        store = Store(pg_url)
-        await store.start()
-        node = ClusterNode(settings)
-        hub = ClusterFanout(EventBus(), node)
-        hub.start()
-
-        async def flush() -> None:
-            pass
-
-        connected = event("c-quiet", 1)
-        ended = CallStateEvent(connected.call, 2, "media-ended", {"reason": "hangup"}, datetime.now(timezone.utc))
-        heard = event("c-heard", 1)
-        heard_end = CallStateEvent(heard.call, 2, "media-ended", {}, datetime.now(timezone.utc))
-        try:
+        async with relay(tmp_path, redis_url, pg_url) as (hub, node, store):
+            connected = event("c-quiet", 1)
+            ended = CallStateEvent(connected.call, 2, "media-ended", {"reason": "hangup"}, datetime.now(timezone.utc))
+            heard = event("c-heard", 1)
+            heard_end = CallStateEvent(heard.call, 2, "media-ended", {}, datetime.now(timezone.utc))
             await store.db.write(store.calls.save_events, [(connected, None), (heard, None)])
             quiet, _ = await hub.subscribe_with_backlog(store, flush, "c-quiet", 0)
             loud, _ = await hub.subscribe_with_backlog(store, flush, "c-heard", 0)
@@ -228,9 +190,5 @@ def test_a_relayed_call_whose_end_never_came_from_redis_is_cut_once_it_is_stored
             assert [(e.seq, getattr(e, "state", None)) for e in backlog] == [(2, "media-ended")]
             hub.unsubscribe(again)
             hub.unsubscribe(loud)
-        finally:
-            hub.stop()
-            await node.redis.aclose()
-            store.close()
 
     asyncio.run(run())

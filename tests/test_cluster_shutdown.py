@@ -24,6 +24,7 @@ def test_a_node_closes_its_calls_then_leaves_the_cluster_then_closes_its_redis_c
                              public_url="http://127.0.0.1:1", sip_port=0, api_keys="ka:sa:acme")
     app = create_app(settings, engine=_StubEngine())
     admin = redis.Redis.from_url(redis_url, decode_responses=True)
+    before = max(int(c["id"]) for c in admin.client_list())  # connections of earlier tests are not this node's
     commands: list[str] = []  # every command Redis carried out during the shutdown, in its order
     watching = threading.Event()
 
@@ -54,7 +55,8 @@ def test_a_node_closes_its_calls_then_leaves_the_cluster_then_closes_its_redis_c
         admin.echo("end-of-shutdown")
         await asyncio.to_thread(watcher.join, 30)
         # Only the test's own connections are left: the node closed every client it opened.
-        others = [c for c in admin.client_list() if c.get("cmd") not in ("monitor", "client|list", "echo")]
+        others = [c for c in admin.client_list()
+                  if int(c["id"]) > before and c.get("cmd") not in ("monitor", "client|list", "echo")]
         assert others == [], others
 
     watcher = threading.Thread(target=monitor, daemon=True)
@@ -79,6 +81,7 @@ def test_a_call_that_fails_to_close_does_not_keep_the_node_in_the_cluster(tmp_pa
                              public_url="http://127.0.0.1:1", sip_port=0, api_keys="ka:sa:acme")
     app = create_app(settings, engine=_StubEngine())
     admin = redis.Redis.from_url(redis_url, decode_responses=True)
+    before = max(int(c["id"]) for c in admin.client_list())  # connections of earlier tests are not this node's
 
     async def run() -> None:
         services = app.state.services
@@ -96,7 +99,7 @@ def test_a_call_that_fails_to_close_does_not_keep_the_node_in_the_cluster(tmp_pa
                 call.discard = broken
                 assert admin.exists("callscribe:node:broken")
         assert not admin.exists("callscribe:node:broken")  # left the cluster at once, not after a TTL
-        others = [c for c in admin.client_list() if c.get("cmd") not in ("client|list",)]
+        others = [c for c in admin.client_list() if int(c["id"]) > before and c.get("cmd") not in ("client|list",)]
         assert others == [], others  # every Redis client the node opened is closed
         assert services.persister._task is None or services.persister._task.done()
 
