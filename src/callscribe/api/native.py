@@ -30,7 +30,7 @@ from starlette.websockets import WebSocketState
 
 from callscribe.api.auth import authenticate, credentials_from_headers
 from callscribe.api.errors import ApiError
-from callscribe.calls.events import CallEvent, CallStateEvent, StreamSummary
+from callscribe.calls.events import CallEvent, CallStateEvent, StreamSummary, is_end
 from callscribe.delivery.fanout import EventsUnavailable, SubscriberOverflow, subscribe_with_backlog
 from callscribe.services import Services
 from callscribe.store.repository import CallDetail, CallRecord, IntervalRecord, iso, jsonable
@@ -230,7 +230,7 @@ async def call_events(ws: WebSocket, guid: str) -> None:
     try:
         while True:
             for event in backlog:
-                ending = isinstance(event, CallStateEvent) and event.state in ("media-ended", "media-interrupted")
+                ending = is_end(event)
                 # Already sent (backlog and live overlap on purpose), except the end: a call closed for
                 # its lost node is marked above the stored seqs only, which partials sent live may pass.
                 if event.seq <= last and not ending:

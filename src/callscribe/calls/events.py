@@ -93,7 +93,8 @@ class StreamSummary:
 class CallStateEvent:
     """A change in a call's life. `state` is one of:
 
-    media-connected, streaming-started, streaming-stopped, media-ended, recording-saved.
+    media-connected, streaming-started, streaming-stopped, media-ended, media-interrupted (closed
+    after its node or process was lost), recording-saved.
     `data` carries what the state needs: for streaming-started the legs' stream ids and params; for
     streaming-stopped the per-role StreamSummary objects (as dicts); for recording-saved the role,
     stream id and file path relative to the data dir.
@@ -131,6 +132,13 @@ class SettledEvent:
 
 
 CallEvent = Union[UtteranceEvent, CallStateEvent]
+END_STATES = ("media-ended", "media-interrupted")  # a call's last event has one of these states
+
+
+def is_end(event: object) -> bool:
+    """Whether this is a call's last event: nothing follows it."""
+    return isinstance(event, CallStateEvent) and event.state in END_STATES
+
 AnyEvent = Union[UtteranceEvent, CallStateEvent, SettledEvent]  # what webhook formatters are given
 Subscriber = Callable[[CallEvent], None]
 

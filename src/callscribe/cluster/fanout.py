@@ -27,14 +27,13 @@ from typing import Any, Awaitable, Callable
 
 import redis.asyncio as aioredis
 
-from callscribe.calls.events import CallEvent, CallStateEvent, EventBus
+from callscribe.calls.events import CallEvent, EventBus, is_end
 from callscribe.cluster import wire
 from callscribe.cluster.node import ClusterNode, RemoteError, events_channel
 from callscribe.delivery.fanout import EventsUnavailable, FanoutHub, Subscription
 from callscribe.store import Store
 
 log = logging.getLogger(__name__)
-ENDINGS = ("media-ended", "media-interrupted")
 
 
 class ClusterFanout(FanoutHub):
@@ -96,7 +95,7 @@ class ClusterFanout(FanoutHub):
                 except Exception:
                     log.exception("cluster: unreadable event on %s", message.get("channel"))
                     continue
-                if isinstance(event, CallStateEvent) and event.state in ENDINGS:
+                if is_end(event):
                     self._ends_heard.add(call_id)
                 last = self._last_seq.get(call_id)
                 if last is not None and event.seq > last + 1:

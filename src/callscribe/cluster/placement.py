@@ -97,8 +97,6 @@ class CallPlacement:
             value = str(await self.node.redis.eval(_PLACE, 1, key, _placed_value(ours), ttl_ms))
             for _ in range(3):  # each round: another issuer replaced a choice found gone meanwhile
                 url, node_id = _parse(value)
-                if node_id is None:  # a bare URL: the node of that URL in this node's peer list
-                    node_id = next((str(p["id"]) for p in self.node.peers.values() if p.get("url") == url), None)
                 if url == chosen:
                     return chosen
                 earlier = await self._alive(node_id) if node_id else None
@@ -113,7 +111,7 @@ class CallPlacement:
 
 
 def _parse(value: str) -> tuple[str, str | None]:
-    """(url, node id) of a placed key's value; a bare URL (as an older node wrote it) has no id."""
+    """(url, node id) of a placed key's value; one that is not ours has no id (it is replaced)."""
     try:
         data = json.loads(value)
     except ValueError:

@@ -17,7 +17,8 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from callscribe.asr.types import Word
-from callscribe.calls.events import AnyEvent, CallEvent, CallRef, CallStateEvent, SettledEvent, StreamSummary, UtteranceEvent
+from callscribe.calls.events import (END_STATES, AnyEvent, CallEvent, CallRef, CallStateEvent, SettledEvent,
+                                     StreamSummary, UtteranceEvent, is_end)
 from callscribe.calls.media import MAX_GUID, valid_id
 from callscribe.store.db import Database
 from callscribe.store.models import Call, CallEventRow, OutboxRow, Recording, StreamInterval, Utterance
@@ -354,12 +355,12 @@ class CallRepository:
                 CallStateEvent(ref, r.seq, r.state, dict(r.data or {}), r.created_at)
                 for r in s.scalars(select(CallEventRow).where(CallEventRow.call_id == call_id,
                                                               CallEventRow.seq > since))]
-            ends = [e for e in events if isinstance(e, CallStateEvent) and e.state in _ENDINGS]
+            ends = [e for e in events if is_end(e)]
             if call.ended_at is not None and not ends:
                 # Its end whatever its seq: a node's loss is marked above the stored seqs only, at or
                 # below partials the subscriber may have had live (`since`).
                 end = s.scalars(select(CallEventRow).where(CallEventRow.call_id == call_id,
-                                                           CallEventRow.state.in_(_ENDINGS))
+                                                           CallEventRow.state.in_(END_STATES))
                                 .order_by(CallEventRow.seq.desc()).limit(1)).first()
                 if end is not None:
                     events.append(CallStateEvent(ref, end.seq, end.state, dict(end.data or {}), end.created_at))
@@ -385,9 +386,6 @@ class CallRepository:
 # their names in the native API, which are the registry's: connected | streaming | ended.
 _LIFECYCLE = {"media-connected": "connected", "streaming-started": "streaming", "streaming-stopped": "connected",
               "media-ended": "ended", "media-interrupted": "interrupted"}
-
-
-_ENDINGS = ("media-ended", "media-interrupted")
 
 
 def _storable(*values: str) -> bool:
